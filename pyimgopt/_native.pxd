@@ -1,0 +1,40 @@
+# cython: language_level=3
+"""C declarations of the kernels in csrc/ (the only place they are declared)."""
+
+from libc.stdint cimport uint8_t
+
+
+cdef extern from "pio_common.h" nogil:
+    enum:
+        PIO_OK
+        PIO_ERR_ARG
+        PIO_ERR_NOMEM
+        PIO_ERR_FILTER
+        PIO_ERR_OVERFLOW
+        PIO_ERR_SHAPE
+
+    ctypedef struct pio_view_u8:
+        uint8_t *data
+        Py_ssize_t width
+        Py_ssize_t height
+        int channels
+        Py_ssize_t stride
+
+    const char *pio_status_message(int status)
+
+
+cdef extern from "pio_alpha.h" nogil:
+    int pio_premultiply_u8(const pio_view_u8 *src, const pio_view_u8 *dst)
+    int pio_unpremultiply_u8(const pio_view_u8 *src, const pio_view_u8 *dst)
+
+
+cdef extern from "pio_resize.h" nogil:
+    ctypedef enum pio_filter:
+        PIO_FILTER_NEAREST
+        PIO_FILTER_BOX
+        PIO_FILTER_BILINEAR
+        PIO_FILTER_BICUBIC
+        PIO_FILTER_LANCZOS3
+        PIO_FILTER_COUNT
+
+    int pio_resize_u8(const pio_view_u8 *src, const pio_view_u8 *dst, int filter)

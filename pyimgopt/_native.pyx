@@ -1,0 +1,154 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Native pixel kernels: thin typed wrappers over the C code in csrc/.
+
+Every wrapper has one shape: validate with the GIL held (through
+``pyimgopt._validate``, which the pure fallback shares, so both backends raise
+the same errors), borrow the input without copying when the pixels of a row
+are packed (any row stride, even negative, is passed through; anything else is
+made contiguous first), allocate the output, release the GIL around exactly
+one C call, and turn its status into an exception with ``_check``.
+"""
+
+import numpy as np
+
+from libc.stdint cimport uint8_t
+
+from pyimgopt._validate import (
+    DEFAULT_FILTER,
+    FILTERS,
+    check_alpha_image,
+    check_filter,
+    check_image,
+    check_size,
+)
+
+__all__ = ["FILTERS", "premultiply", "resize", "unpremultiply"]
+
+_FILTER_IDS = {
+    "lanczos3": PIO_FILTER_LANCZOS3,
+    "bicubic": PIO_FILTER_BICUBIC,
+    "bilinear": PIO_FILTER_BILINEAR,
+    "box": PIO_FILTER_BOX,
+    "nearest": PIO_FILTER_NEAREST,
+}
+# A filter name added to _validate.FILTERS without a C id would otherwise
+# surface as a KeyError at call time; fail at import instead.
+assert set(_FILTER_IDS) == set(FILTERS), "FILTERS and _FILTER_IDS disagree"
+
+
+cdef int _check(int status) except -1:
+    """Map a csrc status code to an exception (the one place that does)."""
+    if status == PIO_OK:
+        return 0
+    message = pio_status_message(status).decode("ascii")
+    if status == PIO_ERR_NOMEM:
+        raise MemoryError(f"native kernel could not allocate scratch memory ({message})")
+    raise ValueError(f"native kernel rejected its arguments: {message} (status {status})")
+
+
+cdef object _packed(object img3):
+    """Return img3 if each row's pixels are packed (C can walk it with a row
+    stride alone), otherwise a C-contiguous copy."""
+    _, width, channels = img3.shape
+    strides = img3.strides
+    # A stride along an axis of length 1 is never used, so it may be anything.
+    if (channels == 1 or strides[2] == 1) and (width == 1 or strides[1] == channels):
+        return img3
+    return np.ascontiguousarray(img3)
+
+
+cdef inline pio_view_u8 _view(const uint8_t[:, :, :] mv) noexcept:
+    """Describe a memoryview whose rows are packed; the caller keeps it alive."""
+    cdef pio_view_u8 view
+    # The C side only reads source views, so dropping const here is safe.
+    view.data = <uint8_t *> &mv[0, 0, 0]
+    view.height = mv.shape[0]
+    view.width = mv.shape[1]
+    view.channels = <int> mv.shape[2]
+    view.stride = mv.strides[0]
+    return view
+
+
+def premultiply(img):
+    """Multiply colour by alpha: ``c' = round(c * a / 255)``, alpha unchanged.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        uint8 array of shape (H, W, 2) (LA) or (H, W, 4) (RGBA), alpha last.
+        Any strides are accepted.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new C-contiguous uint8 array of the same shape.
+    """
+    src3 = _packed(check_alpha_image(img))
+    out = np.empty(src3.shape, dtype=np.uint8)
+    cdef const uint8_t[:, :, :] src_mv = src3
+    cdef uint8_t[:, :, ::1] dst_mv = out
+    cdef pio_view_u8 src = _view(src_mv)
+    cdef pio_view_u8 dst = _view(dst_mv)
+    cdef int status
+    with nogil:
+        status = pio_premultiply_u8(&src, &dst)
+    _check(status)
+    return out
+
+
+def unpremultiply(img):
+    """Divide colour by alpha: ``c = 0 if a == 0 else min(255, round(c' * 255 / a))``.
+
+    Rounds half up. Alpha is unchanged. Takes and returns the same shapes as
+    :func:`premultiply`; at alpha 255 the pair is the identity.
+    """
+    src3 = _packed(check_alpha_image(img))
+    out = np.empty(src3.shape, dtype=np.uint8)
+    cdef const uint8_t[:, :, :] src_mv = src3
+    cdef uint8_t[:, :, ::1] dst_mv = out
+    cdef pio_view_u8 src = _view(src_mv)
+    cdef pio_view_u8 dst = _view(dst_mv)
+    cdef int status
+    with nogil:
+        status = pio_unpremultiply_u8(&src, &dst)
+    _check(status)
+    return out
+
+
+def resize(img, width, height, filter=DEFAULT_FILTER):
+    """Resample an image to ``width`` x ``height`` pixels.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        uint8 array of shape (H, W) or (H, W, C) with C in 1..4 (L, LA, RGB,
+        RGBA; with 2 or 4 channels the last is alpha). Any strides are
+        accepted.
+    width, height : int
+        Output size, each >= 1. Up- and downscaling are both supported.
+    filter : str
+        One of :data:`FILTERS`: "lanczos3" (default), "bicubic", "bilinear",
+        "box" or "nearest".
+
+    Returns
+    -------
+    numpy.ndarray
+        A new C-contiguous uint8 array of shape (height, width) for 2-D input,
+        else (height, width, C). Alpha images are filtered premultiplied, so
+        transparent pixels never tint visible ones.
+    """
+    src3 = check_image(img)
+    cdef Py_ssize_t out_w = check_size(width, "width")
+    cdef Py_ssize_t out_h = check_size(height, "height")
+    cdef int filter_id = _FILTER_IDS[check_filter(filter)]
+    src3 = _packed(src3)
+    out = np.empty((out_h, out_w, src3.shape[2]), dtype=np.uint8)
+    cdef const uint8_t[:, :, :] src_mv = src3
+    cdef uint8_t[:, :, ::1] dst_mv = out
+    cdef pio_view_u8 src = _view(src_mv)
+    cdef pio_view_u8 dst = _view(dst_mv)
+    cdef int status
+    with nogil:
+        status = pio_resize_u8(&src, &dst, filter_id)
+    _check(status)
+    return out.reshape(out_h, out_w) if img.ndim == 2 else out

@@ -1,0 +1,283 @@
+"""The command line: ``pyimgopt optimize`` — what a person types.
+
+Owns argument parsing, turning PATH arguments into (input, output) pairs
+(folders recurse, outputs mirror the tree under ``--out``), running the
+pipeline over them on a few threads, the progress bar, the human summary and
+the ``--json`` lines, and the exit code: 0 when no file failed, 1 when any
+did, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+from . import __version__
+from .errors import IOFailureError, InvalidSettingsError, PyimgoptError
+from .pipeline import TEMP_SUFFIX, optimize_file, output_name, sniff
+from .result import Result
+from .settings import FILTERS, FITS, OUTPUT_FORMATS, Settings
+
+__all__ = ["main", "collect"]
+
+#: Extensions a folder walk picks up even when the content is not an image we
+#: read, so a mislabelled or unsupported file is reported, not silently skipped.
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .jfif .png .apng .gif .webp .tif .tiff .bmp .dib .avif .avifs "
+    ".heic .heif .svg .svgz .jxl .ico .psd .jp2".split()
+)
+
+
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _looks_like_image(path: str, name: str) -> bool:
+    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return sniff(fh.read(64)) is not None
+    except OSError:
+        return False
+
+
+def collect(paths: list[str], out_dir: str | None) -> Iterator[tuple[str, str | None, str]]:
+    """Yield (input, relative output path, walk root) for every file to process.
+
+    A file argument is taken as is, whatever its name. A folder is walked
+    recursively (hidden folders, the output folder and pyimgopt's temporary
+    files excluded) and yields the files that have an image extension or
+    image content. A missing path yields ``(path, None, path)`` so it is
+    reported as a failure.
+    """
+    out_abs = os.path.realpath(out_dir) if out_dir else None
+    seen: set[str] = set()
+    for arg in paths:
+        if os.path.isdir(arg):
+            for root, dirs, files in os.walk(arg):
+                dirs[:] = sorted(
+                    d for d in dirs
+                    if not d.startswith(".")
+                    and os.path.realpath(os.path.join(root, d)) != out_abs
+                )
+                for name in sorted(files):
+                    full = os.path.join(root, name)
+                    if name.endswith(TEMP_SUFFIX) or not os.path.isfile(full):
+                        continue
+                    if not _looks_like_image(full, name):
+                        continue
+                    key = os.path.realpath(full)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    yield full, os.path.relpath(full, arg), arg
+        elif os.path.exists(arg):
+            key = os.path.realpath(arg)
+            if key not in seen:
+                seen.add(key)
+                yield arg, os.path.basename(arg), os.path.dirname(arg)
+        else:
+            yield arg, None, arg
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pyimgopt", description="Make images smaller, fast, without losing a file."
+    )
+    p.add_argument("--version", action="version", version=f"pyimgopt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    o = sub.add_parser("optimize", help="optimise files and folders")
+    o.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (folders recurse)")
+    dest = o.add_mutually_exclusive_group(required=True)
+    dest.add_argument("-o", "--out", metavar="DIR", help="write outputs under DIR, mirroring PATH")
+    dest.add_argument("--in-place", action="store_true", help="replace inputs atomically (never larger)")
+    o.add_argument("--format", choices=OUTPUT_FORMATS, default="keep")
+    o.add_argument("-q", "--quality", type=int, metavar="N", help="1-100 (lossy formats)")
+    o.add_argument("--lossless", action="store_true", help="lossless WebP/AVIF")
+    o.add_argument("--max-width", type=int, metavar="W")
+    o.add_argument("--max-height", type=int, metavar="H")
+    o.add_argument("--fit", choices=FITS, default="inside")
+    o.add_argument("--enlarge", action="store_true", help="allow upscaling")
+    o.add_argument("--filter", choices=FILTERS, default="lanczos3")
+    o.add_argument("--keep-metadata", action="store_true", help="keep EXIF and an sRGB ICC profile")
+    o.add_argument("--first-frame", action="store_true",
+                   help="take the first frame of animations the output format cannot hold")
+    o.add_argument("--allow-larger", action="store_true",
+                   help="write re-encoded results even when not smaller")
+    o.add_argument("--effort", type=int, default=6, metavar="0-9")
+    o.add_argument("--max-pixels", type=int, default=Settings.max_pixels, metavar="N")
+    o.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
+                   help="threads (default: the CPUs this process may use)")
+    o.add_argument("--json", action="store_true", help="one JSON object per file, then a summary")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _settings(a: argparse.Namespace) -> Settings:
+    return Settings(
+        format=a.format,
+        quality=a.quality,
+        lossless=True if a.lossless else None,
+        max_width=a.max_width,
+        max_height=a.max_height,
+        fit=a.fit,
+        enlarge=a.enlarge,
+        filter=a.filter,
+        keep_metadata=a.keep_metadata,
+        first_frame=a.first_frame,
+        allow_larger=a.allow_larger,
+        effort=a.effort,
+        max_pixels=a.max_pixels,
+    )
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(size) < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+class _Progress:
+    """A rich progress bar on a terminal, nothing otherwise."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._bar = None
+        if enabled and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self._bar = Progress(
+                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                TimeRemainingColumn(), transient=True,
+                console=__import__("rich.console").console.Console(stderr=True),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("optimising", total=total)
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _plan(a: argparse.Namespace, s: Settings) -> list[tuple[str, str | None, PyimgoptError | None]]:
+    jobs: list[tuple[str, str | None, PyimgoptError | None]] = []
+    claimed: dict[str, str] = {}
+    for src, rel, _root in collect(a.paths, a.out):
+        if rel is None:
+            jobs.append((src, None, IOFailureError("no such file or folder", path=src, stage="read")))
+            continue
+        if a.in_place:
+            jobs.append((src, None, None))
+            continue
+        dst = os.path.join(a.out, os.path.dirname(rel), output_name(rel, s))
+        key = os.path.abspath(dst)
+        if key in claimed:
+            err = IOFailureError(
+                f"output {dst} would overwrite the output of {claimed[key]}", path=src, stage="write"
+            )
+            jobs.append((src, dst, err))
+            continue
+        claimed[key] = src
+        jobs.append((src, dst, None))
+    return jobs
+
+
+def _optimize(a: argparse.Namespace) -> int:
+    try:
+        s = _settings(a)
+    except InvalidSettingsError as exc:
+        print(f"pyimgopt: error: {exc.message}", file=sys.stderr)
+        return 2
+    if a.in_place and s.format != "keep":
+        print("pyimgopt: error: --in-place keeps each file's format; use --out DIR to convert",
+              file=sys.stderr)
+        return 2
+    if a.jobs < 0:
+        print(f"pyimgopt: error: Expected an integer >= 0 for --jobs but received {a.jobs}",
+              file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    jobs = _plan(a, s)
+    show = not a.no_progress and sys.stderr.isatty()
+    progress = _Progress(len(jobs), show)
+    counts = {"optimized": 0, "skipped": 0, "failed": 0}
+    totals = {"in": 0, "out": 0}
+
+    def run(job: tuple[str, str | None, PyimgoptError | None]) -> Result:
+        src, dst, err = job
+        if err is not None:
+            return Result(input=src, output=None, status="failed", error=err)
+        return optimize_file(src, dst, s)
+
+    def report(r: Result) -> None:
+        counts[r.status] += 1
+        if r.ok and r.bytes_in is not None and r.bytes_out is not None:
+            totals["in"] += r.bytes_in
+            totals["out"] += r.bytes_out
+        if a.json:
+            sys.stdout.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif r.error is not None:
+            print(f"FAILED {r.input}: {r.error.code}: {r.error.message}", file=sys.stderr)
+        progress.advance()
+
+    workers = a.jobs or _usable_cpus()
+    try:
+        if workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                report(run(job))
+        else:
+            with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+                try:
+                    for r in pool.map(run, jobs):
+                        report(r)
+                except KeyboardInterrupt:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+    except KeyboardInterrupt:
+        progress.close()
+        print("pyimgopt: interrupted; finished files are written, nothing is half-written",
+              file=sys.stderr)
+        return 130
+    progress.close()
+    seconds = time.perf_counter() - start
+    if a.json:
+        summary = {"type": "summary", "files": len(jobs), **counts,
+                   "bytes_in": totals["in"], "bytes_out": totals["out"], "seconds": round(seconds, 3)}
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        saved = totals["in"] - totals["out"]
+        pct = 100.0 * saved / totals["in"] if totals["in"] else 0.0
+        print(
+            f"pyimgopt: {len(jobs)} files: {counts['optimized']} optimized, {counts['skipped']} "
+            f"skipped, {counts['failed']} failed; {_human(totals['in'])} -> {_human(totals['out'])} "
+            f"(saved {_human(saved)}, {pct:.1f}%) in {seconds:.1f} s"
+        )
+    return 1 if counts["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "optimize":
+        return _optimize(args)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

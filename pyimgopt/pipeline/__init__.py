@@ -1,0 +1,269 @@
+"""The pipeline: one image in, one optimised image (or a typed error) out.
+
+Owns the order of the stages — read with limits → probe → decode
+(shrink-on-load) → auto-orient and convert to sRGB → resize → encode
+candidates → pick → atomic write → :class:`~pyimgopt.result.Result` — and the
+rules that bind them: never larger than the input unless allowed, never a
+lost or truncated original. A pure function of (input, :class:`Settings`):
+no sockets, no global state.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+
+from ..errors import (
+    InternalError,
+    InvalidSettingsError,
+    PyimgoptError,
+    TooLargeError,
+    UnsupportedFormatError,
+)
+from ..result import Result
+from ..settings import Settings
+from . import geometry
+from .decode import decode, read_orientation
+from .encode import ANIMATED_FORMATS, EXTENSIONS, encode, output_format
+from .probe import probe, sniff
+from .strip import strip_jpeg, strip_png
+from .write import TEMP_SUFFIX, atomic_write, read_input
+
+__all__ = ["optimize_bytes", "optimize_file", "output_name", "EXTENSIONS", "TEMP_SUFFIX", "sniff"]
+
+#: A re-encode must beat the lossless strip by this factor to be chosen:
+#: a few per cent are not worth a generation of lossy re-encoding.
+_REENCODE_MARGIN = 0.97
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = self.stages.get(stage, 0.0) + (now - self._t)
+        self._t = now
+
+
+def _webp_lossless(data: bytes) -> bool:
+    head = data[:4096]
+    return b"VP8L" in head and b"VP8 " not in head
+
+
+def _run(data: bytes, s: Settings, path: str | None, clock: _Clock) -> tuple[bytes, dict]:
+    """Optimise ``data``; return (output bytes, Result fields)."""
+    pr = probe(data, s, path)
+    clock.lap("probe")
+    fmt_in = pr.format.lower()
+    out_fmt = output_format(s.format, fmt_in)
+    info: dict = {
+        "format_in": fmt_in,
+        "bytes_in": len(data),
+        "width_in": pr.width,
+        "height_in": pr.height,
+    }
+    all_frames = False
+    if pr.animated:
+        if fmt_in == "tiff" or out_fmt not in ANIMATED_FORMATS:
+            if not s.first_frame:
+                what = "multi-page TIFF" if fmt_in == "tiff" else f"animated {pr.format}"
+                raise UnsupportedFormatError(
+                    f"{what} ({pr.frames} frames) cannot be written as {out_fmt.upper()}; "
+                    "set first_frame=True to keep only the first frame",
+                    path=path,
+                    stage="probe",
+                )
+        else:
+            all_frames = True
+    orientation = read_orientation(pr.image)
+    swap = orientation in (5, 6, 7, 8)
+    up_w, up_h = (pr.height, pr.width) if swap else (pr.width, pr.height)
+    geo = geometry.plan(up_w, up_h, s)
+    draft = None
+    if geo.resize_to is not None:
+        draft = (geo.resize_to[1], geo.resize_to[0]) if swap else geo.resize_to
+    keep_palette = (
+        not geo.changes_pixels and out_fmt in ("png", "gif", "tiff", "bmp") and not all_frames
+    )
+    dec = decode(
+        pr,
+        all_frames=all_frames,
+        draft_size=draft,
+        keep_palette=keep_palette,
+        keep_exif=s.keep_metadata,
+        path=path,
+    )
+    clock.lap("decode")
+    if geo.changes_pixels:
+        frames = []
+        for frame in dec.frames:
+            background: tuple[int, ...]
+            if geo.pad_to is not None and out_fmt not in ("jpeg", "bmp"):
+                frame = frame.convert("LA" if frame.mode in ("L", "LA") else "RGBA")
+                background = (0,) * len(frame.getbands())
+            else:
+                rgb = s.background_rgb
+                background = rgb if frame.mode in ("RGB", "RGBA") else (rgb[0],)
+                if frame.mode in ("LA", "RGBA"):
+                    background = (*background, 255)
+            if geo.resize_to is not None and frame.size == geo.resize_to:
+                geo_frame = geometry.Plan(frame.size, None, geo.crop, geo.pad_to)
+            else:
+                geo_frame = geo
+            frames.append(geometry.apply(frame, geo_frame, s.filter, background))
+        dec.frames = frames
+        clock.lap("resize")
+    enc = encode(dec, out_fmt, s, source_format=fmt_in, source_lossless=_webp_lossless(data))
+    out = enc.data
+    notes = list(dec.notes)
+    if (
+        not s.keep_metadata
+        and not geo.changes_pixels
+        and out_fmt == fmt_in
+        and orientation == 1
+        and not dec.icc_converted
+        and fmt_in in ("jpeg", "png")
+    ):
+        stripper = strip_jpeg if fmt_in == "jpeg" else strip_png
+        stripped = stripper(data, keep_icc=dec.icc_nonsrgb)
+        if stripped is not None and len(out) >= _REENCODE_MARGIN * len(stripped):
+            out = stripped
+            enc.quality = dec.source_quality if fmt_in == "jpeg" else None
+            notes.append("lossless metadata strip (no re-encode)")
+    clock.lap("encode")
+    width, height = dec.size
+    info.update(
+        format_out=out_fmt,
+        width=width,
+        height=height,
+        frames=len(dec.frames),
+        quality=enc.quality,
+        notes=tuple(notes),
+    )
+    same_image = out_fmt == fmt_in and not geo.changes_pixels
+    if len(out) >= len(data) and same_image and not s.allow_larger:
+        info.update(status="skipped", quality=dec.source_quality if fmt_in == "jpeg" else None)
+        info["notes"] = (*info["notes"], "output was not smaller than the input")
+        return data, info
+    info["status"] = "optimized"
+    return out, info
+
+
+def _failed(exc: BaseException, path: str | None, clock: _Clock, start: float, **kw) -> Result:
+    if not isinstance(exc, PyimgoptError):
+        last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+        where = f" at {last[0].filename.rsplit(os.sep, 1)[-1]}:{last[0].lineno}" if last else ""
+        exc = InternalError(f"{type(exc).__name__}: {exc}{where}", path=path, stage="internal")
+    if exc.path is None and path is not None:
+        exc.path = path
+    return Result(
+        input=path,
+        output=None,
+        status="failed",
+        seconds=time.perf_counter() - start,
+        stages=clock.stages,
+        error=exc,
+        **kw,
+    )
+
+
+def optimize_bytes(data: bytes, settings: Settings | None = None) -> tuple[bytes, Result]:
+    """Optimise an image held in memory.
+
+    Returns the output bytes and a :class:`Result` (``input``/``output`` are
+    ``None``). For a ``skipped`` result the bytes are the input's own.
+
+    Raises
+    ------
+    PyimgoptError
+        The typed error of the stage that failed (``decode_failed``,
+        ``too_large``, ``unsupported_format``, ...).
+    """
+    s = settings if settings is not None else Settings()
+    if not isinstance(s, Settings):
+        raise InvalidSettingsError(f"Expected Settings for settings but received {s!r}")
+    data = bytes(data)
+    if len(data) > s.max_input_bytes:
+        raise TooLargeError(
+            f"{len(data):,} bytes is over max_input_bytes={s.max_input_bytes:,}", stage="read"
+        )
+    start = time.perf_counter()
+    clock = _Clock()
+    try:
+        out, info = _run(data, s, None, clock)
+    except PyimgoptError:
+        raise
+    except MemoryError:
+        raise TooLargeError("out of memory", stage="decode") from None
+    except Exception as exc:
+        raise _failed(exc, None, clock, start).error from exc  # type: ignore[misc]
+    return out, Result(
+        input=None,
+        output=None,
+        bytes_out=len(out),
+        seconds=time.perf_counter() - start,
+        stages=clock.stages,
+        **info,
+    )
+
+
+def output_name(path: str, settings: Settings) -> str:
+    """The file name an output of ``path`` gets: same name, or new extension if converting."""
+    if settings.format == "keep":
+        return os.path.basename(path)
+    stem, _ = os.path.splitext(os.path.basename(path))
+    return stem + EXTENSIONS[settings.format]
+
+
+def optimize_file(src: str | os.PathLike, dst: str | os.PathLike | None = None,
+                  settings: Settings | None = None) -> Result:
+    """Optimise the file ``src`` and write it to ``dst`` (``None``: in place).
+
+    Never raises for a per-file problem: the :class:`Result` carries status
+    ``failed`` and the typed error. Writes are atomic; in place, the original
+    is replaced only by a complete, smaller image of the same format (the
+    rename is the replace), and left untouched when the result would not be
+    smaller. To an output path, a ``skipped`` file is copied so the output tree
+    is complete.
+    """
+    s = settings if settings is not None else Settings()
+    if not isinstance(s, Settings):
+        raise InvalidSettingsError(f"Expected Settings for settings but received {s!r}")
+    src_s = os.fspath(src)
+    in_place = dst is None or os.path.abspath(os.fspath(dst)) == os.path.abspath(src_s)
+    dst_s = src_s if dst is None else os.fspath(dst)
+    start = time.perf_counter()
+    clock = _Clock()
+    try:
+        data, st = read_input(src_s, s.max_input_bytes)
+        clock.lap("read")
+        if in_place and s.format != "keep":
+            fmt = (sniff(data[:64]) or "").lower()
+            if fmt and fmt != s.format:
+                raise InvalidSettingsError(
+                    f"in-place optimisation keeps each file's format; {fmt.upper()} cannot be "
+                    f"replaced by {s.format.upper()} (write to an output folder to convert)",
+                    path=src_s,
+                    stage="settings",
+                )
+        out, info = _run(data, s, src_s, clock)
+        if info["status"] == "skipped" and in_place:
+            pass  # the original stays exactly as it was
+        else:
+            atomic_write(dst_s, out, mode=st.st_mode if in_place else None)
+        clock.lap("write")
+    except MemoryError:
+        return _failed(TooLargeError("out of memory", stage="decode"), src_s, clock, start)
+    except Exception as exc:
+        return _failed(exc, src_s, clock, start)
+    return Result(
+        input=src_s,
+        output=dst_s,
+        bytes_out=len(out),
+        seconds=time.perf_counter() - start,
+        stages=clock.stages,
+        **info,
+    )

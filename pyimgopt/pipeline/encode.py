@@ -1,0 +1,215 @@
+"""Encode: working frames to the bytes of one output format.
+
+Owns the output formats and their encoder settings: JPEG (progressive or
+baseline, whichever is smaller; optimised Huffman; chroma subsampling; never a
+higher quality than the source JPEG's own tables), PNG (lossless, with a
+lossless palette or gray reduction when the pixels allow it), WebP (lossy or
+lossless, animated), AVIF (when Pillow has it, animated), and the formats
+``keep`` may preserve (GIF, TIFF with deflate, BMP). Metadata is written only
+when asked: EXIF without orientation and the sRGB profile the pixels are in.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, features
+
+from ..errors import EncodeError, UnsupportedFormatError
+from ..settings import Settings
+from .decode import Decoded, srgb_icc
+
+__all__ = ["Encoded", "output_format", "encode", "EXTENSIONS", "ANIMATED_FORMATS", "has_avif"]
+
+EXTENSIONS = {
+    "jpeg": ".jpg",
+    "png": ".png",
+    "webp": ".webp",
+    "avif": ".avif",
+    "gif": ".gif",
+    "tiff": ".tiff",
+    "bmp": ".bmp",
+}
+ANIMATED_FORMATS = frozenset({"gif", "png", "webp", "avif"})
+_PIL_NAMES = {k: k.upper() for k in EXTENSIONS}
+_DEFAULT_QUALITY = {"jpeg": 80, "webp": 80, "avif": 60}
+_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
+_SMALL_PIXELS = 250_000  # below this, try baseline and progressive JPEG and keep the smaller
+
+
+@dataclass
+class Encoded:
+    data: bytes
+    format: str
+    quality: int | None
+    lossless: bool
+
+
+def has_avif() -> bool:
+    """True when this Pillow build can write AVIF."""
+    return bool(features.check("avif"))
+
+
+def output_format(setting: str, input_format: str) -> str:
+    """The output format name for ``Settings.format`` and a sniffed input format."""
+    return input_format.lower() if setting == "keep" else setting
+
+
+def _flatten(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    if im.mode in ("RGBA", "LA"):
+        base = Image.new("RGB", im.size, background)
+        base.paste(im.convert("RGB"), mask=im.getchannel("A"))
+        if im.mode == "LA":
+            return base.convert("L")
+        return base
+    if im.mode in ("L", "RGB"):
+        return im
+    return im.convert("RGB")
+
+
+def _reduce_lossless(im: Image.Image) -> Image.Image:
+    """Gray and palette reductions that keep every pixel value exactly."""
+    if im.mode in ("RGB", "RGBA"):
+        arr = np.asarray(im)
+        if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]):
+            im = Image.fromarray(
+                np.ascontiguousarray(arr[..., [0, 3]] if im.mode == "RGBA" else arr[..., 0])
+            )
+    if im.mode not in ("RGB", "RGBA", "LA"):
+        return im
+    if im.getcolors(256) is None:
+        return im
+    arr = np.asarray(im)
+    bands = arr.shape[2]
+    if im.mode == "LA":  # palette entries are RGBA
+        arr = np.stack([arr[..., 0]] * 3 + [arr[..., 1]], axis=-1)
+        bands = 4
+    flat = arr.reshape(-1, bands)
+    packed = np.zeros(flat.shape[0], dtype=np.uint32)
+    for band in range(bands):  # one uint32 key per pixel: far faster than unique(axis=0)
+        packed = (packed << np.uint32(8)) | flat[:, band]
+    keys, index = np.unique(packed, return_inverse=True)
+    shifts = np.array([8 * (bands - 1 - b) for b in range(bands)], dtype=np.uint32)
+    colours = ((keys[:, None] >> shifts) & np.uint32(255)).astype(np.uint8)
+    if bands == 4:  # opaque-last order lets the tRNS chunk stop early
+        order = np.argsort(colours[:, 3] == 255, kind="stable")
+        colours = colours[order]
+        remap = np.empty_like(order)
+        remap[order] = np.arange(order.size)
+        index = remap[index.reshape(-1)]
+    pal = Image.frombytes("P", im.size, index.astype(np.uint8).reshape(-1).tobytes())
+    pal.putpalette(colours.astype(np.uint8).tobytes(), rawmode="RGBA" if bands == 4 else "RGB")
+    return pal
+
+
+def _jpeg_quality(s: Settings, dec: Decoded, source_format: str, out_fmt: str) -> int:
+    q = s.quality if s.quality is not None else _DEFAULT_QUALITY["jpeg"]
+    if source_format == "jpeg" and out_fmt == "jpeg" and dec.source_quality:
+        q = min(q, dec.source_quality)
+    return q
+
+
+def _save(frames: list[Image.Image], fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    first = frames[0]
+    if len(frames) > 1:
+        params.update(save_all=True, append_images=frames[1:])
+    first.save(buf, _PIL_NAMES[fmt], **params)
+    return buf.getvalue()
+
+
+def encode(
+    dec: Decoded,
+    out_fmt: str,
+    s: Settings,
+    *,
+    source_format: str,
+    source_lossless: bool,
+) -> Encoded:
+    """Encode ``dec.frames`` as ``out_fmt`` under settings ``s``.
+
+    Raises
+    ------
+    UnsupportedFormatError
+        AVIF asked for but this Pillow cannot write it, or several frames for a
+        format that cannot animate.
+    EncodeError
+        The encoder refused the image.
+    """
+    frames = dec.frames
+    if len(frames) > 1 and out_fmt not in ANIMATED_FORMATS:
+        raise UnsupportedFormatError(f"{out_fmt.upper()} cannot hold an animation", stage="encode")
+    if out_fmt == "avif" and not has_avif():
+        raise UnsupportedFormatError("this Pillow build cannot write AVIF", stage="encode")
+    meta: dict = {}
+    if s.keep_metadata:
+        if dec.exif and out_fmt in ("jpeg", "png", "webp", "avif", "tiff"):
+            meta["exif"] = dec.exif
+        if out_fmt in ("jpeg", "png", "webp", "avif", "tiff") and frames[0].mode not in ("L", "LA", "1"):
+            meta["icc_profile"] = srgb_icc()
+    anim: dict = {}
+    if len(frames) > 1:
+        anim = {"duration": dec.durations, "loop": dec.loop or 0}
+    quality: int | None = None
+    lossless = False
+    try:
+        if out_fmt == "jpeg":
+            quality = _jpeg_quality(s, dec, source_format, out_fmt)
+            im = _flatten(frames[0], s.background_rgb)
+            sub = s.chroma_subsampling
+            if sub == "auto":
+                sub = "4:4:4" if quality >= 90 else "4:2:0"
+            params = dict(quality=quality, optimize=True, subsampling=_SUBSAMPLING[sub], **meta)
+            data = _save([im], "jpeg", progressive=True, **params)
+            if im.width * im.height <= _SMALL_PIXELS:
+                base = _save([im], "jpeg", progressive=False, **params)
+                data = min(data, base, key=len)
+        elif out_fmt == "png":
+            lossless = True
+            reduced = [f if f.mode in ("P", "1") else _reduce_lossless(f) for f in frames]
+            if len(reduced) > 1 and len({f.mode for f in reduced}) > 1:
+                reduced = frames  # APNG frames must share one mode
+            level = 9 if s.effort >= 4 else max(1, s.effort + 3)
+            data = _save(reduced, "png", optimize=s.effort >= 4, compress_level=level, **anim, **meta)
+        elif out_fmt == "webp":
+            lossless = s.lossless if s.lossless is not None else (
+                source_format == "webp" and source_lossless
+            )
+            quality = None if lossless else (s.quality or _DEFAULT_QUALITY["webp"])
+            conv = [f.convert("RGBA" if f.mode in ("LA", "RGBA", "P", "PA") else "RGB") for f in frames]
+            data = _save(
+                conv,
+                "webp",
+                lossless=lossless,
+                quality=min(100, s.effort * 11 + 1) if lossless else quality,
+                method=min(6, s.effort),
+                **anim,
+                **meta,
+            )
+        elif out_fmt == "avif":
+            lossless = bool(s.lossless)
+            quality = 100 if lossless else (s.quality or _DEFAULT_QUALITY["avif"])
+            conv = [f.convert("RGBA" if f.mode in ("LA", "RGBA", "P", "PA") else "RGB") for f in frames]
+            params = dict(quality=quality, speed=max(0, min(10, 12 - s.effort)))
+            if lossless:
+                params["subsampling"] = "4:4:4"
+            data = _save(conv, "avif", **params, **anim, **meta)
+        elif out_fmt == "gif":
+            lossless = True
+            data = _save(frames, "gif", optimize=True, **({**anim, "disposal": 2} if anim else {}))
+        elif out_fmt == "tiff":
+            lossless = True
+            data = _save(frames[:1], "tiff", compression="tiff_adobe_deflate", **meta)
+        elif out_fmt == "bmp":
+            lossless = True
+            im = frames[0]
+            data = _save([im if im.mode in ("1", "L", "P", "RGB", "RGBA") else im.convert("RGB")], "bmp")
+        else:
+            raise UnsupportedFormatError(f"unknown output format {out_fmt!r}", stage="encode")
+    except (UnsupportedFormatError, MemoryError):
+        raise
+    except Exception as exc:
+        raise EncodeError(f"{out_fmt.upper()} encoder failed: {exc}", stage="encode") from None
+    return Encoded(data=data, format=out_fmt, quality=quality, lossless=lossless)

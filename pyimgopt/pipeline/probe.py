@@ -1,0 +1,205 @@
+"""Probe: what an input is, from its bytes, before any pixel is decoded.
+
+Owns format sniffing (magic bytes, never the file name), opening the input
+with Pillow restricted to the formats pyimgopt reads, and the limits that must
+hold before a pixel buffer may exist: pixel count, frame count and the total
+pixels of an animation. A decompression bomb is a ``too_large`` error here,
+never an allocation.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image
+
+from ..errors import DecodeError, TooLargeError, UnsupportedFormatError
+from ..settings import Settings
+
+__all__ = ["Probe", "sniff", "probe", "count_gif_frames", "INPUT_FORMATS"]
+
+#: Pillow plugin names pyimgopt reads. Restricting ``Image.open`` to these
+#: keeps every other decoder (EPS via Ghostscript, PSD, ...) out of reach of
+#: hostile input.
+INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF")
+
+_KNOWN_UNSUPPORTED = (
+    (b"<svg", "SVG"),
+    (b"<?xml", "XML/SVG"),
+    (b"%PDF", "PDF"),
+    (b"8BPS", "PSD"),
+    (b"\x00\x00\x01\x00", "ICO"),
+    (b"\xff\x0a", "JPEG XL"),
+    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"%!PS", "PostScript"),
+)
+
+
+def sniff(head: bytes) -> str | None:
+    """Return the pyimgopt format name for the leading bytes, or ``None``.
+
+    Names: ``JPEG PNG WEBP GIF TIFF BMP AVIF``. Decided by content alone.
+    """
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[:2] == b"BM" and len(head) >= 26:
+        return "BMP"
+    if head[4:8] == b"ftyp":
+        box = int.from_bytes(head[:4], "big")
+        brands = head[8 : max(16, min(box, len(head)))]
+        if b"avif" in brands or b"avis" in brands:
+            return "AVIF"
+    return None
+
+
+def _describe_unknown(head: bytes) -> str:
+    stripped = head.lstrip()
+    for magic, name in _KNOWN_UNSUPPORTED:
+        if stripped.startswith(magic) or head.startswith(magic):
+            return f"{name} is not a format pyimgopt reads"
+    if head[4:8] == b"ftyp":
+        return "HEIF/ISO-BMFF file that is not AVIF; pyimgopt does not read it"
+    return "not a recognised image format (JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF)"
+
+
+def count_gif_frames(data: bytes, limit: int) -> int:
+    """Count the image descriptors of a GIF by walking its blocks.
+
+    Stops as soon as the count passes ``limit`` (so a frame bomb costs
+    nothing) or at the first malformed block (returns what was counted).
+    """
+    n = len(data)
+    if n < 13:
+        return 0
+    pos = 13
+    packed = data[10]
+    if packed & 0x80:
+        pos += 3 * (2 ** ((packed & 7) + 1))
+    frames = 0
+    while pos < n:
+        sep = data[pos]
+        if sep == 0x3B:  # trailer
+            break
+        if sep == 0x21:  # extension: label, then sub-blocks
+            pos += 2
+        elif sep == 0x2C:  # image descriptor
+            frames += 1
+            if frames > limit:
+                return frames
+            if pos + 10 > n:
+                break
+            lpacked = data[pos + 9]
+            pos += 10
+            if lpacked & 0x80:
+                pos += 3 * (2 ** ((lpacked & 7) + 1))
+            pos += 1  # LZW minimum code size
+        else:
+            break
+        while pos < n:  # sub-blocks
+            size = data[pos]
+            pos += 1 + size
+            if size == 0:
+                break
+    return frames
+
+
+@dataclass
+class Probe:
+    """What the header says. ``image`` is Pillow's lazily opened image."""
+
+    format: str
+    width: int
+    height: int
+    frames: int
+    mode: str
+    image: Image.Image
+
+    @property
+    def animated(self) -> bool:
+        return self.frames > 1
+
+
+def probe(data: bytes, settings: Settings, path: str | None = None) -> Probe:
+    """Identify ``data`` and enforce the header limits of ``settings``.
+
+    Raises
+    ------
+    DecodeError
+        Empty input, or a known format whose header is corrupt.
+    UnsupportedFormatError
+        Anything that is not one of the formats pyimgopt reads.
+    TooLargeError
+        Over ``max_pixels`` or ``max_frames`` (or total animation pixels).
+    """
+    if not data:
+        raise DecodeError("input is empty (0 bytes)", path=path, stage="probe")
+    fmt = sniff(data[:64])
+    if fmt is None:
+        raise UnsupportedFormatError(_describe_unknown(data[:64]), path=path, stage="probe")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data), formats=[fmt])
+    except Image.DecompressionBombError as exc:
+        raise TooLargeError(
+            f"image dimensions are over the decoder's safety limit: {exc}",
+            path=path,
+            stage="probe",
+        ) from None
+    except Exception as exc:  # Pillow raises many types on corrupt headers
+        detail = (
+            "the decoder cannot parse it (bad checksum or malformed header)"
+            if isinstance(exc, Image.UnidentifiedImageError)
+            else str(exc)
+        )
+        raise DecodeError(
+            f"corrupt {fmt} header: {detail}", path=path, stage="probe"
+        ) from None
+    width, height = im.size
+    if width < 1 or height < 1:
+        raise DecodeError(f"{fmt} header declares an empty image", path=path, stage="probe")
+    pixels = width * height
+    if pixels > settings.max_pixels:
+        raise TooLargeError(
+            f"{width}x{height} = {pixels:,} pixels is over max_pixels={settings.max_pixels:,}",
+            path=path,
+            stage="probe",
+        )
+    if fmt == "GIF":
+        frames = max(1, count_gif_frames(data, settings.max_frames))
+    else:
+        try:
+            frames = int(getattr(im, "n_frames", 1) or 1)
+        except Exception as exc:
+            raise DecodeError(
+                f"corrupt {fmt} frame table: {exc}", path=path, stage="probe"
+            ) from None
+    if im.format == "MPO":  # camera JPEG with an MPF preview: the primary image is the photo
+        frames = 1
+    if frames > settings.max_frames:
+        count = f"more than {settings.max_frames}" if fmt == "GIF" else str(frames)
+        raise TooLargeError(
+            f"{count} frames is over max_frames={settings.max_frames}",
+            path=path,
+            stage="probe",
+        )
+    if frames * pixels > settings.max_pixels:
+        raise TooLargeError(
+            f"{frames} frames of {width}x{height} = {frames * pixels:,} pixels in all is over "
+            f"max_pixels={settings.max_pixels:,}",
+            path=path,
+            stage="probe",
+        )
+    return Probe(format=fmt, width=width, height=height, frames=frames, mode=im.mode, image=im)

@@ -1,0 +1,183 @@
+"""Settings for one optimisation: a frozen, validated dataclass.
+
+:class:`Settings` is the plain options struct the pipeline runs on. Every
+field is checked when the object is built, and a bad value raises
+:class:`~pyimgopt.errors.InvalidSettingsError` whose message names the field,
+what was expected and what was received. Settings round-trip through plain
+dicts (:meth:`Settings.to_dict` / :meth:`Settings.from_dict`), so they can
+travel in a msgpack message unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import InvalidSettingsError
+
+__all__ = ["Settings", "OUTPUT_FORMATS", "FITS", "FILTERS", "SUBSAMPLINGS"]
+
+#: Values accepted by ``Settings.format``. ``keep`` re-encodes in the input's
+#: own format (GIF, TIFF and BMP inputs included).
+OUTPUT_FORMATS = ("keep", "jpeg", "png", "webp", "avif")
+FITS = ("inside", "cover", "contain", "fill")
+FILTERS = ("lanczos3", "bicubic", "bilinear", "box", "nearest")
+SUBSAMPLINGS = ("auto", "4:4:4", "4:2:2", "4:2:0")
+
+_FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
+
+
+def _fail(name: str, expected: str, value: Any) -> InvalidSettingsError:
+    return InvalidSettingsError(
+        f"Expected {expected} for {name} but received {value!r}", stage="settings"
+    )
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(name, "an integer" + (" or None" if optional else ""), value)
+    if value < lo or (hi is not None and value > hi):
+        span = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise _fail(name, f"an integer {span}", value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to do to one image. All fields have safe defaults.
+
+    Attributes
+    ----------
+    format:
+        Output format: ``keep`` (default, the input's own format), ``jpeg``,
+        ``png``, ``webp`` or ``avif``.
+    quality:
+        Encoder quality 1-100 for lossy formats; ``None`` picks the format's
+        default (JPEG 80, WebP 80, AVIF 60). A JPEG is never re-encoded at a
+        higher quality than its own quantisation tables imply.
+    lossless:
+        Encode WebP/AVIF losslessly. ``None`` means lossless only when the
+        input is lossless WebP kept as WebP.
+    max_width, max_height:
+        Bounding box in pixels; ``None`` means unbounded on that axis.
+    fit:
+        ``inside`` (keep aspect, fit within the box), ``cover`` (fill the box,
+        crop the overflow, centred), ``contain`` (fit within, pad to the box)
+        or ``fill`` (stretch to the box).
+    enlarge:
+        Allow upscaling when the image is smaller than the box.
+    filter:
+        Resampling filter for resizing.
+    chroma_subsampling:
+        JPEG chroma subsampling; ``auto`` is 4:2:0, or 4:4:4 at quality >= 90.
+    keep_metadata:
+        Keep EXIF (orientation reset) and an sRGB ICC profile. Default strips
+        all metadata.
+    first_frame:
+        For animated inputs whose output format cannot animate, take the first
+        frame instead of failing with ``unsupported_format``.
+    allow_larger:
+        Write the re-encoded result even when it is not smaller than the input.
+    background:
+        RGB colour (``#rrggbb``) used to flatten alpha into JPEG and to pad
+        ``contain`` boxes of formats without alpha.
+    max_pixels, max_frames, max_input_bytes:
+        Limits checked from the header before any pixel buffer exists. For
+        animations ``max_pixels`` also bounds the sum over all frames.
+    effort:
+        Encoder effort 0-9 (PNG compression and WebP/AVIF speed trade-off).
+    """
+
+    format: str = "keep"
+    quality: int | None = None
+    lossless: bool | None = None
+    max_width: int | None = None
+    max_height: int | None = None
+    fit: str = "inside"
+    enlarge: bool = False
+    filter: str = "lanczos3"
+    chroma_subsampling: str = "auto"
+    keep_metadata: bool = False
+    first_frame: bool = False
+    allow_larger: bool = False
+    background: str = "#ffffff"
+    max_pixels: int = 100_000_000
+    max_frames: int = 1000
+    max_input_bytes: int = 256 * 1024 * 1024
+    effort: int = 6
+
+    def __post_init__(self) -> None:
+        fmt = self.format
+        if isinstance(fmt, str):
+            fmt = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
+            object.__setattr__(self, "format", fmt)
+        if fmt not in OUTPUT_FORMATS:
+            raise _fail("format", f"one of {', '.join(OUTPUT_FORMATS)}", self.format)
+        _check_int("quality", self.quality, 1, 100, optional=True)
+        _check_int("max_width", self.max_width, 1, 1_000_000, optional=True)
+        _check_int("max_height", self.max_height, 1, 1_000_000, optional=True)
+        for name, choices in (
+            ("fit", FITS),
+            ("filter", FILTERS),
+            ("chroma_subsampling", SUBSAMPLINGS),
+        ):
+            if getattr(self, name) not in choices:
+                raise _fail(name, f"one of {', '.join(choices)}", getattr(self, name))
+        for name in ("enlarge", "keep_metadata", "first_frame", "allow_larger"):
+            if not isinstance(getattr(self, name), bool):
+                raise _fail(name, "a bool", getattr(self, name))
+        if self.lossless is not None and not isinstance(self.lossless, bool):
+            raise _fail("lossless", "a bool or None", self.lossless)
+        if self.fit in ("cover", "contain", "fill") and (
+            self.max_width is None and self.max_height is None
+        ):
+            raise _fail(
+                "fit", f"'inside' when neither max_width nor max_height is set", self.fit
+            )
+        bg = self.background
+        if not (
+            isinstance(bg, str)
+            and len(bg) == 7
+            and bg[0] == "#"
+            and all(c in "0123456789abcdefABCDEF" for c in bg[1:])
+        ):
+            raise _fail("background", "a colour '#rrggbb'", bg)
+        _check_int("max_pixels", self.max_pixels, 1, None, optional=False)
+        _check_int("max_frames", self.max_frames, 1, None, optional=False)
+        _check_int("max_input_bytes", self.max_input_bytes, 1, None, optional=False)
+        _check_int("effort", self.effort, 0, 9, optional=False)
+
+    @property
+    def background_rgb(self) -> tuple[int, int, int]:
+        """The background colour as an (r, g, b) tuple."""
+        h = self.background
+        return (int(h[1:3], 16), int(h[3:5], 16), int(h[5:7], 16))
+
+    def needs_resize_box(self) -> bool:
+        """True when a bounding box is set."""
+        return self.max_width is not None or self.max_height is not None
+
+    def replace(self, **changes: Any) -> "Settings":
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a dict of plain values."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Settings":
+        """Build settings from :meth:`to_dict` output; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise _fail("settings", "a dict", data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidSettingsError(
+                f"Unknown setting(s) {', '.join(map(str, unknown))}; "
+                f"expected some of {', '.join(sorted(known))}",
+                stage="settings",
+            )
+        return cls(**data)

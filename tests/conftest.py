@@ -1,0 +1,91 @@
+"""Shared fixtures: image builders (Pillow + byte surgery), the corpus path,
+and a guard that the backend under test is the one the run asked for."""
+
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+DATA = pathlib.Path(__file__).parent / "data"
+CORPUS = pathlib.Path(
+    os.environ.get("PYIMGOPT_CORPUS", pathlib.Path(__file__).resolve().parents[2] / "shared" / "corpus")
+)
+
+
+def photo(width: int = 320, height: int = 240, seed: int = 0) -> np.ndarray:
+    """A smooth, photo-like RGB array (gradients + soft noise): compresses like a photo."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    r = 128 + 100 * np.sin(x / 23.0) * np.cos(y / 31.0)
+    g = 128 + 90 * np.cos((x + y) / 41.0)
+    b = 255 * x / max(1, width - 1)
+    arr = np.stack([r, g, b], axis=-1) + rng.normal(0, 6, (height, width, 3))
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def encode(im: Image.Image, fmt: str, **params) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+def jpeg(arr: np.ndarray | None = None, quality: int = 95, **params) -> bytes:
+    im = Image.fromarray(photo() if arr is None else arr)
+    return encode(im, "JPEG", quality=quality, **params)
+
+
+def png_chunk(ctype: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(
+        ">I", zlib.crc32(ctype + payload)
+    )
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width x height, with one tiny IDAT (a header bomb)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def exif_bytes(orientation: int | None = None, gps: bool = False, make: str | None = None) -> bytes:
+    ex = Image.Exif()
+    if orientation is not None:
+        ex[0x0112] = orientation
+    if make:
+        ex[0x010F] = make
+    if gps:
+        ex.get_ifd(0x8825).update({1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)})
+    return ex.tobytes()
+
+
+def decode(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im
+
+
+@pytest.fixture
+def prophoto_icc() -> bytes:
+    return (DATA / "ProPhotoRGB.icc").read_bytes()
+
+
+@pytest.fixture
+def corpus() -> pathlib.Path:
+    if not (CORPUS / "MANIFEST.json").is_file():
+        pytest.skip(f"corpus not found at {CORPUS} (set PYIMGOPT_CORPUS or place ../shared/corpus)")
+    return CORPUS
+
+
+def temp_files(root: pathlib.Path) -> list[pathlib.Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".pyimgopt-tmp")]

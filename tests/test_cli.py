@@ -1,0 +1,111 @@
+"""The command line, run as a real process: outputs, JSON lines, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import decode, encode, jpeg, photo, temp_files
+
+
+def run(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "pyimgopt", *map(str, args)],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+    )
+
+
+def make_tree(root):
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "x.jpg").write_bytes(jpeg(photo(300, 200), quality=97))
+    (root / "a" / "b" / "y y.png").write_bytes(encode(Image.fromarray(photo(120, 90)), "PNG", compress_level=0))
+    (root / "a" / "b" / "写真.webp").write_bytes(encode(Image.fromarray(photo(120, 90)), "WEBP", quality=100))
+    (root / "a" / "notes.txt").write_text("not an image")
+    (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+
+
+def lines(stdout):
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def test_cli_json_mirrors_tree_and_reports_every_file(tmp_path):
+    make_tree(tmp_path)
+    out = tmp_path / "out"
+    p = run("optimize", tmp_path / "a", "-o", out, "--json")
+    assert p.returncode == 1, p.stderr  # broken.jpg failed
+    records = lines(p.stdout)
+    results = [r for r in records if r["type"] == "result"]
+    summary = records[-1]
+    assert summary["type"] == "summary" and summary["files"] == 4 == len(results)
+    assert summary["failed"] == 1 and summary["optimized"] + summary["skipped"] == 3
+    by_name = {os.path.basename(r["input"]): r for r in results}
+    assert set(by_name) == {"x.jpg", "y y.png", "写真.webp", "broken.jpg"}
+    assert by_name["broken.jpg"]["error"]["code"] == "decode_failed"
+    for key in ("input", "output", "status", "bytes_in", "bytes_out", "format_in", "format_out", "width", "height", "error"):
+        assert key in by_name["x.jpg"]
+    assert (out / "x.jpg").is_file() and (out / "b" / "y y.png").is_file() and (out / "b" / "写真.webp").is_file()
+    assert not (out / "notes.txt").exists() and not (out / "broken.jpg").exists()
+    decode((out / "b" / "写真.webp").read_bytes())
+    assert summary["bytes_out"] < summary["bytes_in"]
+    assert not temp_files(tmp_path)
+
+
+def test_cli_exit_zero_and_human_summary(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "p.jpg").write_bytes(jpeg(quality=97))
+    p = run("optimize", tmp_path / "in", "-o", tmp_path / "out", "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert "1 optimized" in p.stdout and "saved" in p.stdout
+    assert "Traceback" not in p.stderr
+
+
+def test_cli_in_place_and_format_conversion(tmp_path):
+    src = tmp_path / "p.png"
+    src.write_bytes(encode(Image.fromarray(photo(120, 90)), "PNG", compress_level=0))
+    size = src.stat().st_size
+    p = run("optimize", "--in-place", src, "--json")
+    assert p.returncode == 0 and src.stat().st_size < size
+    p = run("optimize", src, "-o", tmp_path / "o", "--format", "webp", "--max-width", "60", "--json")
+    rec = lines(p.stdout)[0]
+    assert rec["format_out"] == "webp" and rec["width"] == 60 and rec["output"].endswith("p.webp")
+    with Image.open(tmp_path / "o" / "p.webp") as im:
+        assert im.format == "WEBP"
+
+
+def test_cli_usage_errors_exit_2(tmp_path):
+    img = tmp_path / "a.jpg"
+    img.write_bytes(jpeg())
+    assert run("optimize", img).returncode == 2  # neither --out nor --in-place
+    assert run("optimize", img, "--in-place", "-o", tmp_path).returncode == 2
+    assert run("optimize", img, "--in-place", "--format", "webp").returncode == 2
+    p = run("optimize", img, "-o", tmp_path / "o", "-q", "0")
+    assert p.returncode == 2 and "quality" in p.stderr and "Traceback" not in p.stderr
+    assert run("frobnicate").returncode == 2
+
+
+def test_cli_missing_path_is_a_failed_result(tmp_path):
+    p = run("optimize", tmp_path / "nope.jpg", "-o", tmp_path / "o", "--json")
+    assert p.returncode == 1
+    assert lines(p.stdout)[0]["error"]["code"] == "io_error"
+
+
+def test_cli_explicit_file_with_any_name_is_processed(tmp_path):
+    weird = tmp_path / "image.data"
+    weird.write_bytes(jpeg(quality=97))
+    p = run("optimize", weird, "-o", tmp_path / "o", "--json")
+    assert p.returncode == 0 and lines(p.stdout)[0]["format_in"] == "jpeg"
+
+
+def test_cli_output_collision_reported_not_overwritten(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(encode(Image.fromarray(photo(50, 40)), "PNG"))
+    (tmp_path / "in" / "a.jpg").write_bytes(jpeg(photo(50, 40)))
+    p = run("optimize", tmp_path / "in", "-o", tmp_path / "o", "--format", "webp", "--json", "-j", "1")
+    recs = [r for r in lines(p.stdout) if r["type"] == "result"]
+    assert p.returncode == 1
+    assert sorted(r["status"] for r in recs) == ["failed", "optimized"]
+    assert "overwrite" in [r for r in recs if r["status"] == "failed"][0]["error"]["message"]
