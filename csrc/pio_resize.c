@@ -255,22 +255,12 @@ PIO_INLINE void h_pass_c(const float *restrict in, float *restrict out, ptrdiff_
         const float *restrict w = ac->weights + (size_t)x * (size_t)ks;
         const float *restrict p = in + ac->start[x] * C;
         const int n = ac->count[x];
-        /* Two partial sums (even and odd taps) halve the chain of dependent
-         * adds, which is what bounds this loop at 1-4 channels. */
-        float acc0[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        float acc1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        int k = 0;
-        for (; k + 1 < n; k += 2) {
-            for (int c = 0; c < C; c++) {
-                acc0[c] += w[k] * p[k * C + c];
-                acc1[c] += w[k + 1] * p[(k + 1) * C + c];
-            }
-        }
-        if (k < n)
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int k = 0; k < n; k++)
             for (int c = 0; c < C; c++)
-                acc0[c] += w[k] * p[k * C + c];
+                acc[c] += w[k] * p[k * C + c];
         for (int c = 0; c < C; c++)
-            out[x * C + c] = acc0[c] + acc1[c];
+            out[x * C + c] = acc[c];
     }
 }
 

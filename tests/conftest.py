@@ -80,7 +80,7 @@ def prophoto_icc() -> bytes:
     return (DATA / "ProPhotoRGB.icc").read_bytes()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def corpus() -> pathlib.Path:
     if not (CORPUS / "MANIFEST.json").is_file():
         pytest.skip(f"corpus not found at {CORPUS} (set PYIMGOPT_CORPUS or place ../shared/corpus)")
