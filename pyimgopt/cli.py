@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     dest.add_argument("--in-place", action="store_true", help="replace inputs atomically (never larger)")
     o.add_argument("--format", choices=OUTPUT_FORMATS, default="keep")
     o.add_argument("-q", "--quality", type=int, metavar="N", help="1-100 (lossy formats)")
+    o.add_argument("--target-ssim", type=float, metavar="T",
+                   help="search the quality for the smallest output with SSIM >= T (e.g. 0.985)")
     o.add_argument("--lossless", action="store_true", help="lossless WebP/AVIF")
     o.add_argument("--max-width", type=int, metavar="W")
     o.add_argument("--max-height", type=int, metavar="H")
@@ -126,6 +128,7 @@ def _settings(a: argparse.Namespace) -> Settings:
     return Settings(
         format=a.format,
         quality=a.quality,
+        target_ssim=a.target_ssim,
         lossless=True if a.lossless else None,
         max_width=a.max_width,
         max_height=a.max_height,
@@ -185,7 +188,7 @@ def _plan(a: argparse.Namespace, s: Settings) -> list[tuple[str, str | None, Pyi
             jobs.append((src, None, None))
             continue
         dst = os.path.join(a.out, os.path.dirname(rel), output_name(rel, s))
-        key = os.path.abspath(dst)
+        key = os.path.abspath(os.path.splitext(dst)[0] if s.format == "auto" else dst)
         if key in claimed:
             err = IOFailureError(
                 f"output {dst} would overwrite the output of {claimed[key]}", path=src, stage="write"
@@ -203,7 +206,7 @@ def _optimize(a: argparse.Namespace) -> int:
     except InvalidSettingsError as exc:
         print(f"pyimgopt: error: {exc.message}", file=sys.stderr)
         return 2
-    if a.in_place and s.format != "keep":
+    if a.in_place and s.format not in ("keep", "auto"):
         print("pyimgopt: error: --in-place keeps each file's format; use --out DIR to convert",
               file=sys.stderr)
         return 2

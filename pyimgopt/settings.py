@@ -20,7 +20,7 @@ __all__ = ["Settings", "OUTPUT_FORMATS", "FITS", "FILTERS", "SUBSAMPLINGS"]
 
 #: Values accepted by ``Settings.format``. ``keep`` re-encodes in the input's
 #: own format (GIF, TIFF and BMP inputs included).
-OUTPUT_FORMATS = ("keep", "jpeg", "png", "webp", "avif")
+OUTPUT_FORMATS = ("keep", "auto", "jpeg", "png", "webp", "avif")
 FITS = ("inside", "cover", "contain", "fill")
 FILTERS = ("lanczos3", "bicubic", "bilinear", "box", "nearest")
 SUBSAMPLINGS = ("auto", "4:4:4", "4:2:2", "4:2:0")
@@ -51,12 +51,19 @@ class Settings:
     Attributes
     ----------
     format:
-        Output format: ``keep`` (default, the input's own format), ``jpeg``,
-        ``png``, ``webp`` or ``avif``.
+        Output format: ``keep`` (default, the input's own format), ``auto``
+        (try JPEG, WebP, AVIF — and PNG or lossless WebP where the image needs
+        lossless or has few colours — at the SSIM target and keep the
+        smallest), ``jpeg``, ``png``, ``webp`` or ``avif``.
     quality:
         Encoder quality 1-100 for lossy formats; ``None`` picks the format's
         default (JPEG 80, WebP 80, AVIF 60). A JPEG is never re-encoded at a
         higher quality than its own quantisation tables imply.
+    target_ssim:
+        Perceptual target (0 < t <= 1, e.g. 0.985): search the encoder quality
+        for the smallest output whose luma SSIM against the resized source
+        meets it; ``quality`` then caps the search. ``format="auto"`` uses
+        0.985 when this is ``None``.
     lossless:
         Encode WebP/AVIF losslessly. ``None`` means lossless only when the
         input is lossless WebP kept as WebP.
@@ -92,6 +99,7 @@ class Settings:
 
     format: str = "keep"
     quality: int | None = None
+    target_ssim: float | None = None
     lossless: bool | None = None
     max_width: int | None = None
     max_height: int | None = None
@@ -116,6 +124,13 @@ class Settings:
         if fmt not in OUTPUT_FORMATS:
             raise _fail("format", f"one of {', '.join(OUTPUT_FORMATS)}", self.format)
         _check_int("quality", self.quality, 1, 100, optional=True)
+        t = self.target_ssim
+        if t is not None and (
+            isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < float(t) <= 1.0
+        ):
+            raise _fail("target_ssim", "a number in (0, 1] or None", t)
+        if t is not None:
+            object.__setattr__(self, "target_ssim", float(t))
         _check_int("max_width", self.max_width, 1, 1_000_000, optional=True)
         _check_int("max_height", self.max_height, 1, 1_000_000, optional=True)
         for name, choices in (
@@ -134,7 +149,7 @@ class Settings:
             self.max_width is None and self.max_height is None
         ):
             raise _fail(
-                "fit", f"'inside' when neither max_width nor max_height is set", self.fit
+                "fit", "'inside' when neither max_width nor max_height is set", self.fit
             )
         bg = self.background
         if not (

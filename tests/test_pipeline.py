@@ -412,3 +412,13 @@ def test_pipeline_result_reports_stages_and_sizes():
     assert r.bytes_in == len(data) and r.bytes_out == len(out)
     assert {"probe", "decode", "resize", "encode"} <= set(r.stages)
     assert (r.width_in, r.height_in, r.width, r.height) == (300, 200, 100, 67)
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
+def test_pipeline_animated_webp_and_apng_inputs_keep_animation(fmt):
+    ims = [Image.fromarray(photo(80, 60, seed=i)) for i in range(4)]
+    params = {"lossless": True} if fmt == "WEBP" else {}
+    data = encode(ims[0], fmt, save_all=True, append_images=ims[1:], duration=100, loop=0, **params)
+    out, r = optimize_bytes(data, Settings(allow_larger=True))
+    im = Image.open(io.BytesIO(out))
+    assert im.format == fmt and im.n_frames == 4 and r.frames == 4

@@ -23,7 +23,7 @@ from ..errors import (
 )
 from ..result import Result
 from ..settings import Settings
-from . import geometry
+from . import geometry, quality
 from .decode import decode, read_orientation
 from .encode import ANIMATED_FORMATS, EXTENSIONS, encode, output_format
 from .probe import probe, sniff
@@ -53,12 +53,15 @@ def _webp_lossless(data: bytes) -> bool:
     return b"VP8L" in head and b"VP8 " not in head
 
 
-def _run(data: bytes, s: Settings, path: str | None, clock: _Clock) -> tuple[bytes, dict]:
+def _run(
+    data: bytes, s: Settings, path: str | None, clock: _Clock, *, in_place: bool = False
+) -> tuple[bytes, dict]:
     """Optimise ``data``; return (output bytes, Result fields)."""
     pr = probe(data, s, path)
     clock.lap("probe")
     fmt_in = pr.format.lower()
-    out_fmt = output_format(s.format, fmt_in)
+    auto = s.format == "auto"
+    out_fmt = fmt_in if auto else output_format(s.format, fmt_in)
     info: dict = {
         "format_in": fmt_in,
         "bytes_in": len(data),
@@ -67,7 +70,8 @@ def _run(data: bytes, s: Settings, path: str | None, clock: _Clock) -> tuple[byt
     }
     all_frames = False
     if pr.animated:
-        if fmt_in == "tiff" or out_fmt not in ANIMATED_FORMATS:
+        can_animate = out_fmt in ANIMATED_FORMATS or (auto and not in_place)
+        if fmt_in == "tiff" or not can_animate:
             if not s.first_frame:
                 what = "multi-page TIFF" if fmt_in == "tiff" else f"animated {pr.format}"
                 raise UnsupportedFormatError(
@@ -86,7 +90,10 @@ def _run(data: bytes, s: Settings, path: str | None, clock: _Clock) -> tuple[byt
     if geo.resize_to is not None:
         draft = (geo.resize_to[1], geo.resize_to[0]) if swap else geo.resize_to
     keep_palette = (
-        not geo.changes_pixels and out_fmt in ("png", "gif", "tiff", "bmp") and not all_frames
+        not auto
+        and not geo.changes_pixels
+        and out_fmt in ("png", "gif", "tiff", "bmp")
+        and not all_frames
     )
     dec = decode(
         pr,
@@ -98,27 +105,18 @@ def _run(data: bytes, s: Settings, path: str | None, clock: _Clock) -> tuple[byt
     )
     clock.lap("decode")
     if geo.changes_pixels:
-        frames = []
-        for frame in dec.frames:
-            background: tuple[int, ...]
-            if geo.pad_to is not None and out_fmt not in ("jpeg", "bmp"):
-                frame = frame.convert("LA" if frame.mode in ("L", "LA") else "RGBA")
-                background = (0,) * len(frame.getbands())
-            else:
-                rgb = s.background_rgb
-                background = rgb if frame.mode in ("RGB", "RGBA") else (rgb[0],)
-                if frame.mode in ("LA", "RGBA"):
-                    background = (*background, 255)
-            if geo.resize_to is not None and frame.size == geo.resize_to:
-                geo_frame = geometry.Plan(frame.size, None, geo.crop, geo.pad_to)
-            else:
-                geo_frame = geo
-            frames.append(geometry.apply(frame, geo_frame, s.filter, background))
-        dec.frames = frames
+        _apply_geometry(dec, geo, s, "jpeg" if auto else out_fmt)
         clock.lap("resize")
-    enc = encode(dec, out_fmt, s, source_format=fmt_in, source_lossless=_webp_lossless(data))
+    src_lossless = fmt_in in ("png", "gif", "bmp", "tiff") or (
+        fmt_in == "webp" and _webp_lossless(data)
+    )
+    if auto:
+        choice = _best_auto(dec, s, fmt_in, src_lossless, in_place)
+    else:
+        choice = _encode_one(dec, out_fmt, s, fmt_in, src_lossless)
+    enc, ssim_value, notes = choice.encoded, choice.ssim, list(dec.notes) + choice.notes
     out = enc.data
-    notes = list(dec.notes)
+    out_fmt = enc.format
     if (
         not s.keep_metadata
         and not geo.changes_pixels
@@ -132,6 +130,7 @@ def _run(data: bytes, s: Settings, path: str | None, clock: _Clock) -> tuple[byt
         if stripped is not None and len(out) >= _REENCODE_MARGIN * len(stripped):
             out = stripped
             enc.quality = dec.source_quality if fmt_in == "jpeg" else None
+            ssim_value = 1.0
             notes.append("lossless metadata strip (no re-encode)")
     clock.lap("encode")
     width, height = dec.size
@@ -141,15 +140,76 @@ def _run(data: bytes, s: Settings, path: str | None, clock: _Clock) -> tuple[byt
         height=height,
         frames=len(dec.frames),
         quality=enc.quality,
+        ssim=None if ssim_value is None else round(float(ssim_value), 5),
         notes=tuple(notes),
     )
-    same_image = out_fmt == fmt_in and not geo.changes_pixels
-    if len(out) >= len(data) and same_image and not s.allow_larger:
-        info.update(status="skipped", quality=dec.source_quality if fmt_in == "jpeg" else None)
+    input_is_valid_answer = not geo.changes_pixels and (out_fmt == fmt_in or auto)
+    if len(out) >= len(data) and input_is_valid_answer and not s.allow_larger:
+        info.update(
+            status="skipped",
+            format_out=fmt_in,
+            quality=dec.source_quality if fmt_in == "jpeg" else None,
+            ssim=None,
+        )
         info["notes"] = (*info["notes"], "output was not smaller than the input")
         return data, info
     info["status"] = "optimized"
     return out, info
+
+
+def _apply_geometry(dec, geo: geometry.Plan, s: Settings, out_fmt: str) -> None:
+    frames = []
+    for frame in dec.frames:
+        background: tuple[int, ...]
+        if geo.pad_to is not None and out_fmt not in ("jpeg", "bmp"):
+            frame = frame.convert("LA" if frame.mode in ("L", "LA") else "RGBA")
+            background = (0,) * len(frame.getbands())
+        else:
+            rgb = s.background_rgb
+            background = rgb if frame.mode in ("RGB", "RGBA") else (rgb[0],)
+            if frame.mode in ("LA", "RGBA"):
+                background = (*background, 255)
+        if geo.resize_to is not None and frame.size == geo.resize_to:
+            frame_plan = geometry.Plan(frame.size, None, geo.crop, geo.pad_to)
+        else:
+            frame_plan = geo
+        frames.append(geometry.apply(frame, frame_plan, s.filter, background))
+    dec.frames = frames
+
+
+def _encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool) -> quality.Candidate:
+    """One format: at the target when ``target_ssim`` is set, else at ``quality``."""
+    lossless = bool(s.lossless) or (fmt == "webp" and s.lossless is None and fmt_in == "webp" and src_lossless)
+    if s.target_ssim is not None and quality.searchable(dec, fmt, lossless):
+        return quality.encode_to_target(
+            dec, fmt, s, s.target_ssim, source_format=fmt_in, source_lossless=src_lossless
+        )
+    enc = encode(dec, fmt, s, source_format=fmt_in, source_lossless=src_lossless)
+    ssim_value = 1.0 if enc.lossless else None
+    if s.target_ssim is not None and ssim_value is None and quality.searchable(dec, fmt, False):
+        ssim_value = quality.measure(enc.data, quality.reference(dec, s.background_rgb), s.background_rgb)
+    return quality.Candidate(enc, ssim_value, [])
+
+
+def _best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool, in_place: bool) -> quality.Candidate:
+    """``format="auto"``: every candidate at the target; the smallest that meets it wins."""
+    target = s.target_ssim if s.target_ssim is not None else quality.DEFAULT_AUTO_TARGET
+    st = s.replace(target_ssim=target, lossless=None)
+    tried: list[quality.Candidate] = []
+    for fmt in quality.auto_formats(dec, fmt_in, in_place):
+        cand = _encode_one(dec, fmt, st, fmt_in, src_lossless)
+        tried.append(cand)
+        if fmt == "webp" and src_lossless and not in_place:
+            tried.append(_encode_one(dec, "webp", st.replace(lossless=True), fmt_in, src_lossless))
+    meeting = [c for c in tried if c.ssim is None or c.ssim >= target]
+    pool = meeting or [max(tried, key=lambda c: c.ssim or 0.0)]
+    best = min(pool, key=lambda c: len(c.encoded.data))
+    sizes = ", ".join(
+        f"{c.encoded.format}{'-lossless' if c.encoded.lossless else ''}={len(c.encoded.data)}"
+        for c in tried
+    )
+    best.notes = [*best.notes, f"auto candidates: {sizes}"]
+    return best
 
 
 def _failed(exc: BaseException, path: str | None, clock: _Clock, start: float, **kw) -> Result:
@@ -212,7 +272,7 @@ def optimize_bytes(data: bytes, settings: Settings | None = None) -> tuple[bytes
 
 def output_name(path: str, settings: Settings) -> str:
     """The file name an output of ``path`` gets: same name, or new extension if converting."""
-    if settings.format == "keep":
+    if settings.format in ("keep", "auto"):  # auto: optimize_file sets the extension
         return os.path.basename(path)
     stem, _ = os.path.splitext(os.path.basename(path))
     return stem + EXTENSIONS[settings.format]
@@ -240,7 +300,7 @@ def optimize_file(src: str | os.PathLike, dst: str | os.PathLike | None = None,
     try:
         data, st = read_input(src_s, s.max_input_bytes)
         clock.lap("read")
-        if in_place and s.format != "keep":
+        if in_place and s.format not in ("keep", "auto"):
             fmt = (sniff(data[:64]) or "").lower()
             if fmt and fmt != s.format:
                 raise InvalidSettingsError(
@@ -249,7 +309,9 @@ def optimize_file(src: str | os.PathLike, dst: str | os.PathLike | None = None,
                     path=src_s,
                     stage="settings",
                 )
-        out, info = _run(data, s, src_s, clock)
+        out, info = _run(data, s, src_s, clock, in_place=in_place)
+        if s.format == "auto" and not in_place and info["format_out"] != info["format_in"]:
+            dst_s = os.path.splitext(dst_s)[0] + EXTENSIONS[info["format_out"]]
         if info["status"] == "skipped" and in_place:
             pass  # the original stays exactly as it was
         else:

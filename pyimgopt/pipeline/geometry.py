@@ -99,8 +99,8 @@ def apply(im: Image.Image, p: Plan, filter: str, background: tuple[int, ...]) ->
         out = _kernels.resize(arr, p.resize_to[0], p.resize_to[1], filter)
         im = Image.fromarray(out)  # HxW -> L, x2 -> LA, x3 -> RGB, x4 -> RGBA
     if p.crop is not None:
-        l, t, w, h = p.crop
-        im = im.crop((l, t, l + w, t + h))
+        left, top, w, h = p.crop
+        im = im.crop((left, top, left + w, top + h))
     if p.pad_to is not None:
         canvas = Image.new(im.mode, p.pad_to, background)
         canvas.paste(im, ((p.pad_to[0] - im.width) // 2, (p.pad_to[1] - im.height) // 2))

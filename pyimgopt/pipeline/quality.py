@@ -1,0 +1,132 @@
+"""Quality targets: find the smallest encoding that still looks right.
+
+Owns the perceptual search behind ``Settings(target_ssim=...)`` — bisection on
+the encoder quality, each step encoded, decoded and compared to the resized
+source with the native luma SSIM — and the choice behind ``format="auto"``:
+each candidate format at the target, smallest wins. The reference and every
+decoded candidate are flattened onto the background the same way, so alpha
+images are compared as they would be seen.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from .. import _kernels
+from ..settings import Settings
+from .decode import Decoded
+from .encode import Encoded, encode, has_avif
+
+__all__ = ["DEFAULT_AUTO_TARGET", "Candidate", "reference", "measure", "encode_to_target", "auto_formats"]
+
+#: The SSIM target ``format="auto"`` uses when ``target_ssim`` is not given.
+DEFAULT_AUTO_TARGET = 0.985
+#: Lowest encoder quality the search will try: below it artefacts are obvious
+#: whatever SSIM says.
+MIN_QUALITY = 20
+_MIN_SIDE = 7  # the SSIM window; smaller images are not searched
+
+
+@dataclass
+class Candidate:
+    encoded: Encoded
+    ssim: float | None
+    notes: list[str]
+
+
+def _flatten(im: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        base = Image.new("RGB", im.size, background)
+        base.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+        return np.asarray(base)
+    return np.asarray(im.convert("RGB"))
+
+
+def reference(dec: Decoded, background: tuple[int, int, int]) -> np.ndarray:
+    """The first frame as an RGB array, alpha flattened onto ``background``."""
+    return _flatten(dec.frames[0], background)
+
+
+def measure(data: bytes, ref: np.ndarray, background: tuple[int, int, int]) -> float:
+    """Luma SSIM between the decoded ``data`` and ``ref``."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        got = _flatten(im, background)
+    if got.shape != ref.shape:
+        return 0.0
+    return float(_kernels.ssim_luma(got, ref))
+
+
+def searchable(dec: Decoded, fmt: str, lossless: bool) -> bool:
+    """Whether a quality search applies: a lossy format, one frame, big enough to measure."""
+    w, h = dec.size
+    return fmt in ("jpeg", "webp", "avif") and not lossless and len(dec.frames) == 1 and min(w, h) >= _MIN_SIDE
+
+
+def encode_to_target(
+    dec: Decoded,
+    fmt: str,
+    s: Settings,
+    target: float,
+    *,
+    source_format: str,
+    source_lossless: bool,
+) -> Candidate:
+    """Encode ``dec`` as ``fmt`` at the lowest quality whose SSIM meets ``target``.
+
+    Bisection over [``MIN_QUALITY``, cap], where the cap is ``s.quality`` (or
+    95) and, for JPEG from JPEG, the source's own quality. About seven encodes.
+    When even the cap misses the target, the cap's encoding is returned with a
+    note: the search never goes below what the caller allowed.
+    """
+    ref = reference(dec, s.background_rgb)
+    bg = s.background_rgb
+
+    def at(q: int) -> tuple[Encoded, float]:
+        enc = encode(dec, fmt, s.replace(quality=q), source_format=source_format,
+                     source_lossless=source_lossless)
+        return enc, measure(enc.data, ref, bg)
+
+    cap = s.quality if s.quality is not None else 95
+    if fmt == "jpeg" and source_format == "jpeg" and dec.source_quality:
+        cap = min(cap, dec.source_quality)
+    lo, hi = min(MIN_QUALITY, cap), cap
+    best_enc, best_ssim = at(hi)
+    if best_ssim < target:
+        return Candidate(best_enc, best_ssim, [f"{fmt} misses target SSIM {target} even at q{hi}"])
+    while lo < hi:
+        mid = (lo + hi) // 2
+        enc, value = at(mid)
+        if value >= target:
+            hi = mid
+            if len(enc.data) <= len(best_enc.data):
+                best_enc, best_ssim = enc, value
+        else:
+            lo = mid + 1
+    return Candidate(best_enc, best_ssim, [])
+
+
+def auto_formats(dec: Decoded, source_format: str, in_place: bool) -> list[str]:
+    """The candidate formats ``format="auto"`` tries for this image."""
+    if in_place:
+        return [source_format]
+    mode = dec.mode
+    has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in dec.frames[0].info)
+    if len(dec.frames) > 1:
+        out = ["webp"]
+        if source_format in ("gif", "png"):
+            out.append(source_format)
+        return out
+    out = [] if has_alpha else ["jpeg"]
+    out.append("webp")
+    if has_avif():
+        out.append("avif")
+    few_colours = dec.frames[0].getcolors(256) is not None
+    if has_alpha or few_colours or source_format in ("png", "gif", "bmp", "tiff"):
+        out.append("png")
+    return out
