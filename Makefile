@@ -26,8 +26,19 @@ test-native: $(STAMP)
 test-pure: $(STAMP)
 	PYIMGOPT_PURE=1 PYIMGOPT_EXPECT_BACKEND=pure $(PY) -m pytest -q
 
-bench: $(STAMP)
-	$(PY) -m pytest bench -q --benchmark-only
+# pyvips (the sharp-task baseline) comes with the `bench` extra; without it the
+# pyvips cases skip with a reason. The JSON is turned into bench/README.md's tables.
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_JSON  ?= .benchmarks/bench.json
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)  ## pytest-benchmark suites in bench/, then regenerate bench/README.md's tables
+	@mkdir -p $(dir $(BENCH_JSON))
+	$(PY) -m pytest bench -o python_files='bench_*.py' --benchmark-only --benchmark-group-by=group -p no:cacheprovider --benchmark-json=$(BENCH_JSON)
+	$(PY) bench/report.py $(BENCH_JSON) --update bench/README.md
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff

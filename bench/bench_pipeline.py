@@ -1,0 +1,83 @@
+"""The sharp benchmark task, in one process: 2725x2225 JPEG bytes -> fit
+inside 720x588 with lanczos3 -> JPEG q80 bytes.
+
+Contenders: ``pyimgopt.optimize_bytes``; Pillow plain (open, ``resize``
+LANCZOS, save q80); Pillow with ``draft`` (JPEG DCT-domain downscale on
+decode, then resize); pyvips ``thumbnail_buffer`` + ``write_to_buffer``
+with ``VIPS_CONCURRENCY=1`` (set in conftest.py before pyvips is imported)
+and its operation cache off. Encoder settings differ as each library's
+defaults do: pyimgopt writes a progressive JPEG with optimised Huffman
+tables, Pillow and pyvips a baseline one; ``bytes_out`` is recorded so the
+size side of that trade is visible.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from _common import SOURCE_MPIX, run
+from PIL import Image
+
+import pyimgopt
+
+WIDTH, HEIGHT, QUALITY = 720, 588, 80
+GROUP = "sharp task: JPEG 2725x2225 -> 720x588 lanczos3 -> JPEG q80"
+ROUNDS = 15
+
+
+def pyimgopt_task(data: bytes) -> bytes:
+    settings = pyimgopt.Settings(max_width=WIDTH, max_height=HEIGHT, format="jpeg", quality=QUALITY)
+    out, _result = pyimgopt.optimize_bytes(data, settings)
+    return out
+
+
+def pillow_task(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as im:
+        small = im.resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=QUALITY)
+    return buf.getvalue()
+
+
+def pillow_draft_task(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as im:
+        im.draft("RGB", (WIDTH, HEIGHT))
+        small = im.resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=QUALITY)
+    return buf.getvalue()
+
+
+IMPLS = ["pyimgopt", "pillow", "pillow-draft", "pyvips"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sharp_task(benchmark, request, source, impl):
+    data = source.jpeg
+    if impl == "pyvips":
+        vips = request.getfixturevalue("pyvips")
+
+        def fn(data: bytes) -> bytes:
+            thumb = vips.Image.thumbnail_buffer(data, WIDTH, height=HEIGHT)
+            return thumb.write_to_buffer(f".jpg[Q={QUALITY}]")
+
+    else:
+        fn = {"pyimgopt": pyimgopt_task, "pillow": pillow_task, "pillow-draft": pillow_draft_task}[
+            impl
+        ]
+    benchmark.group = GROUP
+    out = run(
+        benchmark,
+        fn,
+        data,
+        rounds=ROUNDS,
+        mpix=SOURCE_MPIX,
+        suite="pipeline",
+        impl=impl,
+        bytes_in=len(data),
+        source=source.origin,
+    )
+    benchmark.extra_info["bytes_out"] = len(out)
+    with Image.open(io.BytesIO(out)) as im:
+        assert (im.format, im.size) == ("JPEG", (WIDTH, HEIGHT)), (im.format, im.size)

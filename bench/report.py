@@ -1,0 +1,258 @@
+"""Turn a pytest-benchmark JSON file (``--benchmark-json``) from the suites in
+``bench/`` into the markdown tables of ``bench/README.md``.
+
+Usage::
+
+    python bench/report.py .benchmarks/bench.json                      # print the tables
+    python bench/report.py .benchmarks/bench.json --update bench/README.md
+
+``--update`` replaces what lies between the ``<!-- report:begin -->`` and
+``<!-- report:end -->`` lines of that file, and nothing else. Rows are read
+from each benchmark's ``extra_info`` (``suite``, ``impl``, ...), not parsed
+from test names, so new parameters (a format case, a target size) show up
+without changes here. Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+from collections import defaultdict
+from typing import Any
+
+BEGIN = "<!-- report:begin -->"
+END = "<!-- report:end -->"
+
+#: Targets from the project issue.
+RESIZE_TARGET = 6.0  # pyimgopt native MP/s >= 6x Pillow's, lanczos3 and bicubic, one thread
+SHARP_TARGET = 1.5  # sharp task: pyimgopt >= 1.5x as fast as pyvips (both one thread)
+
+RESIZE_IMPLS = [("native", "pyimgopt native"), ("pillow", "Pillow"), ("pure", "pyimgopt pure")]
+PIPELINE_IMPLS = [
+    ("pyimgopt", "pyimgopt `optimize_bytes`"),
+    ("pillow", "Pillow plain"),
+    ("pillow-draft", "Pillow + `draft`"),
+    ("pyvips", "pyvips `thumbnail_buffer`"),
+]
+
+
+def _ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def _ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}x"
+
+
+def _met(value: float | None, target: float) -> str:
+    if value is None:
+        return "not measured"
+    return "**met**" if value >= target else "not met"
+
+
+def _table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _median(b: dict[str, Any]) -> float:
+    return float(b["stats"]["median"])
+
+
+def header(data: dict[str, Any]) -> str:
+    m = data.get("machine_info", {})
+    cpu = m.get("cpu", {})
+    v = m.get("bench_versions", {})
+    commit = data.get("commit_info", {})
+    rounds = sorted({b["stats"]["rounds"] for b in data["benchmarks"]})
+    sources = sorted({b["extra_info"].get("source") for b in data["benchmarks"]} - {None})
+    dirty = " (with uncommitted changes)" if commit.get("dirty") else ""
+    return "\n".join(
+        [
+            f"Run {data.get('datetime', '?')[:19]} UTC on commit "
+            f"`{str(commit.get('id', '?'))[:10]}`{dirty}; "
+            f"{cpu.get('brand_raw', '?')}, {cpu.get('count', '?')} cores, "
+            f"Python {m.get('python_version', '?')}, Pillow {v.get('pillow', '?')}, "
+            f"NumPy {v.get('numpy', '?')}, pyvips {v.get('pyvips') or 'not installed'}"
+            f" (libvips {v.get('libvips', '–')}, VIPS_CONCURRENCY={v.get('VIPS_CONCURRENCY')}). "
+            f"Rounds per benchmark: {', '.join(map(str, rounds))}; "
+            f"source image: {', '.join(sources) or '?'}.",
+        ]
+    )
+
+
+def resize_section(benches: list[dict[str, Any]]) -> tuple[str, dict[str, float | None]]:
+    cells: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for b in benches:
+        e = b["extra_info"]
+        cells[(e["filter"], e["mode"], e["target"])][e["impl"]] = b
+    rows = []
+    worst: dict[str, float | None] = {}
+    for (filt, mode, target), by_impl in sorted(
+        cells.items(), key=lambda kv: (kv[0][0] != "lanczos3", kv[0][0], kv[0][1], kv[0][2])
+    ):
+        med = {impl: _median(b) if b else None for impl, b in by_impl.items()}
+        mpix = {impl: b["extra_info"].get("mpix_per_s") for impl, b in by_impl.items()}
+        speedup = med["pillow"] / med["native"] if med.get("native") and med.get("pillow") else None
+        if speedup is not None:
+            prev = worst.get(filt)
+            worst[filt] = speedup if prev is None else min(prev, speedup)
+        else:
+            worst.setdefault(filt, None)
+        rows.append(
+            [filt, mode, f"→ {target}"]
+            + [_ms(med.get(impl)) for impl, _ in RESIZE_IMPLS]
+            + [
+                str(mpix.get("native", "–")),
+                str(mpix.get("pillow", "–")),
+                _ratio(speedup),
+                _ratio(med["pillow"] / med["pure"])
+                if med.get("pure") and med.get("pillow")
+                else "–",
+            ]
+        )
+    head = (
+        ["filter", "mode", "2725x2225"]
+        + [f"{label} ms" for _, label in RESIZE_IMPLS]
+        + ["native MP/s", "Pillow MP/s", "native vs Pillow", "pure vs Pillow"]
+    )
+    text = (
+        "Median milliseconds per call; MP/s = source megapixels (6.06) / median seconds; "
+        '"vs Pillow" = Pillow median / contender median (above 1 = faster than Pillow).\n\n'
+        + _table(head, rows, "lll" + "r" * (len(head) - 3))
+    )
+    return text, worst
+
+
+def pipeline_section(benches: list[dict[str, Any]]) -> tuple[str, float | None]:
+    by_impl = {b["extra_info"]["impl"]: b for b in benches}
+    ours = by_impl.get("pyimgopt")
+    rows = []
+    for impl, label in PIPELINE_IMPLS:
+        b = by_impl.get(impl)
+        if b is None:
+            rows.append([label, "skipped", "–", "–", "–"])
+            continue
+        rel = _median(b) / _median(ours) if ours else None
+        rows.append(
+            [
+                label,
+                _ms(_median(b)),
+                str(b["extra_info"].get("mpix_per_s", "–")),
+                f"{b['extra_info'].get('bytes_out', 0):,}",
+                _ratio(rel),
+            ]
+        )
+    vs_vips = _median(by_impl["pyvips"]) / _median(ours) if ours and "pyvips" in by_impl else None
+    text = (
+        "Median milliseconds per image (bytes in → bytes out, one thread each); "
+        '"pyimgopt speed-up" = contender median / pyimgopt median '
+        "(above 1 = pyimgopt is faster).\n\n"
+        + _table(["contender", "median ms", "MP/s", "bytes out", "pyimgopt speed-up"], rows)
+    )
+    return text, vs_vips
+
+
+def formats_section(benches: list[dict[str, Any]]) -> str:
+    cases: list[str] = []
+    grid: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for b in benches:
+        e = b["extra_info"]
+        if e["case"] not in cases:
+            cases.append(e["case"])
+        grid[e["image"]][e["case"]] = b
+    rows = []
+    for image, by_case in grid.items():
+        bytes_in = next(iter(by_case.values()))["extra_info"]["bytes_in"]
+        row = [f"`{image}`", f"{bytes_in:,}"]
+        for case in cases:
+            b = by_case.get(case)
+            if b is None:
+                row.append("–")
+                continue
+            e = b["extra_info"]
+            out = e["bytes_out"]
+            status = "" if e.get("status") == "optimized" else f" ({e.get('status')})"
+            row.append(f"{out:,} ({100 * out / bytes_in:.0f} %) · {_ms(_median(b))} ms{status}")
+        rows.append(row)
+    return (
+        "pyimgopt default settings but for the output format; bytes out "
+        "(percent of input) · median milliseconds.\n\n"
+        + _table(["image", "bytes in"] + cases, rows)
+    )
+
+
+def render(data: dict[str, Any]) -> str:
+    suites: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for b in data["benchmarks"]:
+        suites[b["extra_info"].get("suite", "other")].append(b)
+    parts = [header(data)]
+    worst: dict[str, float | None] = {}
+    vs_vips = None
+    if suites["resize"]:
+        text, worst = resize_section(suites["resize"])
+        parts += ["### Resize", text]
+    if suites["pipeline"]:
+        text, vs_vips = pipeline_section(suites["pipeline"])
+        parts += ["### The sharp task: JPEG 2725x2225 → 720x588 lanczos3 → JPEG q80", text]
+    if suites["formats"]:
+        parts += ["### Bytes per format (corpus images)", formats_section(suites["formats"])]
+    else:
+        parts += ["### Bytes per format (corpus images)", "Skipped: no corpus."]
+    targets = [
+        [
+            f"resize {filt}: native ≥ {RESIZE_TARGET:g}x Pillow MP/s, one thread",
+            _ratio(worst.get(filt))
+            + (" (worst case over modes and sizes)" if worst.get(filt) is not None else ""),
+            _met(worst.get(filt), RESIZE_TARGET),
+        ]
+        for filt in ("lanczos3", "bicubic")
+    ]
+    targets.append(
+        [
+            f"sharp task: pyimgopt ≥ {SHARP_TARGET:g}x pyvips (VIPS_CONCURRENCY=1)",
+            _ratio(vs_vips),
+            _met(vs_vips, SHARP_TARGET),
+        ]
+    )
+    parts += [
+        "### Targets",
+        _table(["target (project issue)", "measured", "status"], targets, "lll"),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def update(path: pathlib.Path, tables: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    try:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+    except ValueError:
+        sys.exit(f"{path}: expected one {BEGIN!r} line and one {END!r} line after it")
+    path.write_text(f"{head}{BEGIN}\n\n{tables}\n{END}{tail}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("json", type=pathlib.Path, help="a pytest-benchmark --benchmark-json file")
+    parser.add_argument(
+        "--update",
+        type=pathlib.Path,
+        metavar="MARKDOWN",
+        help=f"replace the text between {BEGIN} and {END} in this file instead of printing",
+    )
+    args = parser.parse_args(argv)
+    tables = render(json.loads(args.json.read_text(encoding="utf-8")))
+    if args.update:
+        update(args.update, tables)
+    else:
+        sys.stdout.write(tables)
+
+
+if __name__ == "__main__":
+    main()
