@@ -21,7 +21,15 @@ import importlib
 import os
 from types import ModuleType
 
-PUBLIC_API = ["premultiply", "unpremultiply", "resize", "FILTERS"]
+PUBLIC_API = [
+    "premultiply",
+    "unpremultiply",
+    "resize",
+    "ssim",
+    "ssim_luma",
+    "reduce_box",
+    "FILTERS",
+]
 
 ENV_VAR = "PYIMGOPT_PURE"
 VALID_VALUES = ("", "0", "1")
@@ -75,6 +83,9 @@ backend, _impl = select_backend()
 premultiply = _impl.premultiply
 unpremultiply = _impl.unpremultiply
 resize = _impl.resize
+ssim = _impl.ssim
+ssim_luma = _impl.ssim_luma
+reduce_box = _impl.reduce_box
 FILTERS: tuple[str, ...] = _impl.FILTERS
 
 __all__ = [
@@ -84,7 +95,10 @@ __all__ = [
     "load_backend",
     "native_available",
     "premultiply",
+    "reduce_box",
     "resize",
     "select_backend",
+    "ssim",
+    "ssim_luma",
     "unpremultiply",
 ]

@@ -38,3 +38,12 @@ cdef extern from "pio_resize.h" nogil:
         PIO_FILTER_COUNT
 
     int pio_resize_u8(const pio_view_u8 *src, const pio_view_u8 *dst, int filter)
+
+
+cdef extern from "pio_ssim.h" nogil:
+    int pio_ssim_u8(const pio_view_u8 *a, const pio_view_u8 *b, double *out)
+    int pio_ssim_luma_u8(const pio_view_u8 *a, const pio_view_u8 *b, double *out)
+
+
+cdef extern from "pio_reduce.h" nogil:
+    int pio_reduce_box_u8(const pio_view_u8 *src, const pio_view_u8 *dst, int fx, int fy)

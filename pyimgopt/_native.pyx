@@ -19,10 +19,19 @@ from pyimgopt._validate import (
     check_alpha_image,
     check_filter,
     check_image,
+    check_image_pair,
     check_size,
 )
 
-__all__ = ["FILTERS", "premultiply", "resize", "unpremultiply"]
+__all__ = [
+    "FILTERS",
+    "premultiply",
+    "reduce_box",
+    "resize",
+    "ssim",
+    "ssim_luma",
+    "unpremultiply",
+]
 
 _FILTER_IDS = {
     "lanczos3": PIO_FILTER_LANCZOS3,
@@ -150,5 +159,107 @@ def resize(img, width, height, filter=DEFAULT_FILTER):
     cdef int status
     with nogil:
         status = pio_resize_u8(&src, &dst, filter_id)
+    _check(status)
+    return out.reshape(out_h, out_w) if img.ndim == 2 else out
+
+
+def ssim(a, b):
+    """Structural similarity of two images, as scikit-image computes it.
+
+    Equals ``skimage.metrics.structural_similarity(a, b, data_range=255,
+    channel_axis=-1)`` (``channel_axis=None`` for 2-D input): 7x7 uniform
+    window, K1 = 0.01, K2 = 0.03, sample covariance, the map averaged over
+    the windows fully inside the image, and the channel means averaged. With
+    2 or 4 channels alpha counts as a channel.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        uint8 arrays of the same shape, (H, W) or (H, W, C) with C in 1..4,
+        H and W >= 7. Any strides are accepted.
+
+    Returns
+    -------
+    float
+        At most 1.0; exactly 1.0 for identical images.
+    """
+    a3, b3 = check_image_pair(a, b)
+    a3 = _packed(a3)
+    b3 = _packed(b3)
+    cdef const uint8_t[:, :, :] a_mv = a3
+    cdef const uint8_t[:, :, :] b_mv = b3
+    cdef pio_view_u8 va = _view(a_mv)
+    cdef pio_view_u8 vb = _view(b_mv)
+    cdef double result = 0.0
+    cdef int status
+    with nogil:
+        status = pio_ssim_u8(&va, &vb, &result)
+    _check(status)
+    return result
+
+
+def ssim_luma(a, b):
+    """SSIM of the luma of two images: cheaper than :func:`ssim` for colour.
+
+    Each pixel becomes ``Y = 0.299 R + 0.587 G + 0.114 B`` (float, unrounded;
+    alpha ignored), or channel 0 for L and LA images, and the result is the
+    single-channel SSIM of the two Y planes with ``data_range=255``.
+    Takes the same arguments as :func:`ssim`; returns a float, exactly 1.0
+    for identical images.
+    """
+    a3, b3 = check_image_pair(a, b)
+    a3 = _packed(a3)
+    b3 = _packed(b3)
+    cdef const uint8_t[:, :, :] a_mv = a3
+    cdef const uint8_t[:, :, :] b_mv = b3
+    cdef pio_view_u8 va = _view(a_mv)
+    cdef pio_view_u8 vb = _view(b_mv)
+    cdef double result = 0.0
+    cdef int status
+    with nogil:
+        status = pio_ssim_luma_u8(&va, &vb, &result)
+    _check(status)
+    return result
+
+
+def reduce_box(img, fx, fy):
+    """Shrink an image by integer factors, each output pixel the rounded mean
+    of an ``fx`` x ``fy`` block.
+
+    Parameters
+    ----------
+    img : numpy.ndarray
+        uint8 array of shape (H, W) or (H, W, C) with C in 1..4 (with 2 or 4
+        channels the last is alpha). Any strides are accepted.
+    fx, fy : int
+        Block width and height, each >= 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new C-contiguous uint8 array of shape (ceil(H / fy), ceil(W / fx))
+        for 2-D input, else with C channels. Edge blocks average the pixels
+        they have. Rounds half up; with alpha, colour is the alpha-weighted
+        mean (transparent pixels add no colour; a fully transparent block
+        gets colour 0) and alpha the plain mean. See ``csrc/pio_reduce.h``.
+    """
+    src3 = check_image(img)
+    cdef Py_ssize_t height = src3.shape[0]
+    cdef Py_ssize_t width = src3.shape[1]
+    # A factor beyond the image size gives the same single block as the size
+    # itself; clamping keeps any Python int within the C int parameter.
+    cdef int factor_x = <int> min(check_size(fx, "fx"), width)
+    cdef int factor_y = <int> min(check_size(fy, "fy"), height)
+    cdef Py_ssize_t out_w = (width - 1) // factor_x + 1
+    cdef Py_ssize_t out_h = (height - 1) // factor_y + 1
+    src3 = _packed(src3)
+    out = np.empty((out_h, out_w, src3.shape[2]), dtype=np.uint8)
+    cdef const uint8_t[:, :, :] src_mv = src3
+    cdef uint8_t[:, :, ::1] dst_mv = out
+    cdef pio_view_u8 src = _view(src_mv)
+    cdef pio_view_u8 dst = _view(dst_mv)
+    cdef int status
+    with nogil:
+        status = pio_reduce_box_u8(&src, &dst, factor_x, factor_y)
     _check(status)
     return out.reshape(out_h, out_w) if img.ndim == 2 else out

@@ -18,6 +18,9 @@ FILTERS: tuple[str, ...] = ("lanczos3", "bicubic", "bilinear", "box", "nearest")
 
 DEFAULT_FILTER = FILTERS[0]
 
+#: Side of the square SSIM window: ``ssim`` needs images at least this tall and wide.
+SSIM_WINDOW = 7
+
 
 def _describe(value: object) -> str:
     if isinstance(value, np.ndarray):
@@ -61,6 +64,27 @@ def check_alpha_image(img: object, name: str = "img") -> np.ndarray:
     raise ValueError(
         f"Expected HxWx2 (LA) or HxWx4 (RGBA) array for {name} but received shape {shape}"
     )
+
+
+def check_image_pair(a: object, b: object) -> tuple[np.ndarray, np.ndarray]:
+    """Check two images compared by ``ssim``: each as :func:`check_image`, the
+    same shape, and both sides at least :data:`SSIM_WINDOW` pixels.
+
+    Returns both as 3-D views; nothing is copied. Smaller images are rejected,
+    as scikit-image's ``structural_similarity`` rejects them, rather than
+    given a made-up score.
+    """
+    a3 = check_image(a, "a")
+    b3 = check_image(b, "b")
+    shape_a, shape_b = np.shape(a), np.shape(b)  # both are arrays by now
+    if shape_a != shape_b:
+        raise ValueError(f"Expected images of the same shape but received {shape_a} and {shape_b}")
+    if a3.shape[0] < SSIM_WINDOW or a3.shape[1] < SSIM_WINDOW:
+        raise ValueError(
+            f"Expected height and width >= {SSIM_WINDOW} (the SSIM window) for a and b "
+            f"but received shape {shape_a}"
+        )
+    return a3, b3
 
 
 def check_size(value: object, name: str) -> int:

@@ -422,3 +422,11 @@ def test_pipeline_animated_webp_and_apng_inputs_keep_animation(fmt):
     out, r = optimize_bytes(data, Settings(allow_larger=True))
     im = Image.open(io.BytesIO(out))
     assert im.format == fmt and im.n_frames == 4 and r.frames == 4
+
+
+def test_pipeline_large_downscale_with_box_preshrink_stays_accurate():
+    arr = photo(2400, 1600)
+    out, _ = optimize_bytes(encode(Image.fromarray(arr), "PNG", compress_level=1), Settings(max_width=200))
+    ref = np.asarray(Image.fromarray(arr).resize((200, 133), Image.Resampling.LANCZOS), dtype=np.int16)
+    got = np.asarray(decode(out).convert("RGB"), dtype=np.int16)
+    assert got.shape == ref.shape and np.abs(got - ref).mean() < 2.0

@@ -17,7 +17,10 @@ from PIL import Image
 from .. import _kernels
 from ..settings import Settings
 
-__all__ = ["Plan", "plan", "apply"]
+__all__ = ["Plan", "plan", "apply", "PRESHRINK_MARGIN"]
+
+#: A box pre-shrink never goes below this multiple of the target size.
+PRESHRINK_MARGIN = 2
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,15 @@ def apply(im: Image.Image, p: Plan, filter: str, background: tuple[int, ...]) ->
     """
     if p.resize_to is not None:
         arr = np.asarray(im)
-        out = _kernels.resize(arr, p.resize_to[0], p.resize_to[1], filter)
+        tw, th = p.resize_to
+        # Big downscales: an integer box reduce first (cheap, exact mean) while
+        # keeping at least PRESHRINK_MARGIN x the target, so the final filter
+        # still sees enough samples to do its job (the libvips shrink+reduce idea).
+        fx = arr.shape[1] // (tw * PRESHRINK_MARGIN)
+        fy = arr.shape[0] // (th * PRESHRINK_MARGIN)
+        if filter != "nearest" and (fx >= 2 or fy >= 2):
+            arr = _kernels.reduce_box(arr, max(1, fx), max(1, fy))
+        out = _kernels.resize(arr, tw, th, filter)
         im = Image.fromarray(out)  # HxW -> L, x2 -> LA, x3 -> RGB, x4 -> RGBA
     if p.crop is not None:
         left, top, w, h = p.crop

@@ -80,7 +80,7 @@ def encode_to_target(
     """Encode ``dec`` as ``fmt`` at the lowest quality whose SSIM meets ``target``.
 
     Bisection over [``MIN_QUALITY``, cap], where the cap is ``s.quality`` (or
-    95) and, for JPEG from JPEG, the source's own quality. About seven encodes.
+    100) and, for JPEG from JPEG, the source's own quality. About seven encodes.
     When even the cap misses the target, the cap's encoding is returned with a
     note: the search never goes below what the caller allowed.
     """
@@ -92,7 +92,7 @@ def encode_to_target(
                      source_lossless=source_lossless)
         return enc, measure(enc.data, ref, bg)
 
-    cap = s.quality if s.quality is not None else 95
+    cap = s.quality if s.quality is not None else 100
     if fmt == "jpeg" and source_format == "jpeg" and dec.source_quality:
         cap = min(cap, dec.source_quality)
     lo, hi = min(MIN_QUALITY, cap), cap
