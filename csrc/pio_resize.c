@@ -38,20 +38,29 @@
 #define M_PI 3.14159265358979323846
 #endif
 
+/*
+ * PIO_RESIZE_HOT: like PIO_HOT, but the SIMD clone targets x86-64-v3 (AVX2
+ * plus FMA, every AVX2 CPU has both) instead of AVX2 alone, so the
+ * multiply-adds below become single fused instructions. FMA rounds once
+ * instead of twice; the result is at least as close to the exact sum.
+ * Same guard as PIO_HOT (GCC, x86-64, glibc ifuncs).
+ */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__GLIBC__) && !defined(PIO_NO_TARGET_CLONES)
+#define PIO_RESIZE_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+/* -std=c11 turns contraction off (ISO C mode); allow it in this file so
+ * that a * b + c can become one FMA where the target has it. */
+#pragma GCC optimize("fp-contract=fast")
+#else
+#define PIO_RESIZE_HOT PIO_HOT
+#endif
+
 /* Sizes are bounded so that all index arithmetic below (including the exact
  * 64-bit nearest-neighbour mapping) cannot overflow. */
 #define PIO_MAX_DIM ((ptrdiff_t)INT32_MAX)
 
 /* ------------------------------------------------------------------------ */
 /* Filters: the same kernels, supports and boundary conventions as Pillow. */
-
-static double sinc(double x)
-{
-    if (x == 0.0)
-        return 1.0;
-    x *= M_PI;
-    return sin(x) / x;
-}
 
 static double filter_support(int filter)
 {
@@ -83,8 +92,17 @@ static double filter_eval(int filter, double x)
             return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
         return 0.0;
     }
-    case PIO_FILTER_LANCZOS3:
-        return (x >= -3.0 && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0;
+    case PIO_FILTER_LANCZOS3: {
+        if (!(x >= -3.0 && x < 3.0))
+            return 0.0;
+        if (x == 0.0)
+            return 1.0;
+        /* sinc(x) * sinc(x / 3) with one sin: sin(3t) = 3 sin t - 4 sin^3 t
+         * for t = pi x / 3 (the tables cost a visible share of a resize). */
+        const double t = x * (M_PI / 3.0);
+        const double st = sin(t);
+        return (st * (3.0 - 4.0 * st * st)) * st / (3.0 * t * t);
+    }
     default:
         return 0.0;
     }
@@ -117,13 +135,18 @@ static void *alloc_array(size_t count, size_t size, int *status)
     return p;
 }
 
-/* Round half up and clamp to 0..255. The clamp comes first, so the cast
- * sees a value in [0.5, 255.5] and truncation is floor. */
+/* Round half up and clamp to 0..255. Truncating v + 0.5 is floor(v + 0.5)
+ * wherever the result is >= 0, and every negative result clamps to 0, so
+ * the clamp can follow the conversion; done in integers it vectorises (a
+ * float compare-and-select does not, for NaN's sake). Callers pass values
+ * far inside int range: sums of bounded weights times 0..255, or such a sum
+ * times 255 / alpha with alpha >= 0.5. */
 PIO_INLINE uint8_t clamp_u8(float v)
 {
-    v = v < 0.0f ? 0.0f : v;
-    v = v > 255.0f ? 255.0f : v;
-    return (uint8_t)(int)(v + 0.5f);
+    int i = (int)(v + 0.5f);
+    i = i < 0 ? 0 : i;
+    i = i > 255 ? 255 : i;
+    return (uint8_t)i;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -214,105 +237,394 @@ static int axis_coeffs_init(axis_coeffs *ac, ptrdiff_t in_size, ptrdiff_t out_si
 /* ------------------------------------------------------------------------ */
 /* Row kernels. */
 
-/* uint8 row -> float row; with alpha (2 or 4 channels) colour is multiplied
- * by alpha / 255 so that filtering weights colour by coverage. */
-PIO_INLINE void load_row_c(const uint8_t *restrict src, float *restrict dst, ptrdiff_t width,
+/* Lanes of one AVX2 float vector: the horizontal pass accumulates in groups
+ * of this many floats, and the expanded weight rows are padded to it. */
+#define PIO_LANES 8
+/* Output rows filtered horizontally together, so each weight loaded from
+ * the (large) expanded table feeds PIO_RB multiply-adds. */
+#define PIO_RB 6
+
+/* Floats per pixel in the rows the horizontal pass reads. RGB is padded to
+ * 4 so that a pixel is a group of 4 lanes and every lane of an 8-float
+ * accumulator always holds the same channel (8 is a multiple of 1, 2 and
+ * 4); the pad lane carries zeros. */
+static int inner_channels(int C)
+{
+    return C == 3 ? 4 : C;
+}
+
+/* Horizontal weights expanded to one float per tap per inner channel, so the
+ * horizontal pass is a plain element-wise multiply-add over a contiguous
+ * span of the row (no broadcast, no per-channel loop): for output x,
+ *   acc[l] += weights[x][j] * row[offset[x] + j],  j < PIO_LANES * chunks[x],
+ * and lane l holds channel l % P (P = inner_channels(C)). Entries past the
+ * window are zero. */
+typedef struct {
+    ptrdiff_t *offset; /* first float of the window in the row */
+    int *chunks;       /* window length in chunks of PIO_LANES floats */
+    float *weights;    /* out_size rows of `stride` floats */
+    size_t stride;
+} h_table;
+
+static void h_table_free(h_table *ht)
+{
+    free(ht->offset);
+    free(ht->chunks);
+    free(ht->weights);
+    ht->offset = NULL;
+    ht->chunks = NULL;
+    ht->weights = NULL;
+}
+
+static int h_table_init(h_table *ht, const axis_coeffs *ac, ptrdiff_t out_size, int P)
+{
+    memset(ht, 0, sizeof(*ht));
+    int status = PIO_OK;
+    const size_t taps = (size_t)ac->ksize * (size_t)P;
+    const size_t chunk = PIO_LANES;
+    ht->stride = (taps + chunk - 1) / chunk * chunk;
+    size_t table;
+    if ((status = mul_size((size_t)out_size, ht->stride, &table)) != PIO_OK)
+        return status;
+    ht->offset = alloc_array((size_t)out_size, sizeof(ptrdiff_t), &status);
+    ht->chunks = alloc_array((size_t)out_size, sizeof(int), &status);
+    ht->weights = alloc_array(table, sizeof(float), &status);
+    if (status != PIO_OK) {
+        h_table_free(ht);
+        return status;
+    }
+    for (ptrdiff_t x = 0; x < out_size; x++) {
+        const float *w = ac->weights + (size_t)x * (size_t)ac->ksize;
+        float *e = ht->weights + (size_t)x * ht->stride;
+        const int n = ac->count[x];
+        for (int k = 0; k < n; k++)
+            for (int c = 0; c < P; c++)
+                e[k * P + c] = w[k];
+        for (size_t j = (size_t)n * (size_t)P; j < ht->stride; j++)
+            e[j] = 0.0f;
+        ht->offset[x] = ac->start[x] * P;
+        ht->chunks[x] = (int)(((size_t)n * (size_t)P + chunk - 1) / chunk);
+    }
+    return PIO_OK;
+}
+
+/* GCC/Clang vector extensions (not intrinsics: portable C that each clone
+ * lowers to its own instruction set) where the auto-vectoriser falls short:
+ * keeping the horizontal accumulators in registers, and the lane shuffles
+ * of RGB padding and alpha premultiplication. Other compilers get the plain
+ * loops, which compute the same values. */
+#if defined(__GNUC__) || defined(__clang__)
+#define PIO_VECTOR_EXT 1
+typedef float pio_v8f __attribute__((vector_size(8 * sizeof(float))));
+typedef float pio_v4f __attribute__((vector_size(4 * sizeof(float))));
+typedef int32_t pio_v8i __attribute__((vector_size(8 * sizeof(int32_t))));
+typedef uint16_t pio_v16u16 __attribute__((vector_size(16 * sizeof(uint16_t))));
+/* Unaligned load/store of a whole vector (memcpy compiles to one move). */
+#define PIO_VLOAD(v, p) memcpy(&(v), (p), sizeof(v))
+#define PIO_VSTORE(p, v) memcpy((p), &(v), sizeof(v))
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector) && __has_builtin(__builtin_convertvector)
+#define PIO_VECTOR_SHUFFLE 1
+#endif
+#endif
+#endif
+
+/* uint8 row with alpha (2 or 4 channels, alpha last) -> uint16 row in which
+ * colour is c * a and alpha is a * 255: premultiplied, exactly, with every
+ * channel scaled by the same 255 (divided out in store_row). Half the bytes
+ * of a float row, and no rounding at all. */
+PIO_INLINE void load_row_c(const uint8_t *restrict src, uint16_t *restrict dst, ptrdiff_t width,
                            const int C)
 {
-    if (C == 1 || C == 3) {
-        const ptrdiff_t len = width * C;
-        for (ptrdiff_t i = 0; i < len; i++)
-            dst[i] = (float)src[i];
-        return;
+    ptrdiff_t x = 0;
+#ifdef PIO_VECTOR_SHUFFLE
+    /* Widen flat (auto-vectorised), then multiply 16 lanes = 16 / C pixels
+     * at a time by their alpha (alpha lanes by 255), in blocks of 64
+     * pixels that stay in L1. */
+    const pio_v16u16 k255 = {255, 255, 255, 255, 255, 255, 255, 255,
+                             255, 255, 255, 255, 255, 255, 255, 255};
+    for (; x + 64 <= width; x += 64) {
+        const uint8_t *restrict s8 = src + x * C;
+        uint16_t *restrict d = dst + x * C;
+        for (int i = 0; i < 64 * C; i++)
+            d[i] = s8[i];
+        for (int i = 0; i < 64 * C; i += 16) {
+            pio_v16u16 v;
+            PIO_VLOAD(v, d + i);
+            const pio_v16u16 m =
+                C == 4 ? __builtin_shufflevector(v, k255, 3, 3, 3, 16, 7, 7, 7, 16, 11, 11, 11,
+                                                 16, 15, 15, 15, 16)
+                       : __builtin_shufflevector(v, k255, 1, 16, 3, 16, 5, 16, 7, 16, 9, 16, 11,
+                                                 16, 13, 16, 15, 16);
+            v *= m;
+            PIO_VSTORE(d + i, v);
+        }
     }
-    const float inv255 = 1.0f / 255.0f;
-    for (ptrdiff_t x = 0; x < width; x++) {
-        const float a = (float)src[x * C + C - 1];
-        const float s = a * inv255;
+#endif
+    for (; x < width; x++) {
+        const unsigned a = src[x * C + C - 1];
         for (int c = 0; c < C - 1; c++)
-            dst[x * C + c] = (float)src[x * C + c] * s;
-        dst[x * C + C - 1] = a;
+            dst[x * C + c] = (uint16_t)(src[x * C + c] * a);
+        dst[x * C + C - 1] = (uint16_t)(a * 255u);
     }
 }
 
-PIO_HOT static void load_row(const uint8_t *restrict src, float *restrict dst, ptrdiff_t width,
-                             int C)
+PIO_RESIZE_HOT static void load_row(const uint8_t *restrict src, uint16_t *restrict dst,
+                                    ptrdiff_t width, int C)
+{
+    if (C == 2)
+        load_row_c(src, dst, width, 2);
+    else
+        load_row_c(src, dst, width, 4);
+}
+
+/* RGB float row -> RGB0 float row (see inner_channels). */
+PIO_INLINE void expand_rgb(const float *restrict src, float *restrict dst, ptrdiff_t width)
+{
+    ptrdiff_t x = 0;
+#ifdef PIO_VECTOR_SHUFFLE
+    const pio_v8f zero = {0}, keep = {1, 1, 1, 0, 1, 1, 1, 0};
+    for (; x + 8 <= width; x += 8) { /* 8 pixels: 3 vectors in, 4 out */
+        pio_v8f a, b, c;
+        PIO_VLOAD(a, src + x * 3);
+        PIO_VLOAD(b, src + x * 3 + 8);
+        PIO_VLOAD(c, src + x * 3 + 16);
+        const pio_v8f o0 = __builtin_shufflevector(a, zero, 0, 1, 2, 8, 3, 4, 5, 8);
+        const pio_v8f o1 = __builtin_shufflevector(a, b, 6, 7, 8, 8, 9, 10, 11, 11) * keep;
+        const pio_v8f o2 = __builtin_shufflevector(b, c, 4, 5, 6, 6, 7, 8, 9, 9) * keep;
+        const pio_v8f o3 = __builtin_shufflevector(c, zero, 2, 3, 4, 8, 5, 6, 7, 8);
+        PIO_VSTORE(dst + x * 4, o0);
+        PIO_VSTORE(dst + x * 4 + 8, o1);
+        PIO_VSTORE(dst + x * 4 + 16, o2);
+        PIO_VSTORE(dst + x * 4 + 24, o3);
+    }
+#endif
+    for (; x < width; x++) {
+        dst[x * 4 + 0] = src[x * 3 + 0];
+        dst[x * 4 + 1] = src[x * 3 + 1];
+        dst[x * 4 + 2] = src[x * 3 + 2];
+        dst[x * 4 + 3] = 0.0f;
+    }
+}
+
+/* Two rows, vertically: a[i] = sum_k wa[k] * rows[k][i] and likewise b with
+ * wb, over the whole row (contiguous multiply-adds that GCC vectorises).
+ * rows[] is the union of two neighbouring output rows' windows, each weight
+ * list zero outside its own window: every source value is loaded (and, for
+ * uint8, converted) once for both rows, which costs fewer instructions than
+ * the few extra zero-weight multiply-adds. The row is walked in strips that
+ * stay in L1, and taps are taken four at a time, so each accumulator load
+ * and store is shared by four multiply-adds. Without alpha the source rows
+ * are read in place (uint8); with alpha, the uint16 premultiplied rows of
+ * load_row. Either is converted to float on the fly. */
+#define PIO_VSTRIP 960 /* a multiple of 3 and of 8 */
+
+/* Element i of a row of uint8 (es == 1) or uint16 (es == 2) values. */
+PIO_INLINE float v_load(const void *row, ptrdiff_t i, const int es)
+{
+    return es == 1 ? (float)((const uint8_t *)row)[i] : (float)((const uint16_t *)row)[i];
+}
+
+/* Taps k .. k + t - 1 of v_pass2 over one strip of m values; `first`
+ * starts the sums instead of adding to them. */
+PIO_INLINE void v_taps(const void *const *rows, const float *wa, const float *wb, int k,
+                       ptrdiff_t i0, ptrdiff_t m, float *restrict a, float *restrict b,
+                       const int es, const int t, const int first)
+{
+    const char *r[4];
+    float ca[4], cb[4];
+    for (int j = 0; j < t; j++) {
+        r[j] = (const char *)rows[k + j] + (size_t)i0 * (size_t)es;
+        ca[j] = wa[k + j];
+        cb[j] = wb[k + j];
+    }
+    for (ptrdiff_t i = 0; i < m; i++) {
+        float sa = first ? 0.0f : a[i];
+        float sb = first ? 0.0f : b[i];
+        for (int j = 0; j < t; j++) {
+            const float v = v_load(r[j], i, es);
+            sa += ca[j] * v;
+            sb += cb[j] * v;
+        }
+        a[i] = sa;
+        b[i] = sb;
+    }
+}
+
+PIO_INLINE void v_pass2_c(const void *const *rows, const float *wa, const float *wb, int n,
+                          float *restrict outa, float *restrict outb, ptrdiff_t len,
+                          const int es, const int rgb)
+{
+    /* RGB is summed into strips here, then padded into out (see
+     * inner_channels) while the strip is still in L1. */
+    float tmp[2][PIO_VSTRIP];
+    /* The first group takes n % 4 taps (or 4), every later group 4. */
+    const int t0 = n % 4 ? n % 4 : 4;
+    for (ptrdiff_t i0 = 0; i0 < len; i0 += PIO_VSTRIP) {
+        const ptrdiff_t m = len - i0 < PIO_VSTRIP ? len - i0 : PIO_VSTRIP;
+        float *restrict a = rgb ? tmp[0] : outa + i0;
+        float *restrict b = rgb ? tmp[1] : outb + i0;
+        if (n <= 0) {
+            for (ptrdiff_t i = 0; i < m; i++)
+                a[i] = b[i] = 0.0f;
+        } else {
+            switch (t0) {
+            case 1: v_taps(rows, wa, wb, 0, i0, m, a, b, es, 1, 1); break;
+            case 2: v_taps(rows, wa, wb, 0, i0, m, a, b, es, 2, 1); break;
+            case 3: v_taps(rows, wa, wb, 0, i0, m, a, b, es, 3, 1); break;
+            default: v_taps(rows, wa, wb, 0, i0, m, a, b, es, 4, 1); break;
+            }
+            for (int k = t0; k < n; k += 4)
+                v_taps(rows, wa, wb, k, i0, m, a, b, es, 4, 0);
+        }
+        if (rgb) {
+            expand_rgb(a, outa + i0 / 3 * 4, m / 3);
+            expand_rgb(b, outb + i0 / 3 * 4, m / 3);
+        }
+    }
+}
+
+PIO_RESIZE_HOT static void v_pass2(const void *const *rows, const float *wa, const float *wb,
+                                   int n, float *restrict outa, float *restrict outb,
+                                   ptrdiff_t len, int C)
 {
     switch (C) {
-    case 1: load_row_c(src, dst, width, 1); break;
-    case 2: load_row_c(src, dst, width, 2); break;
-    case 3: load_row_c(src, dst, width, 3); break;
-    default: load_row_c(src, dst, width, 4); break;
+    case 1: v_pass2_c(rows, wa, wb, n, outa, outb, len, 1, 0); break;
+    case 3: v_pass2_c(rows, wa, wb, n, outa, outb, len, 1, 1); break;
+    default: v_pass2_c(rows, wa, wb, n, outa, outb, len, 2, 0); break;
     }
 }
 
-/* One row, horizontally: out[x] = sum_k w[x][k] * in[start[x] + k]. */
-PIO_INLINE void h_pass_c(const float *restrict in, float *restrict out, ptrdiff_t out_w,
-                         const axis_coeffs *ac, const int C)
+/* PIO_RB rows (`vstride` floats apart), horizontally, into PIO_RB rows of
+ * out_w * P floats (`ostride` apart). The lanes of each accumulator are
+ * folded into the P channels once per output pixel. */
+PIO_INLINE void h_pass_c(const float *restrict in, ptrdiff_t vstride, float *restrict out,
+                         ptrdiff_t ostride, ptrdiff_t out_w, const h_table *ht, const int P)
 {
-    const int ks = ac->ksize;
     for (ptrdiff_t x = 0; x < out_w; x++) {
-        const float *restrict w = ac->weights + (size_t)x * (size_t)ks;
-        const float *restrict p = in + ac->start[x] * C;
-        const int n = ac->count[x];
-        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int k = 0; k < n; k++)
-            for (int c = 0; c < C; c++)
-                acc[c] += w[k] * p[k * C + c];
-        for (int c = 0; c < C; c++)
-            out[x * C + c] = acc[c];
+        const float *restrict w = ht->weights + (size_t)x * ht->stride;
+        const float *restrict p = in + ht->offset[x];
+        const int nch = ht->chunks[x];
+#ifdef PIO_VECTOR_EXT
+        pio_v8f acc[PIO_RB];
+        for (int r = 0; r < PIO_RB; r++)
+            acc[r] = (pio_v8f){0};
+        for (int j = 0; j < nch; j++) {
+            pio_v8f wj, pj;
+            PIO_VLOAD(wj, w + j * PIO_LANES);
+            for (int r = 0; r < PIO_RB; r++) {
+                PIO_VLOAD(pj, p + r * vstride + j * PIO_LANES);
+                acc[r] += wj * pj;
+            }
+        }
+        for (int r = 0; r < PIO_RB; r++) {
+            if (P == 4) {
+                pio_v4f lo, hi;
+                memcpy(&lo, &acc[r], sizeof(lo));
+                memcpy(&hi, (const char *)&acc[r] + sizeof(lo), sizeof(hi));
+                lo += hi;
+                PIO_VSTORE(out + r * ostride + x * 4, lo);
+            } else {
+                for (int c = 0; c < P; c++) {
+                    float s = 0.0f;
+                    for (int l = c; l < PIO_LANES; l += P)
+                        s += acc[r][l];
+                    out[r * ostride + x * P + c] = s;
+                }
+            }
+        }
+#else
+        float acc[PIO_RB][PIO_LANES];
+        for (int r = 0; r < PIO_RB; r++)
+            for (int l = 0; l < PIO_LANES; l++)
+                acc[r][l] = 0.0f;
+        for (int j = 0; j < nch; j++) {
+            const float *restrict wj = w + j * PIO_LANES;
+            const float *restrict pj = p + j * PIO_LANES;
+            for (int r = 0; r < PIO_RB; r++)
+                for (int l = 0; l < PIO_LANES; l++)
+                    acc[r][l] += wj[l] * pj[r * vstride + l];
+        }
+        for (int r = 0; r < PIO_RB; r++) {
+            for (int c = 0; c < P; c++) {
+                float s = 0.0f;
+                for (int l = c; l < PIO_LANES; l += P)
+                    s += acc[r][l];
+                out[r * ostride + x * P + c] = s;
+            }
+        }
+#endif
     }
 }
 
-PIO_HOT static void h_pass(const float *restrict in, float *restrict out, ptrdiff_t out_w,
-                           const axis_coeffs *ac, int C)
+PIO_RESIZE_HOT static void h_pass(const float *restrict in, ptrdiff_t vstride,
+                                  float *restrict out, ptrdiff_t ostride, ptrdiff_t out_w,
+                                  const h_table *ht, int P)
 {
-    switch (C) {
-    case 1: h_pass_c(in, out, out_w, ac, 1); break;
-    case 2: h_pass_c(in, out, out_w, ac, 2); break;
-    case 3: h_pass_c(in, out, out_w, ac, 3); break;
-    default: h_pass_c(in, out, out_w, ac, 4); break;
+    switch (P) {
+    case 1: h_pass_c(in, vstride, out, ostride, out_w, ht, 1); break;
+    case 2: h_pass_c(in, vstride, out, ostride, out_w, ht, 2); break;
+    default: h_pass_c(in, vstride, out, ostride, out_w, ht, 4); break;
     }
 }
 
-/* One row, vertically: acc[i] = sum_k w[k] * rows[k][i], over the whole
- * row at once (len = out_w * C), which is a contiguous multiply-add that
- * GCC vectorises. */
-PIO_HOT static void v_pass(const float *const *rows, const float *w, int n, float *restrict acc,
-                           ptrdiff_t len)
+/* float row -> uint8 row; with alpha,
+ * colour is divided by the filtered alpha (kept in float for accuracy). A
+ * pixel whose alpha rounds to 0 gets colour 0, as pio_unpremultiply_u8 does. */
+PIO_INLINE void store_row_c(float *restrict acc, uint8_t *restrict dst,
+                            uint8_t *restrict tmp, ptrdiff_t width, const int C)
 {
-    if (n <= 0) {
-        memset(acc, 0, (size_t)len * sizeof(float));
-        return;
-    }
-    const float *restrict r0 = rows[0];
-    const float w0 = w[0];
-    for (ptrdiff_t i = 0; i < len; i++)
-        acc[i] = w0 * r0[i];
-    for (int k = 1; k < n; k++) {
-        const float *restrict r = rows[k];
-        const float wk = w[k];
-        for (ptrdiff_t i = 0; i < len; i++)
-            acc[i] += wk * r[i];
-    }
-}
-
-/* float row -> uint8 row; with alpha, colour is divided by the filtered
- * alpha (kept in float for accuracy). A pixel whose alpha rounds to 0 gets
- * colour 0, as pio_unpremultiply_u8 does. */
-PIO_INLINE void store_row_c(const float *restrict acc, uint8_t *restrict dst, ptrdiff_t width,
-                            const int C)
-{
-    if (C == 1 || C == 3) {
-        const ptrdiff_t len = width * C;
-        for (ptrdiff_t i = 0; i < len; i++)
+    if (C == 1) {
+        for (ptrdiff_t i = 0; i < width; i++)
             dst[i] = clamp_u8(acc[i]);
         return;
     }
-    for (ptrdiff_t x = 0; x < width; x++) {
+    if (C == 3) {
+        /* RGB0 in: round the row flat (which vectorises) into tmp, then
+         * move 4 bytes per pixel, each store's pad byte overwritten by the
+         * next pixel; the last pixel moves 3. */
+        const ptrdiff_t len = width * 4;
+        for (ptrdiff_t i = 0; i < len; i++)
+            tmp[i] = clamp_u8(acc[i]);
+        for (ptrdiff_t x = 0; x + 1 < width; x++)
+            memcpy(dst + x * 3, tmp + x * 4, 4);
+        memcpy(dst + (width - 1) * 3, tmp + (width - 1) * 4, 3);
+        return;
+    }
+    ptrdiff_t x = 0;
+#ifdef PIO_VECTOR_SHUFFLE
+    /* Colour and alpha both arrive scaled by 255 (see load_row), so
+     * colour * 255 / alpha needs no correction and alpha is divided by 255.
+     * Divide in place, 8 / C pixels at a time, then round the row flat
+     * (which vectorises). Same values as the loop below: the rounded alpha
+     * ua is >= 1 exactly when av + 0.5f >= 1.0f (av, used twice, is never
+     * fused into that add), and a pixel with ua == 0 has its colour
+     * multiplied by 0. */
+    const float inv255 = 1.0f / 255.0f;
+    const ptrdiff_t vec_w = width / (8 / C) * (8 / C);
+    for (; x < vec_w; x += 8 / C) {
+        pio_v8f v;
+        PIO_VLOAD(v, acc + x * C);
+        const pio_v8f av = v * inv255;
+        const pio_v8i visible = (av + 0.5f) >= 1.0f;
+        const pio_v8f inv = (pio_v8f)((pio_v8i)(255.0f / v) & visible);
+        pio_v8f o;
+        if (C == 4) {
+            o = v * __builtin_shufflevector(inv, inv, 3, 3, 3, 3, 7, 7, 7, 7);
+            o = __builtin_shufflevector(o, av, 0, 1, 2, 11, 4, 5, 6, 15);
+        } else {
+            o = v * __builtin_shufflevector(inv, inv, 1, 1, 3, 3, 5, 5, 7, 7);
+            o = __builtin_shufflevector(o, av, 0, 9, 2, 11, 4, 13, 6, 15);
+        }
+        PIO_VSTORE(acc + x * C, o);
+    }
+    for (ptrdiff_t i = 0; i < vec_w * C; i++)
+        dst[i] = clamp_u8(acc[i]);
+#endif
+    for (; x < width; x++) {
         const float a = acc[x * C + C - 1];
-        const uint8_t ua = clamp_u8(a);
-        /* ua >= 1 implies a >= 0.5, so the division is safe. */
+        const uint8_t ua = clamp_u8(a * (1.0f / 255.0f));
+        /* ua >= 1 implies a >= 127.5, so the division is safe. */
         const float inv = ua ? 255.0f / a : 0.0f;
         for (int c = 0; c < C - 1; c++)
             dst[x * C + c] = ua ? clamp_u8(acc[x * C + c] * inv) : 0;
@@ -320,14 +632,14 @@ PIO_INLINE void store_row_c(const float *restrict acc, uint8_t *restrict dst, pt
     }
 }
 
-PIO_HOT static void store_row(const float *restrict acc, uint8_t *restrict dst, ptrdiff_t width,
-                              int C)
+PIO_RESIZE_HOT static void store_row(float *restrict acc, uint8_t *restrict dst,
+                                     uint8_t *restrict tmp, ptrdiff_t width, int C)
 {
     switch (C) {
-    case 1: store_row_c(acc, dst, width, 1); break;
-    case 2: store_row_c(acc, dst, width, 2); break;
-    case 3: store_row_c(acc, dst, width, 3); break;
-    default: store_row_c(acc, dst, width, 4); break;
+    case 1: store_row_c(acc, dst, tmp, width, 1); break;
+    case 2: store_row_c(acc, dst, tmp, width, 2); break;
+    case 3: store_row_c(acc, dst, tmp, width, 3); break;
+    default: store_row_c(acc, dst, tmp, width, 4); break;
     }
 }
 
@@ -394,55 +706,116 @@ int pio_resize_u8(const pio_view_u8 *src, const pio_view_u8 *dst, int filter)
     if (filter == PIO_FILTER_NEAREST)
         return resize_nearest(src, dst);
 
-    const ptrdiff_t in_len = src->width * C;
-    const ptrdiff_t out_len = dst->width * C;
+    /* Without alpha the vertical pass reads the source rows in place;
+     * with alpha it reads a ring of premultiplied uint16 rows. */
+    const int direct = C == 1 || C == 3;
+    const int P = inner_channels(C);
     axis_coeffs hx, vy;
+    h_table ht;
     int status = axis_coeffs_init(&hx, src->width, dst->width, filter);
+    if (status != PIO_OK)
+        return status;
+    status = h_table_init(&ht, &hx, dst->width, P);
+    axis_coeffs_free(&hx); /* only the expanded table is used from here */
     if (status != PIO_OK)
         return status;
     status = axis_coeffs_init(&vy, src->height, dst->height, filter);
     if (status != PIO_OK) {
-        axis_coeffs_free(&hx);
+        h_table_free(&ht);
         return status;
     }
-    const int K = vy.ksize; /* ring rows: every vertical window fits */
-    size_t ring_len = 0;
-    if ((status = mul_size((size_t)K, (size_t)out_len, &ring_len)) != PIO_OK) {
+
+    /* Ring rows: enough for the union of the vertical windows of any block
+     * of PIO_RB consecutive output rows. Window starts and ends only move
+     * forward, so the largest span over all blocks is enough. */
+    ptrdiff_t K = 1;
+    for (ptrdiff_t y0 = 0; y0 < dst->height; y0 += PIO_RB) {
+        const ptrdiff_t y1 = y0 + PIO_RB < dst->height ? y0 + PIO_RB : dst->height;
+        ptrdiff_t e = vy.start[y0];
+        for (ptrdiff_t y = y0; y < y1; y++)
+            if (vy.start[y] + vy.count[y] > e)
+                e = vy.start[y] + vy.count[y];
+        if (e - vy.start[y0] > K)
+            K = e - vy.start[y0];
+    }
+
+    const size_t row_len = (size_t)src->width * (size_t)C;
+    /* The horizontal pass reads whole chunks, up to PIO_LANES - 1 floats
+     * past the end of a row: that overrun is kept zero. */
+    const size_t vstride = (size_t)src->width * (size_t)P + PIO_LANES;
+    const size_t ostride = (size_t)dst->width * (size_t)P;
+    size_t ring_len = 0, vbuf_len = 0, hbuf_len = 0;
+    if ((status = mul_size(direct ? 0 : (size_t)K, row_len, &ring_len)) == PIO_OK &&
+        (status = mul_size(PIO_RB, vstride, &vbuf_len)) == PIO_OK)
+        status = mul_size(PIO_RB, ostride, &hbuf_len);
+    if (status != PIO_OK) {
         axis_coeffs_free(&vy);
-        axis_coeffs_free(&hx);
+        h_table_free(&ht);
         return status;
     }
-    float *rowbuf = alloc_array((size_t)in_len, sizeof(float), &status);
-    float *ring = alloc_array(ring_len, sizeof(float), &status);
-    float *acc = alloc_array((size_t)out_len, sizeof(float), &status);
-    const float **rows = alloc_array((size_t)K, sizeof(float *), &status);
+    uint16_t *ring = alloc_array(ring_len, sizeof(uint16_t), &status);
+    float *vbuf = alloc_array(vbuf_len, sizeof(float), &status);
+    float *hbuf = alloc_array(hbuf_len, sizeof(float), &status);
+    uint8_t *btmp = alloc_array(ostride, 1, &status); /* store_row's RGB0 bytes */
+    /* Two neighbouring windows together span at most K rows. */
+    const void **rows = alloc_array((size_t)K, sizeof(void *), &status);
+    float *wa = alloc_array((size_t)K, sizeof(float), &status);
+    float *wb = alloc_array((size_t)K, sizeof(float), &status);
     if (status == PIO_OK) {
-        /* Source rows below `next` have been filtered horizontally (or skipped
-         * because no window needs them); row r lives in ring slot r % K. Windows
-         * only move forward, and hold at most K rows, so a slot is reused only
-         * once its row has left every later window. */
+        /* Rows of a short last block are never stored, but the horizontal
+         * pass reads them: keep them (and every row's overrun) finite. */
+        memset(vbuf, 0, vbuf_len * sizeof(float));
+        /* Source rows below `next` have been loaded (or skipped because no
+         * window needs them); row r lives in ring slot r % K, and a slot is
+         * reused only once its row has left every later window. */
         ptrdiff_t next = 0;
-        for (ptrdiff_t y = 0; y < dst->height; y++) {
-            const ptrdiff_t s = vy.start[y];
-            const int n = vy.count[y];
-            if (next < s)
-                next = s;
-            for (; next < s + n; next++) {
-                load_row(src->data + next * src->stride, rowbuf, src->width, C);
-                h_pass(rowbuf, ring + (size_t)(next % K) * (size_t)out_len, dst->width, &hx, C);
+        for (ptrdiff_t y0 = 0; y0 < dst->height; y0 += PIO_RB) {
+            const int nb = (int)(dst->height - y0 < PIO_RB ? dst->height - y0 : PIO_RB);
+            ptrdiff_t e = vy.start[y0];
+            for (int r = 0; r < nb; r++)
+                if (vy.start[y0 + r] + vy.count[y0 + r] > e)
+                    e = vy.start[y0 + r] + vy.count[y0 + r];
+            if (next < vy.start[y0])
+                next = vy.start[y0];
+            for (; !direct && next < e; next++)
+                load_row(src->data + next * src->stride, ring + (size_t)(next % K) * row_len,
+                         src->width, C);
+            for (int r = 0; r < PIO_RB; r += 2) {
+                /* Rows past the image (a short last block) repeat the last
+                 * one; they are filtered but never stored. */
+                const ptrdiff_t ya = y0 + r < dst->height ? y0 + r : dst->height - 1;
+                const ptrdiff_t yb = ya + 1 < dst->height ? ya + 1 : ya;
+                const ptrdiff_t s = vy.start[ya];
+                const ptrdiff_t db = vy.start[yb] - s; /* >= 0: windows move forward */
+                const int na = vy.count[ya], nb2 = vy.count[yb];
+                const int n = (int)(na > db + nb2 ? na : db + nb2);
+                const float *w_a = vy.weights + (size_t)ya * (size_t)vy.ksize;
+                const float *w_b = vy.weights + (size_t)yb * (size_t)vy.ksize;
+                for (int k = 0; k < n; k++) {
+                    wa[k] = k < na ? w_a[k] : 0.0f;
+                    wb[k] = k >= db && k - db < nb2 ? w_b[k - db] : 0.0f;
+                    rows[k] = direct ? (const void *)(src->data + (s + k) * src->stride)
+                                     : (const void *)(ring + (size_t)((s + k) % K) * row_len);
+                }
+                float *outa = vbuf + (size_t)r * vstride, *outb = outa + vstride;
+                v_pass2(rows, wa, wb, n, outa, outb, (ptrdiff_t)row_len, C);
             }
-            for (int k = 0; k < n; k++)
-                rows[k] = ring + (size_t)((s + k) % K) * (size_t)out_len;
-            v_pass(rows, vy.weights + (size_t)y * (size_t)K, n, acc, out_len);
-            store_row(acc, dst->data + y * dst->stride, dst->width, C);
+            h_pass(vbuf, (ptrdiff_t)vstride, hbuf, (ptrdiff_t)ostride, dst->width, &ht, P);
+            for (int r = 0; r < nb; r++)
+                store_row(hbuf + (size_t)r * ostride, dst->data + (y0 + r) * dst->stride, btmp,
+                          dst->width, C);
         }
     }
 
+    free(btmp);
+    free(wb);
+    free(wa);
     free((void *)rows);
-    free(acc);
+    free(hbuf);
+    free(vbuf);
     free(ring);
-    free(rowbuf);
     axis_coeffs_free(&vy);
-    axis_coeffs_free(&hx);
+    h_table_free(&ht);
     return status;
 }
+
