@@ -3,31 +3,44 @@
  *
  * Shape of the computation, and why:
  *
- *   for each output row:
- *     make sure every source row its vertical window needs has been
- *       (1) loaded into a float row, premultiplying alpha (load_row), and
- *       (2) filtered horizontally into a ring of float rows (h_pass);
- *     (3) filter the window vertically into a float row (v_pass);
- *     (4) unpremultiply, round and clamp to uint8 (store_row).
+ *   for each block of PIO_RB output rows:
+ *     make sure every source row the block's vertical windows need is
+ *       available: without alpha the source row itself; with alpha a
+ *       premultiplied uint16 copy in a ring (load_row);
+ *     (1) filter the windows vertically, two output rows per pass, into
+ *         PIO_RB float rows of source width (v_pass2);
+ *     (2) filter those rows horizontally, all PIO_RB at once (h_pass);
+ *     (3) unpremultiply, round and clamp to uint8 (store_row).
  *
- * - Accumulation is float32, not int32 fixed point. Both are exact enough
- *   (float32 keeps ~24 bits; the error after two passes is far below the
- *   0.5 that decides the final rounding), but float lets the intermediate
- *   keep its full range: Pillow rounds and clips to uint8 between the passes,
- *   which loses Lanczos/bicubic overshoot and adds a second rounding. Float
- *   also makes premultiplied alpha free of the 8-bit quantisation that makes
- *   low-alpha colours coarse, and needs no per-filter fixed-point scaling.
- * - The horizontal result lives in a ring of `ksize` rows, not a full
- *   intermediate image: each source row is filtered exactly once (the
- *   vertical windows only move forward), memory stays O(ksize * out_width)
- *   instead of O(in_height * out_width) (a 10000x10000 RGBA source would
- *   otherwise need hundreds of MB of floats), and the rows stay in cache.
+ * - Vertical first: the vertical pass then runs along whole contiguous rows
+ *   (the longest, simplest vectorised loop) and the horizontal pass, the
+ *   awkward one, only sees out_height rows instead of in_height. Filtering
+ *   two neighbouring output rows in one pass loads and converts each source
+ *   value once for both; their windows mostly overlap.
+ * - The horizontal pass uses weights expanded to one float per tap and
+ *   channel (h_table), so each output pixel is a run of full-vector
+ *   multiply-adds over a contiguous span; the PIO_RB rows share every
+ *   weight load. RGB is padded to 4 floats per pixel in between so that
+ *   vector lanes line up with channels (inner_channels).
+ * - Accumulation is float32, not int16/int32 fixed point. Float keeps the
+ *   intermediate's full range (Pillow rounds and clips to uint8 between the
+ *   passes, which loses Lanczos/bicubic overshoot and adds a second
+ *   rounding), and keeps low-alpha colour exact enough: colour is divided by
+ *   the filtered alpha at the end, which magnifies any absolute error by
+ *   255 / alpha, and fixed point would need a per-pixel fallback there.
+ * - Premultiplication is exact: the ring holds c * a and a * 255 as uint16
+ *   (half the bytes of float, no rounding); the common factor 255 cancels in
+ *   colour * 255 / alpha and is divided out of alpha in store_row.
+ * - Memory is O(window * in_width): the ring holds the union of the windows
+ *   of one block (rows are loaded once each, windows only move forward),
+ *   never a whole intermediate image, so it stays in cache.
  * - Weight tables are built once per axis, in double, before any pixel loop;
  *   all scratch memory is allocated up front and freed on every exit path.
- * - The per-row functions are PIO_HOT (AVX2 + baseline clones). The channel
- *   count is passed as a constant to always-inlined bodies so GCC can unroll
- *   the per-pixel channel loop; v_pass and the L/RGB paths of load_row and
- *   store_row are flat loops over contiguous floats, which GCC vectorises.
+ * - SIMD: hot functions are PIO_RESIZE_HOT (x86-64-v3 + baseline clones).
+ *   Flat loops are left to the auto-vectoriser; where it does badly (the
+ *   horizontal accumulators, lane shuffles for RGB padding and alpha) GCC
+ *   vector extensions are used, with plain loops computing the same values
+ *   for other compilers (PIO_VECTOR_EXT / PIO_VECTOR_SHUFFLE).
  */
 #include "pio_resize.h"
 
@@ -40,10 +53,12 @@
 
 /*
  * PIO_RESIZE_HOT: like PIO_HOT, but the SIMD clone targets x86-64-v3 (AVX2
- * plus FMA, every AVX2 CPU has both) instead of AVX2 alone, so the
- * multiply-adds below become single fused instructions. FMA rounds once
- * instead of twice; the result is at least as close to the exact sum.
- * Same guard as PIO_HOT (GCC, x86-64, glibc ifuncs).
+ * plus FMA and BMI; every AVX2 CPU in practice) instead of AVX2 alone, so
+ * the multiply-adds below become single fused instructions. FMA rounds once
+ * where a multiply then add rounds twice, so the two clones may differ in
+ * the last float bit, and very rarely an output pixel by one level; both
+ * stay within the accuracy the tests demand. Same guard as PIO_HOT (GCC,
+ * x86-64, glibc ifuncs).
  */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
     defined(__GLIBC__) && !defined(PIO_NO_TARGET_CLONES)
@@ -311,19 +326,20 @@ static int h_table_init(h_table *ht, const axis_coeffs *ac, ptrdiff_t out_size, 
 /* GCC/Clang vector extensions (not intrinsics: portable C that each clone
  * lowers to its own instruction set) where the auto-vectoriser falls short:
  * keeping the horizontal accumulators in registers, and the lane shuffles
- * of RGB padding and alpha premultiplication. Other compilers get the plain
- * loops, which compute the same values. */
-#if defined(__GNUC__) || defined(__clang__)
+ * of RGB padding and alpha. Other compilers (or -DPIO_NO_VECTOR_EXT) get
+ * the plain loops, which compute the same values. */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(PIO_NO_VECTOR_EXT)
 #define PIO_VECTOR_EXT 1
 typedef float pio_v8f __attribute__((vector_size(8 * sizeof(float))));
 typedef float pio_v4f __attribute__((vector_size(4 * sizeof(float))));
 typedef int32_t pio_v8i __attribute__((vector_size(8 * sizeof(int32_t))));
+typedef uint8_t pio_v32u8 __attribute__((vector_size(32)));
 typedef uint16_t pio_v16u16 __attribute__((vector_size(16 * sizeof(uint16_t))));
 /* Unaligned load/store of a whole vector (memcpy compiles to one move). */
 #define PIO_VLOAD(v, p) memcpy(&(v), (p), sizeof(v))
 #define PIO_VSTORE(p, v) memcpy((p), &(v), sizeof(v))
 #if defined(__has_builtin)
-#if __has_builtin(__builtin_shufflevector) && __has_builtin(__builtin_convertvector)
+#if __has_builtin(__builtin_shufflevector) /* GCC 12+, Clang */
 #define PIO_VECTOR_SHUFFLE 1
 #endif
 #endif
@@ -507,13 +523,16 @@ PIO_INLINE void h_pass_c(const float *restrict in, ptrdiff_t vstride, float *res
         const int nch = ht->chunks[x];
 #ifdef PIO_VECTOR_EXT
         pio_v8f acc[PIO_RB];
-        for (int r = 0; r < PIO_RB; r++)
+        const float *pr[PIO_RB];
+        for (int r = 0; r < PIO_RB; r++) {
             acc[r] = (pio_v8f){0};
-        for (int j = 0; j < nch; j++) {
+            pr[r] = p + r * vstride;
+        }
+        for (ptrdiff_t o = 0; o < (ptrdiff_t)nch * PIO_LANES; o += PIO_LANES) {
             pio_v8f wj, pj;
-            PIO_VLOAD(wj, w + j * PIO_LANES);
+            PIO_VLOAD(wj, w + o);
             for (int r = 0; r < PIO_RB; r++) {
-                PIO_VLOAD(pj, p + r * vstride + j * PIO_LANES);
+                PIO_VLOAD(pj, pr[r] + o);
                 acc[r] += wj * pj;
             }
         }
@@ -586,7 +605,18 @@ PIO_INLINE void store_row_c(float *restrict acc, uint8_t *restrict dst,
         const ptrdiff_t len = width * 4;
         for (ptrdiff_t i = 0; i < len; i++)
             tmp[i] = clamp_u8(acc[i]);
-        for (ptrdiff_t x = 0; x + 1 < width; x++)
+        ptrdiff_t x = 0;
+#ifdef PIO_VECTOR_SHUFFLE
+        for (; x + 8 < width; x += 8) { /* 8 pixels, 32 bytes -> 24 */
+            pio_v32u8 t;
+            PIO_VLOAD(t, tmp + x * 4);
+            const pio_v32u8 o = __builtin_shufflevector(t, t, 0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13,
+                                                        14, 16, 17, 18, 20, 21, 22, 24, 25, 26,
+                                                        28, 29, 30, 0, 0, 0, 0, 0, 0, 0, 0);
+            memcpy(dst + x * 3, &o, 24);
+        }
+#endif
+        for (; x + 1 < width; x++)
             memcpy(dst + x * 3, tmp + x * 4, 4);
         memcpy(dst + (width - 1) * 3, tmp + (width - 1) * 4, 3);
         return;

@@ -10,7 +10,6 @@ did, 2 for a usage error.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
 import os
 import sys
@@ -18,8 +17,8 @@ import time
 from collections.abc import Iterator
 
 from . import __version__
-from .errors import IOFailureError, InvalidSettingsError, PyimgoptError
-from .pipeline import TEMP_SUFFIX, optimize_file, output_name, sniff
+from .errors import InvalidSettingsError, PyimgoptError
+from .pipeline import TEMP_SUFFIX, sniff
 from .result import Result
 from .settings import FILTERS, FITS, OUTPUT_FORMATS, Settings
 
@@ -117,10 +116,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="write re-encoded results even when not smaller")
     o.add_argument("--effort", type=int, default=6, metavar="0-9")
     o.add_argument("--max-pixels", type=int, default=Settings.max_pixels, metavar="N")
-    o.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
-                   help="threads (default: the CPUs this process may use)")
+    o.add_argument("-j", "--workers", type=int, default=None, metavar="N",
+                   help="sidecar processes (default: the CPUs this process may use; 0 = in-process)")
+    o.add_argument("--connect", metavar="ENDPOINT", help="use a running router instead of a local pool")
+    o.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     o.add_argument("--json", action="store_true", help="one JSON object per file, then a summary")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = sub.add_parser("router", help="run a router (and its local pool) until interrupted")
+    r.add_argument("--bind", required=True, metavar="ENDPOINT", help="endpoint for clients")
+    r.add_argument("--sidecar-bind", metavar="ENDPOINT",
+                   help="endpoint for sidecars (default: ipc in a private 0700 folder)")
+    r.add_argument("-j", "--workers", type=int, default=None, metavar="N",
+                   help="local pool size (default: usable CPUs; 0 = in-process)")
+    sc = sub.add_parser("sidecar", help="run one sidecar worker")
+    sc.add_argument("--connect", required=True, metavar="ENDPOINT")
+    sc.add_argument("--slots", type=int, default=1)
+    sc.add_argument("--max-jobs", type=int, default=None)
     return p
 
 
@@ -177,29 +188,6 @@ class _Progress:
             self._bar.stop()
 
 
-def _plan(a: argparse.Namespace, s: Settings) -> list[tuple[str, str | None, PyimgoptError | None]]:
-    jobs: list[tuple[str, str | None, PyimgoptError | None]] = []
-    claimed: dict[str, str] = {}
-    for src, rel, _root in collect(a.paths, a.out):
-        if rel is None:
-            jobs.append((src, None, IOFailureError("no such file or folder", path=src, stage="read")))
-            continue
-        if a.in_place:
-            jobs.append((src, None, None))
-            continue
-        dst = os.path.join(a.out, os.path.dirname(rel), output_name(rel, s))
-        key = os.path.abspath(os.path.splitext(dst)[0] if s.format == "auto" else dst)
-        if key in claimed:
-            err = IOFailureError(
-                f"output {dst} would overwrite the output of {claimed[key]}", path=src, stage="write"
-            )
-            jobs.append((src, dst, err))
-            continue
-        claimed[key] = src
-        jobs.append((src, dst, None))
-    return jobs
-
-
 def _optimize(a: argparse.Namespace) -> int:
     try:
         s = _settings(a)
@@ -210,22 +198,15 @@ def _optimize(a: argparse.Namespace) -> int:
         print("pyimgopt: error: --in-place keeps each file's format; use --out DIR to convert",
               file=sys.stderr)
         return 2
-    if a.jobs < 0:
-        print(f"pyimgopt: error: Expected an integer >= 0 for --jobs but received {a.jobs}",
+    if a.workers is not None and a.workers < 0:
+        print(f"pyimgopt: error: Expected an integer >= 0 for --workers but received {a.workers}",
               file=sys.stderr)
         return 2
+    from .client import Client
+
     start = time.perf_counter()
-    jobs = _plan(a, s)
-    show = not a.no_progress and sys.stderr.isatty()
-    progress = _Progress(len(jobs), show)
     counts = {"optimized": 0, "skipped": 0, "failed": 0}
     totals = {"in": 0, "out": 0}
-
-    def run(job: tuple[str, str | None, PyimgoptError | None]) -> Result:
-        src, dst, err = job
-        if err is not None:
-            return Result(input=src, output=None, status="failed", error=err)
-        return optimize_file(src, dst, s)
 
     def report(r: Result) -> None:
         counts[r.status] += 1
@@ -237,41 +218,81 @@ def _optimize(a: argparse.Namespace) -> int:
             sys.stdout.flush()
         elif r.error is not None:
             print(f"FAILED {r.input}: {r.error.code}: {r.error.message}", file=sys.stderr)
-        progress.advance()
 
-    workers = a.jobs or _usable_cpus()
     try:
-        if workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                report(run(job))
-        else:
-            with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-                try:
-                    for r in pool.map(run, jobs):
-                        report(r)
-                except KeyboardInterrupt:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+        client = Client.connect(a.connect) if a.connect else Client.local(workers=a.workers)
+    except PyimgoptError as exc:
+        print(f"pyimgopt: error: {exc.message}", file=sys.stderr)
+        return 1
+    progress = None
+    try:
+        with client:
+            batch = client.submit(a.paths, s, out_dir=a.out, in_place=a.in_place, priority=a.priority)
+            if not a.json:
+                print(f"pyimgopt: batch {batch.id}: {batch.total} files", file=sys.stderr)
+            progress = _Progress(batch.total, not a.no_progress and sys.stderr.isatty())
+            for ev in batch.events():
+                if ev.kind in ("result", "failed"):
+                    report(ev.result)
+                    progress.advance()
+                elif ev.kind == "degraded" and not a.json:
+                    print(f"pyimgopt: note: {ev.data.get('reason')}", file=sys.stderr)
     except KeyboardInterrupt:
-        progress.close()
+        if progress is not None:
+            progress.close()
         print("pyimgopt: interrupted; finished files are written, nothing is half-written",
               file=sys.stderr)
         return 130
+    except PyimgoptError as exc:
+        if progress is not None:
+            progress.close()
+        print(f"pyimgopt: error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
     progress.close()
     seconds = time.perf_counter() - start
     if a.json:
-        summary = {"type": "summary", "files": len(jobs), **counts,
+        summary = {"type": "summary", "files": counts['optimized'] + counts['skipped'] + counts['failed'], **counts,
                    "bytes_in": totals["in"], "bytes_out": totals["out"], "seconds": round(seconds, 3)}
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
         saved = totals["in"] - totals["out"]
         pct = 100.0 * saved / totals["in"] if totals["in"] else 0.0
         print(
-            f"pyimgopt: {len(jobs)} files: {counts['optimized']} optimized, {counts['skipped']} "
+            f"pyimgopt: {counts['optimized'] + counts['skipped'] + counts['failed']} files: {counts['optimized']} optimized, {counts['skipped']} "
             f"skipped, {counts['failed']} failed; {_human(totals['in'])} -> {_human(totals['out'])} "
             f"(saved {_human(saved)}, {pct:.1f}%) in {seconds:.1f} s"
         )
     return 1 if counts["failed"] else 0
+
+
+def _router(a: argparse.Namespace) -> int:
+    import signal
+    import tempfile
+
+    from .router import Router, RouterConfig
+
+    side = a.sidecar_bind
+    tmp = None
+    if side is None:
+        tmp = tempfile.mkdtemp(prefix="pyimgopt-router-")
+        os.chmod(tmp, 0o700)
+        side = f"ipc://{tmp}/sidecars"
+    router = Router(a.bind, side, RouterConfig(workers=a.workers))
+    signal.signal(signal.SIGTERM, lambda *_: router._stop.set())
+    router.start()
+    print(f"pyimgopt router: clients {router.client_endpoint}, sidecars {router.sidecar_endpoint}",
+          file=sys.stderr, flush=True)
+    try:
+        while router._thread.is_alive():
+            router._thread.join(0.5)
+    except KeyboardInterrupt:
+        pass
+    router.stop()
+    if tmp:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "optimize":
         return _optimize(args)
+    if args.command == "router":
+        return _router(args)
+    if args.command == "sidecar":
+        from sidecar.__main__ import main as sidecar_main
+
+        extra = ["--max-jobs", str(args.max_jobs)] if args.max_jobs else []
+        return sidecar_main(["--connect", args.connect, "--slots", str(args.slots), *extra])
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

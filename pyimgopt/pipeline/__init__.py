@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from collections.abc import Callable
 
 from ..errors import (
     InternalError,
@@ -38,14 +39,23 @@ _REENCODE_MARGIN = 0.97
 
 
 class _Clock:
-    def __init__(self) -> None:
+    """Times each stage and tells the caller's ``progress`` hook when one ends.
+
+    The hook may raise (e.g. :class:`~pyimgopt.errors.CancelledError`) to stop
+    the pipeline between stages; nothing is written after that.
+    """
+
+    def __init__(self, progress: Callable[[str], None] | None = None) -> None:
         self.stages: dict[str, float] = {}
         self._t = time.perf_counter()
+        self._progress = progress
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.stages[stage] = self.stages.get(stage, 0.0) + (now - self._t)
         self._t = now
+        if self._progress is not None:
+            self._progress(stage)
 
 
 def _webp_lossless(data: bytes) -> bool:
@@ -230,8 +240,16 @@ def _failed(exc: BaseException, path: str | None, clock: _Clock, start: float, *
     )
 
 
-def optimize_bytes(data: bytes, settings: Settings | None = None) -> tuple[bytes, Result]:
+def optimize_bytes(
+    data: bytes,
+    settings: Settings | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[bytes, Result]:
     """Optimise an image held in memory.
+
+    ``progress(stage)`` is called as each stage ends; if it raises, the
+    pipeline stops there and the exception propagates.
 
     Returns the output bytes and a :class:`Result` (``input``/``output`` are
     ``None``). For a ``skipped`` result the bytes are the input's own.
@@ -251,7 +269,7 @@ def optimize_bytes(data: bytes, settings: Settings | None = None) -> tuple[bytes
             f"{len(data):,} bytes is over max_input_bytes={s.max_input_bytes:,}", stage="read"
         )
     start = time.perf_counter()
-    clock = _Clock()
+    clock = _Clock(progress)
     try:
         out, info = _run(data, s, None, clock)
     except PyimgoptError:
@@ -278,9 +296,19 @@ def output_name(path: str, settings: Settings) -> str:
     return stem + EXTENSIONS[settings.format]
 
 
-def optimize_file(src: str | os.PathLike, dst: str | os.PathLike | None = None,
-                  settings: Settings | None = None) -> Result:
+def optimize_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike | None = None,
+    settings: Settings | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> Result:
     """Optimise the file ``src`` and write it to ``dst`` (``None``: in place).
+
+    ``progress(stage)`` is called as each stage ends (``read``, ``probe``,
+    ``decode``, ``resize``, ``encode``, ``write``); an exception it raises
+    (a :class:`PyimgoptError` such as ``CancelledError``) stops the pipeline
+    before anything is written and becomes the failed result.
 
     Never raises for a per-file problem: the :class:`Result` carries status
     ``failed`` and the typed error. Writes are atomic; in place, the original
@@ -296,7 +324,7 @@ def optimize_file(src: str | os.PathLike, dst: str | os.PathLike | None = None,
     in_place = dst is None or os.path.abspath(os.fspath(dst)) == os.path.abspath(src_s)
     dst_s = src_s if dst is None else os.fspath(dst)
     start = time.perf_counter()
-    clock = _Clock()
+    clock = _Clock(progress)
     try:
         data, st = read_input(src_s, s.max_input_bytes)
         clock.lap("read")

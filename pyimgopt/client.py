@@ -1,0 +1,346 @@
+"""The client a host application embeds: submit batches, follow them, steer them.
+
+Owns the host-side API: :meth:`Client.local` (an embedded router thread and
+its sidecar pool, on ipc endpoints in a private 0700 folder) and
+:meth:`Client.connect` (a running router); turning paths into jobs and output
+paths before anything is sent; :class:`Batch` with its event stream
+(iterator, callback or ``async for``), ``wait``, ``cancel``, ``pause``,
+``resume``. One I/O thread owns the ZeroMQ socket; callers talk to it through
+a queue, so a Client may be used from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures as cf
+import itertools
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from . import protocol
+from .errors import IOFailureError, JobTimeoutError, PyimgoptError
+from .pipeline import output_name
+from .result import Result
+from .settings import Settings
+
+__all__ = ["Client", "Batch", "Event", "plan_jobs"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a batch: ``kind`` is one of ``protocol.EVENT_KINDS``."""
+
+    kind: str
+    batch: str
+    job: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def result(self) -> Result | None:
+        """The :class:`Result` carried by a ``result`` or ``failed`` event."""
+        if self.kind == "result":
+            return protocol.unpack_result(self.data["result"])
+        if self.kind == "failed":
+            err = protocol.unpack_error(self.data["error"])
+            return Result(input=self.data.get("input"), output=None, status="failed", error=err)
+        return None
+
+
+def plan_jobs(
+    paths: Iterable[str | os.PathLike], settings: Settings, out_dir: str | None, in_place: bool
+) -> tuple[list[dict], list[Result]]:
+    """Expand ``paths`` into jobs (input, output) and results for refused ones.
+
+    Folders recurse (see :func:`pyimgopt.cli.collect`); outputs mirror each
+    file's path under ``out_dir``; a missing path or an output that would
+    collide with another's is a failed result, not a job.
+    """
+    from .cli import collect
+
+    if not in_place and out_dir is None:
+        raise IOFailureError("give out_dir or in_place=True", stage="submit")
+    jobs: list[dict] = []
+    refused: list[Result] = []
+    claimed: dict[str, str] = {}
+    for src, rel, _root in collect([os.fspath(p) for p in paths], out_dir):
+        if rel is None:
+            refused.append(Result(input=src, output=None, status="failed",
+                                  error=IOFailureError("no such file or folder", path=src, stage="read")))
+            continue
+        src = os.path.abspath(src)
+        if in_place:
+            jobs.append({"id": "", "input": src, "output": None})
+            continue
+        dst = os.path.abspath(os.path.join(out_dir, os.path.dirname(rel), output_name(rel, settings)))
+        key = os.path.splitext(dst)[0] if settings.format == "auto" else dst
+        if key in claimed:
+            refused.append(Result(input=src, output=None, status="failed", error=IOFailureError(
+                f"output {dst} would overwrite the output of {claimed[key]}", path=src, stage="write")))
+            continue
+        claimed[key] = src
+        jobs.append({"id": "", "input": src, "output": dst})
+    return jobs, refused
+
+
+class Batch:
+    """A submitted batch: its events, results and controls."""
+
+    def __init__(self, client: Client, batch_id: str, total: int, refused: list[Result],
+                 on_event: Callable[[Event], None] | None) -> None:
+        self.id = batch_id
+        self.total = total + len(refused)
+        self._client = client
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._on_event = on_event
+        self._results: list[Result] = []
+        self._done = threading.Event()
+        self._local = [
+            Event("failed", batch_id, None, {"error": protocol.pack_error(r.error), "input": r.input})
+            for r in refused
+        ]
+
+    def _deliver(self, ev: Event) -> None:  # called by the I/O thread
+        if ev.kind == "batch_done":
+            ev = Event(ev.kind, ev.batch, None, {**ev.data, "failed": ev.data.get("failed", 0) + len(self._local),
+                                                 "total": self.total})
+        for local in (self._local if ev.kind == "batch_done" else ()):
+            self._results.append(local.result)
+        if ev.kind in ("result", "failed"):
+            self._results.append(ev.result)
+        if self._on_event is not None:
+            try:
+                self._on_event(ev)
+            except Exception:  # a host callback bug must not kill the I/O thread
+                pass
+        self._events.put(ev)
+        if ev.kind == "batch_done":
+            self._done.set()
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Yield events until ``batch_done`` (inclusive); ``timeout`` per event."""
+        for ev in self._local:
+            yield ev
+        while True:
+            try:
+                ev = self._events.get(timeout=timeout)
+            except queue.Empty:
+                raise JobTimeoutError(f"no event for batch {self.id} within {timeout} s") from None
+            yield ev
+            if ev.kind == "batch_done":
+                return
+
+    async def aevents(self, timeout: float | None = None):
+        """``async for ev in batch.aevents()``: the same stream for asyncio hosts."""
+        it = self.events(timeout)
+        sentinel = object()
+        while True:
+            ev = await asyncio.to_thread(next, it, sentinel)
+            if ev is sentinel:
+                return
+            yield ev
+
+    def __aiter__(self):
+        return self.aevents()
+
+    def wait(self, timeout: float | None = None) -> list[Result]:
+        """Block until the batch is done; return one :class:`Result` per file."""
+        if not self._done.wait(timeout):
+            raise JobTimeoutError(f"batch {self.id} not done within {timeout} s")
+        return list(self._results)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        """Drop queued jobs and abort running ones (nothing half-written remains)."""
+        self._client._control("cancel", self.id)
+
+    def pause(self) -> None:
+        """Stop dispatching this batch's jobs; running ones finish."""
+        self._client._control("pause", self.id)
+
+    def resume(self) -> None:
+        """Dispatch again after :meth:`pause`."""
+        self._client._control("resume", self.id)
+
+
+class Client:
+    """Talks to a router; see :meth:`local` and :meth:`connect`."""
+
+    def __init__(self, endpoint: str, *, timeout: float = 30.0, _router=None, _tmpdir=None) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._router = _router
+        self._tmpdir = _tmpdir
+        self._ctx = zmq.Context.instance()
+        self._cmds: collections.deque = collections.deque()
+        self._pending: dict[str, cf.Future] = {}
+        self._batches: dict[str, Batch] = {}
+        self._early: dict[str, list[Event]] = {}
+        self._reqs = itertools.count(1)
+        self._closed = threading.Event()
+        self._wake_addr = f"inproc://client-wake-{uuid.uuid4().hex}"
+        self._wake_rx = self._ctx.socket(zmq.PAIR)
+        self._wake_rx.bind(self._wake_addr)
+        self._wake_tx = self._ctx.socket(zmq.PAIR)
+        self._wake_tx.connect(self._wake_addr)
+        self._wake_lock = threading.Lock()
+        self._io = threading.Thread(target=self._loop, name="pyimgopt-client", daemon=True)
+        self._io.start()
+        self._send(protocol.encode("hello", client="pyimgopt.client", pid=os.getpid()))
+
+    @classmethod
+    def local(cls, workers: int | None = None, *, config=None, timeout: float = 30.0) -> Client:
+        """Start an embedded router (thread) with its own pool, and connect to it.
+
+        ``workers=0`` processes in-process (degraded mode, announced by a
+        ``degraded`` event). The endpoints live in a fresh 0700 folder.
+        """
+        from .router import Router, RouterConfig
+
+        tmp = tempfile.mkdtemp(prefix="pyimgopt-")
+        os.chmod(tmp, 0o700)
+        cfg = config or RouterConfig()
+        if workers is not None:
+            cfg.workers = workers
+        router = Router(f"ipc://{tmp}/clients", f"ipc://{tmp}/sidecars", cfg)
+        router.start()
+        return cls(router.client_endpoint, timeout=timeout, _router=router, _tmpdir=tmp)
+
+    @classmethod
+    def connect(cls, endpoint: str, *, timeout: float = 30.0) -> Client:
+        """Attach to a router already running at ``endpoint``."""
+        return cls(endpoint, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- I/O thread ------------------------------------------------------------------
+
+    def _send(self, frames: list[bytes]) -> None:
+        self._cmds.append(frames)
+        with self._wake_lock:
+            self._wake_tx.send(b"")
+
+    def _loop(self) -> None:
+        sock = self._ctx.socket(zmq.DEALER)
+        protocol.configure_socket(sock)
+        sock.connect(self.endpoint)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_rx, zmq.POLLIN)
+        try:
+            while not self._closed.is_set():
+                events = dict(poller.poll(100))
+                if self._wake_rx in events:
+                    while True:
+                        try:
+                            self._wake_rx.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                while self._cmds:
+                    sock.send_multipart(self._cmds.popleft())
+                if sock in events:
+                    while True:
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        try:
+                            self._on_message(protocol.decode(frames))
+                        except PyimgoptError:
+                            continue
+        finally:
+            sock.close(0)
+
+    def _on_message(self, msg: protocol.Message) -> None:
+        if msg.type == "event":
+            ev = Event(msg["kind"], msg["batch"], msg["job"], msg["data"])
+            batch = self._batches.get(ev.batch)
+            if batch is None:
+                self._early.setdefault(ev.batch, []).append(ev)
+            else:
+                batch._deliver(ev)
+            return
+        fut = self._pending.pop(msg.get("req") or "", None)
+        if fut is None:
+            return
+        if msg.type == "error":
+            fut.set_exception(protocol.unpack_error(msg["error"]))
+        else:
+            fut.set_result(msg)
+
+    def _request(self, msg_type: str, **fields: Any) -> protocol.Message:
+        req = f"r{next(self._reqs)}"
+        fut: cf.Future = cf.Future()
+        self._pending[req] = fut
+        self._send(protocol.encode(msg_type, req=req, **fields))
+        try:
+            return fut.result(self.timeout)
+        except cf.TimeoutError:
+            self._pending.pop(req, None)
+            raise JobTimeoutError(f"router at {self.endpoint} did not answer {msg_type} "
+                                  f"within {self.timeout} s", stage="client") from None
+
+    # -- API -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        paths: Iterable[str | os.PathLike],
+        settings: Settings | None = None,
+        *,
+        out_dir: str | os.PathLike | None = None,
+        in_place: bool = False,
+        priority: int = 0,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> Batch:
+        """Submit files and folders as one batch; return its :class:`Batch`."""
+        s = settings or Settings()
+        if in_place and out_dir is not None:
+            raise IOFailureError("give either out_dir or in_place=True, not both", stage="submit")
+        jobs, refused = plan_jobs(paths, s, None if out_dir is None else os.fspath(out_dir), in_place)
+        bid = uuid.uuid4().hex[:16]
+        batch = Batch(self, bid, len(jobs), refused, on_event)
+        self._batches[bid] = batch
+        reply = self._request("submit", batch=bid, priority=int(priority),
+                              settings=protocol.pack_settings(s), jobs=jobs, in_place=bool(in_place))
+        batch.total = reply["total"] + len(refused)
+        for ev in self._early.pop(bid, []):
+            batch._deliver(ev)
+        return batch
+
+    def _control(self, what: str, batch_id: str) -> None:
+        reply = self._request(what, batch=batch_id)
+        if not reply["ok"]:
+            raise IOFailureError(reply["data"].get("message", f"{what} refused"), stage="client")
+
+    def status(self, batch_id: str | None = None) -> dict:
+        """The router's figures: batches, queue, sidecars, memory, counters."""
+        return self._request("status", batch=batch_id)["data"]
+
+    def close(self) -> None:
+        """Stop the I/O thread; a local client also stops its router and pool."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._io.join(5)
+        self._wake_rx.close(0)
+        self._wake_tx.close(0)
+        if self._router is not None:
+            self._router.stop()
+        if self._tmpdir:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)

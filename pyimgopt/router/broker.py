@@ -1,0 +1,593 @@
+"""The broker: the router's event loop over clients and sidecars.
+
+Owns the two ROUTER sockets (clients, sidecars), batches and jobs in memory,
+dispatch (credit-based: never more jobs than a sidecar's advertised slots;
+least-recently-used idle sidecar first; order from :class:`JobQueue`),
+liveness (sidecar heartbeats, per-job leases renewed by progress), retries
+with backoff, poison detection, memory admission, pause/cancel/resume, pool
+supervision (spawn, respawn, recycle) and the degraded in-process worker.
+It never touches pixels: sidecars run the pipeline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from .. import protocol
+from ..errors import (
+    CancelledError,
+    InvalidSettingsError,
+    JobTimeoutError,
+    ProtocolError,
+    PyimgoptError,
+    WorkerLostError,
+)
+from .queue import JobQueue
+from .resources import available_memory, estimate_job_memory, memory_budget, usable_cpus
+
+__all__ = ["Router", "RouterConfig"]
+
+
+@dataclass
+class RouterConfig:
+    """Tunables of a router; the defaults suit a desktop or a server."""
+
+    workers: int | None = None  # None: usable CPUs; 0: in-process (degraded) only
+    max_jobs_per_sidecar: int | None = 500
+    max_rss: int | None = 1024 * 1024 * 1024
+    memory_cap: int | None = None
+    memory_reserve: int = 256 * 1024 * 1024
+    heartbeat: float = 0.5
+    liveness: float = 5.0
+    lease: float = 300.0
+    max_attempts: int = 3
+    poison_kills: int = 3
+    spawn_grace: float = 20.0
+
+
+@dataclass
+class _Job:
+    id: str
+    batch: str
+    input: str
+    output: str | None
+    attempt: int = 0
+    kills: int = 0
+    state: str = "queued"
+    sidecar: bytes | None = None
+    deadline: float = 0.0
+    not_before: float = 0.0
+    mem: int | None = None
+    started: float = 0.0
+
+
+@dataclass
+class _Batch:
+    id: str
+    client: bytes
+    priority: int
+    settings: dict
+    in_place: bool
+    jobs: list[str]
+    done: int = 0
+    failed: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    paused: bool = False
+    cancelled: bool = False
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+    @property
+    def total(self) -> int:
+        return len(self.jobs)
+
+
+@dataclass
+class _Sidecar:
+    identity: bytes
+    slots: int
+    pid: int
+    name: str
+    busy: set[str] = field(default_factory=set)
+    last_seen: float = field(default_factory=time.monotonic)
+    last_idle: float = field(default_factory=time.monotonic)
+    rss: int = 0
+    jobs_done: int = 0
+    retiring: bool = False
+    local: bool = False
+
+
+class Router:
+    """A pyimgopt router.
+
+    Parameters
+    ----------
+    client_endpoint:
+        Where clients connect (``ipc://``, ``tcp://``, ``inproc://``).
+    sidecar_endpoint:
+        Where sidecars connect; pool sidecars are started against it.
+    config:
+        Tunables (:class:`RouterConfig`).
+    context:
+        ZeroMQ context (needed to share ``inproc://`` endpoints).
+    """
+
+    def __init__(
+        self,
+        client_endpoint: str,
+        sidecar_endpoint: str,
+        config: RouterConfig | None = None,
+        *,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.config = config or RouterConfig()
+        self.client_endpoint = client_endpoint
+        self.sidecar_endpoint = sidecar_endpoint
+        self._ctx = context or zmq.Context.instance()
+        self._inproc_backend = f"inproc://pyimgopt-sidecars-{uuid.uuid4().hex}"
+        self._queue = JobQueue()
+        self._jobs: dict[str, _Job] = {}
+        self._batches: dict[str, _Batch] = {}
+        self._sidecars: dict[bytes, _Sidecar] = {}
+        self._procs: dict[int, subprocess.Popen] = {}
+        self._spawned_at: dict[int, float] = {}
+        self._mem_in_use = 0
+        self._budget = memory_budget(self.config.memory_cap, self.config.memory_reserve)
+        self._degraded: threading.Thread | None = None
+        self._degraded_reason: str | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._ids = itertools.count(1)
+        self.counters: dict[str, int] = {
+            "jobs_done": 0, "jobs_failed": 0, "retries": 0, "recycles": 0,
+            "sidecars_lost": 0, "protocol_errors": 0, "spawned": 0,
+        }
+        target = self.config.workers
+        self._target = usable_cpus() if target is None else max(0, int(target))
+
+    # -- public ----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Run the loop until :meth:`stop`; always cleans up its sidecars."""
+        self._front = self._ctx.socket(zmq.ROUTER)
+        self._back = self._ctx.socket(zmq.ROUTER)
+        for s in (self._front, self._back):
+            protocol.configure_socket(s)
+            s.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self._front.bind(self.client_endpoint)
+        self._back.bind(self.sidecar_endpoint)
+        self._back.bind(self._inproc_backend)
+        if self.client_endpoint.endswith(":0"):
+            self.client_endpoint = self._front.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self.sidecar_endpoint.endswith(":0"):
+            self.sidecar_endpoint = self._back.getsockopt_string(zmq.LAST_ENDPOINT)
+        poller = zmq.Poller()
+        poller.register(self._front, zmq.POLLIN)
+        poller.register(self._back, zmq.POLLIN)
+        self._started = time.monotonic()
+        if self._target == 0:
+            self._go_degraded("workers=0: processing in-process")
+        self._ready.set()
+        next_beat = 0.0
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(50))
+                if self._back in events:
+                    self._drain(self._back, self._on_sidecar)
+                if self._front in events:
+                    self._drain(self._front, self._on_client)
+                now = time.monotonic()
+                if now >= next_beat:
+                    for sc in list(self._sidecars.values()):
+                        self._send_sidecar(sc.identity, "heartbeat", rss=0, busy=sorted(sc.busy))
+                    next_beat = now + self.config.heartbeat
+                self._supervise(now)
+                self._dispatch(now)
+        finally:
+            self._shutdown()
+
+    def start(self) -> threading.Thread:
+        """Run :meth:`serve` in a daemon thread; return once it is listening."""
+        t = threading.Thread(target=self.serve, name="pyimgopt-router", daemon=True)
+        t.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("router did not start")
+        self._thread = t
+        return t
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the loop, shut down the pool and wait for the thread."""
+        self._stop.set()
+        t = getattr(self, "_thread", None)
+        if t is not None:
+            t.join(timeout)
+
+    # -- messaging -------------------------------------------------------------------
+
+    def _drain(self, sock: zmq.Socket, handler) -> None:
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue
+            identity, body = frames[0], frames[1:]
+            try:
+                msg = protocol.decode(body)
+            except ProtocolError as exc:
+                self.counters["protocol_errors"] += 1
+                if sock is self._front:
+                    self._send_client(identity, "error", req=None, error=protocol.pack_error(exc))
+                continue
+            try:
+                handler(identity, msg)
+            except ProtocolError as exc:
+                self.counters["protocol_errors"] += 1
+                if sock is self._front:
+                    self._send_client(identity, "error", req=msg.get("req"), error=protocol.pack_error(exc))
+
+    def _send_client(self, identity: bytes, msg_type: str, **fields: Any) -> None:
+        try:
+            self._front.send_multipart([identity, *protocol.encode(msg_type, **fields)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # a client that went away, or a full pipe: events are best effort
+
+    def _send_sidecar(self, identity: bytes, msg_type: str, **fields: Any) -> None:
+        try:
+            self._back.send_multipart([identity, *protocol.encode(msg_type, **fields)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def _event(self, batch: _Batch, kind: str, job: str | None = None, **data: Any) -> None:
+        self._send_client(batch.client, "event", batch=batch.id, kind=kind, job=job, data=data)
+
+    # -- clients ---------------------------------------------------------------------
+
+    def _on_client(self, identity: bytes, msg: protocol.Message) -> None:
+        t = msg.type
+        if t == "hello":
+            return
+        if t == "submit":
+            self._submit(identity, msg)
+            return
+        if t == "status":
+            self._send_client(identity, "reply", req=msg["req"], ok=True, data=self.status(msg["batch"]))
+            return
+        if t in ("cancel", "pause", "resume"):
+            batch = self._batches.get(msg["batch"])
+            if batch is None:
+                self._send_client(identity, "reply", req=msg["req"], ok=False,
+                                  data={"message": f"unknown batch {msg['batch']}"})
+                return
+            getattr(self, f"_{t}")(batch)
+            self._send_client(identity, "reply", req=msg["req"], ok=True, data={})
+            return
+        raise ProtocolError(f"message type {t!r} is not for the client endpoint", stage="protocol")
+
+    def _submit(self, identity: bytes, msg: protocol.Message) -> None:
+        try:
+            protocol.unpack_settings(msg["settings"])
+        except (ProtocolError, InvalidSettingsError) as exc:
+            err = exc if isinstance(exc, PyimgoptError) else ProtocolError(str(exc))
+            self._send_client(identity, "error", req=msg["req"], error=protocol.pack_error(err))
+            return
+        bid = msg["batch"] or uuid.uuid4().hex
+        if bid in self._batches:
+            self._send_client(identity, "error", req=msg["req"], error=protocol.pack_error(
+                ProtocolError(f"batch id {bid} is already in use", stage="protocol")))
+            return
+        batch = _Batch(bid, identity, msg["priority"], msg["settings"], msg["in_place"], [])
+        self._batches[bid] = batch
+        for spec in msg["jobs"]:
+            jid = f"{bid}:{next(self._ids)}"
+            self._jobs[jid] = _Job(jid, bid, spec["input"], spec.get("output"))
+            batch.jobs.append(jid)
+            self._queue.push(jid, bid, batch.priority)
+        self._send_client(identity, "accepted", req=msg["req"], batch=bid, total=batch.total)
+        if self._degraded_reason:
+            self._event(batch, "degraded", reason=self._degraded_reason)
+        for jid in batch.jobs:
+            self._event(batch, "queued", jid, input=self._jobs[jid].input)
+        if not batch.jobs:
+            self._finish_batch(batch)
+
+    def _cancel(self, batch: _Batch) -> None:
+        batch.cancelled = True
+        for jid in self._queue.jobs_of(batch.id):
+            self._queue.remove(jid)
+            self._end_job(self._jobs[jid], CancelledError("cancelled before it started",
+                                                          path=self._jobs[jid].input, stage="queue"))
+        for jid in batch.jobs:
+            job = self._jobs[jid]
+            if job.state == "running" and job.sidecar is not None:
+                self._send_sidecar(job.sidecar, "abort", job=jid)
+        self._event(batch, "cancelled")
+        self._maybe_finish(batch)
+
+    def _pause(self, batch: _Batch) -> None:
+        batch.paused = True
+        self._event(batch, "paused")
+
+    def _resume(self, batch: _Batch) -> None:
+        batch.paused = False
+        self._event(batch, "resumed")
+
+    def status(self, batch_id: str | None = None) -> dict:
+        """Figures for ``status``: batches, queue, sidecars, memory, counters."""
+        batches = [self._batches[batch_id]] if batch_id in self._batches else (
+            [] if batch_id else list(self._batches.values()))
+        return {
+            "batches": [
+                {"batch": b.id, "total": b.total, "done": b.done, "failed": b.failed,
+                 "paused": b.paused, "cancelled": b.cancelled, "finished": b.finished,
+                 "priority": b.priority, "bytes_in": b.bytes_in, "bytes_out": b.bytes_out}
+                for b in batches
+            ],
+            "queue": {str(k): v for k, v in self._queue.by_priority().items()},
+            "sidecars": [
+                {"name": s.name, "pid": s.pid, "slots": s.slots, "busy": len(s.busy), "rss": s.rss,
+                 "jobs_done": s.jobs_done, "local": s.local}
+                for s in self._sidecars.values()
+            ],
+            "memory": {"budget": self._budget, "in_use": self._mem_in_use},
+            "degraded": self._degraded_reason,
+            "counters": dict(self.counters),
+        }
+
+    # -- sidecars --------------------------------------------------------------------
+
+    def _on_sidecar(self, identity: bytes, msg: protocol.Message) -> None:
+        t = msg.type
+        sc = self._sidecars.get(identity)
+        if t == "ready":
+            local = msg["pid"] == os.getpid()
+            self._sidecars[identity] = _Sidecar(identity, max(1, msg["slots"]), msg["pid"], msg["name"],
+                                                local=local)
+            return
+        if sc is None:
+            return  # not (or no longer) one of ours: it will time out
+        sc.last_seen = time.monotonic()
+        if t == "heartbeat":
+            sc.rss = msg["rss"]
+            return
+        if t == "shutdown":
+            sc.retiring = True
+            self.counters["recycles"] += 1
+            if not sc.busy:
+                self._sidecars.pop(identity, None)
+            return
+        job = self._jobs.get(msg["job"]) if t in ("progress", "result", "failed") else None
+        if job is None or job.sidecar != identity or job.attempt != msg["attempt"] or job.state != "running":
+            return  # a stale answer (an earlier attempt, a job already requeued): ignored
+        batch = self._batches[job.batch]
+        if t == "progress":
+            job.deadline = time.monotonic() + self.config.lease
+            self._event(batch, "progress", job.id, stage=msg["stage"])
+            return
+        self._release(job, sc)
+        sc.jobs_done += 1
+        if t == "result":
+            result = msg["result"]
+            job.state = "done"
+            batch.done += 1
+            if result.get("bytes_in") and result.get("bytes_out") is not None:
+                batch.bytes_in += result["bytes_in"]
+                batch.bytes_out += result["bytes_out"]
+            self.counters["jobs_done"] += 1
+            self._event(batch, "result", job.id, result=result)
+            self._progress_event(batch)
+            self._maybe_finish(batch)
+            return
+        err = protocol.unpack_error(msg["error"])
+        if err.stage == "dispatch":  # the sidecar was full or recycling: not the job's fault
+            sc.retiring = True
+            job.attempt -= 1
+            job.state = "queued"
+            self._queue.push(job.id, job.batch, batch.priority, front=True)
+            return
+        if err.retryable and job.attempt < self.config.max_attempts and not batch.cancelled:
+            self._retry(job, err)
+        else:
+            self._end_job(job, err)
+
+    def _release(self, job: _Job, sc: _Sidecar | None) -> None:
+        if sc is not None:
+            sc.busy.discard(job.id)
+            if not sc.busy:
+                sc.last_idle = time.monotonic()
+                if sc.retiring:
+                    self._sidecars.pop(sc.identity, None)
+        self._mem_in_use -= job.mem or 0
+        job.sidecar = None
+
+    def _retry(self, job: _Job, err: PyimgoptError) -> None:
+        batch = self._batches[job.batch]
+        job.state = "queued"
+        job.not_before = time.monotonic() + min(5.0, 0.1 * 2 ** max(0, job.attempt - 1))
+        self._queue.push(job.id, job.batch, batch.priority, front=True)
+        self.counters["retries"] += 1
+        self._event(batch, "retrying", job.id, attempt=job.attempt, error=protocol.pack_error(err))
+
+    def _end_job(self, job: _Job, err: PyimgoptError) -> None:
+        batch = self._batches[job.batch]
+        job.state = "cancelled" if isinstance(err, CancelledError) else "failed"
+        batch.failed += 1
+        self.counters["jobs_failed"] += 1
+        self._event(batch, "failed", job.id, error=protocol.pack_error(err), input=job.input)
+        self._progress_event(batch)
+        self._maybe_finish(batch)
+
+    def _progress_event(self, batch: _Batch) -> None:
+        finished = batch.done + batch.failed
+        elapsed = time.monotonic() - batch.started
+        eta = (elapsed / finished) * (batch.total - finished) if finished else None
+        self._event(batch, "batch_progress", done=batch.done, failed=batch.failed, total=batch.total,
+                    bytes_in=batch.bytes_in, bytes_out=batch.bytes_out,
+                    saved=batch.bytes_in - batch.bytes_out, eta=eta)
+
+    def _maybe_finish(self, batch: _Batch) -> None:
+        if not batch.finished and batch.done + batch.failed >= batch.total:
+            self._finish_batch(batch)
+
+    def _finish_batch(self, batch: _Batch) -> None:
+        batch.finished = True
+        self._event(batch, "batch_done", done=batch.done, failed=batch.failed, total=batch.total,
+                    bytes_in=batch.bytes_in, bytes_out=batch.bytes_out,
+                    seconds=time.monotonic() - batch.started)
+
+    def _lose(self, sc: _Sidecar, why: str) -> None:
+        """A sidecar died or went silent: kill it if ours, requeue or poison its jobs."""
+        self._sidecars.pop(sc.identity, None)
+        self.counters["sidecars_lost"] += 1
+        proc = self._procs.get(sc.pid)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        for jid in list(sc.busy):
+            job = self._jobs[jid]
+            self._release(job, None)
+            job.kills += 1
+            if job.kills >= self.config.poison_kills:
+                self._end_job(job, WorkerLostError(
+                    f"poison: this file took down {job.kills} sidecars ({why})",
+                    path=job.input, stage="sidecar", retryable=False))
+            elif self._batches[job.batch].cancelled:
+                self._end_job(job, CancelledError("cancelled", path=job.input, stage="sidecar"))
+            else:
+                self._retry(job, WorkerLostError(why, path=job.input, stage="sidecar"))
+
+    # -- supervision and dispatch ----------------------------------------------------
+
+    def _spawn(self) -> None:
+        cmd = [sys.executable, "-m", "sidecar", "--connect", self.sidecar_endpoint,
+               "--heartbeat", str(self.config.heartbeat), "--parent", str(os.getpid())]
+        if self.config.max_jobs_per_sidecar:
+            cmd += ["--max-jobs", str(self.config.max_jobs_per_sidecar)]
+        if self.config.max_rss:
+            cmd += ["--max-rss-mb", str(max(1, self.config.max_rss // (1024 * 1024)))]
+        env = {**os.environ, "MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": str(16 * 1024 * 1024)}
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
+        except OSError as exc:
+            self._go_degraded(f"cannot start sidecars ({exc}); processing in-process")
+            return
+        self._procs[proc.pid] = proc
+        self._spawned_at[proc.pid] = time.monotonic()
+        self.counters["spawned"] += 1
+
+    def _go_degraded(self, reason: str) -> None:
+        if self._degraded is not None:
+            return
+        from sidecar.worker import Sidecar  # the same job loop, in a thread, over inproc
+
+        self._degraded_reason = reason
+        worker = Sidecar(self._inproc_backend, context=self._ctx, name="in-process",
+                         heartbeat=self.config.heartbeat, router_timeout=1e9, allow_crash_hook=False)
+        self._degraded_worker = worker
+        self._degraded = threading.Thread(target=worker.run, name="pyimgopt-inprocess", daemon=True)
+        self._degraded.start()
+        for batch in self._batches.values():
+            if not batch.finished:
+                self._event(batch, "degraded", reason=reason)
+
+    def _supervise(self, now: float) -> None:
+        cfg = self.config
+        for pid, proc in list(self._procs.items()):
+            if proc.poll() is not None:
+                del self._procs[pid]
+                self._spawned_at.pop(pid, None)
+                for sc in list(self._sidecars.values()):
+                    if sc.pid == pid:
+                        self._lose(sc, f"sidecar {pid} exited with code {proc.returncode}")
+        for sc in list(self._sidecars.values()):
+            if not sc.local and now - sc.last_seen > cfg.liveness:
+                self._lose(sc, f"sidecar {sc.name} silent for {now - sc.last_seen:.1f} s")
+                continue
+            for jid in list(sc.busy):
+                job = self._jobs[jid]
+                if now > job.deadline:
+                    if sc.local:
+                        self._release(job, sc)
+                        self._end_job(job, JobTimeoutError("job lease expired", path=job.input))
+                    else:
+                        self._lose(sc, f"job lease expired on {sc.name}")
+                    break
+        if self._target > 0 and self._degraded is None:
+            live = len([p for p in self._procs.values() if p.poll() is None])
+            for _ in range(self._target - live):
+                self._spawn()
+            # No sidecar ever came up: degrade rather than wait forever.
+            if (not self._sidecars and self.counters["spawned"] >= 3 * self._target
+                    and now - self._started > cfg.spawn_grace):
+                self._go_degraded("no sidecar could start; processing in-process")
+
+    def _eligible(self, now: float):
+        def check(jid: str, bid: str) -> bool:
+            batch = self._batches[bid]
+            job = self._jobs[jid]
+            return not batch.paused and job.not_before <= now
+        return check
+
+    def _dispatch(self, now: float) -> None:
+        if not len(self._queue):
+            return
+        free = [s for s in self._sidecars.values() if not s.retiring and len(s.busy) < s.slots]
+        if not free:
+            return
+        free.sort(key=lambda s: (len(s.busy) > 0, s.last_idle))  # idle first, least recently used
+        pressure = available_memory() < self.config.memory_reserve
+        for sc in free:
+            while len(sc.busy) < sc.slots:
+                job = None
+                for jid in self._queue.candidates(self._eligible(now)):
+                    cand = self._jobs[jid]
+                    if cand.mem is None:
+                        cand.mem = estimate_job_memory(cand.input)
+                    running = self._mem_in_use > 0
+                    if running and (pressure or self._mem_in_use + cand.mem > self._budget):
+                        return  # hold back: it does not fit while others run
+                    job = cand
+                    break
+                if job is None:
+                    return
+                self._queue.take(job.id)
+                batch = self._batches[job.batch]
+                job.attempt += 1
+                job.state = "running"
+                job.sidecar = sc.identity
+                job.started = now
+                job.deadline = now + self.config.lease
+                sc.busy.add(job.id)
+                self._mem_in_use += job.mem or 0
+                self._send_sidecar(sc.identity, "job", job=job.id, attempt=job.attempt,
+                                   lease_ms=int(self.config.lease * 1000), input=job.input,
+                                   output=job.output, in_place=batch.in_place,
+                                   settings=batch.settings, inline=False)
+                self._event(batch, "started", job.id, sidecar=sc.name, attempt=job.attempt)
+
+    def _shutdown(self) -> None:
+        for sc in list(self._sidecars.values()):
+            self._send_sidecar(sc.identity, "shutdown", reason="router stopping")
+        deadline = time.monotonic() + 5
+        for proc in self._procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(5)
+        if self._degraded is not None:
+            self._degraded.join(5)
+        self._front.close(0)
+        self._back.close(0)

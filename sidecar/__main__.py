@@ -1,0 +1,37 @@
+"""``python -m sidecar --connect ENDPOINT``: run one pyimgopt worker process."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, apply resource limits, and serve until told to stop."""
+    p = argparse.ArgumentParser(prog="python -m sidecar", description="pyimgopt worker process")
+    p.add_argument("--connect", required=True, metavar="ENDPOINT", help="router's sidecar endpoint")
+    p.add_argument("--slots", type=int, default=1)
+    p.add_argument("--max-jobs", type=int, default=None, help="recycle after N jobs")
+    p.add_argument("--max-rss-mb", type=int, default=None, help="recycle when RSS passes this")
+    p.add_argument("--heartbeat", type=float, default=0.5, help="seconds between heartbeats")
+    p.add_argument("--name", default=None)
+    p.add_argument("--parent", type=int, default=None, help="exit when this pid is gone")
+    a = p.parse_args(argv)
+    # (The router starts pool sidecars with MALLOC_ARENA_MAX=2 in their
+    # environment: glibc reads it at start-up, too early to set it here.)
+    from .worker import Sidecar
+
+    sc = Sidecar(
+        a.connect,
+        slots=a.slots,
+        max_jobs=a.max_jobs,
+        max_rss=None if a.max_rss_mb is None else a.max_rss_mb * 1024 * 1024,
+        heartbeat=a.heartbeat,
+        name=a.name,
+        parent=a.parent,
+    )
+    return sc.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The sidecar's job loop: one worker process of the pyimgopt pool.
+
+Owns the DEALER connection to the router, the ``ready`` announcement (slots),
+heartbeats (sent by the main thread while jobs run in worker threads — the
+GIL is free while the kernels and codecs run), running the pipeline on each
+job, streaming ``progress``, returning ``result`` or ``failed`` with the
+structured error, honouring ``abort`` (the job stops between stages, nothing
+is written) and ``shutdown``, and recycling itself after N jobs or when its
+RSS passes a cap (after the job in hand). Inline jobs (image bytes in a
+frame) run on bytes and return the output bytes; path jobs read and write
+through the pipeline's atomic writer.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import os
+import queue
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import zmq
+
+from pyimgopt import protocol
+from pyimgopt.errors import CancelledError, InternalError, ProtocolError, PyimgoptError
+from pyimgopt.pipeline import optimize_bytes, optimize_file
+
+__all__ = ["Sidecar", "rss_bytes", "CRASH_ENV"]
+
+#: Test-only crash hook: a job whose input path contains this variable's value
+#: makes the process die at once (SIGKILL-like). Unset in normal use.
+CRASH_ENV = "PYIMGOPT_TEST_CRASH_ON"
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, in bytes (0 where unknown)."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _trim_heap() -> None:
+    """Give freed heap back to the OS (glibc), so long batches stay flat."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class _Running:
+    job: str
+    attempt: int
+    abort: threading.Event = field(default_factory=threading.Event)
+
+
+class Sidecar:
+    """A worker that serves jobs from the router at ``endpoint``.
+
+    Parameters
+    ----------
+    endpoint:
+        The router's sidecar endpoint (``ipc://``, ``tcp://`` or ``inproc://``).
+    slots:
+        Jobs run at once (worker threads); advertised in ``ready``.
+    max_jobs:
+        Recycle (exit cleanly) after this many jobs; ``None``: never.
+    max_rss:
+        Recycle when RSS passes this many bytes after a job; ``None``: never.
+    heartbeat:
+        Seconds between heartbeats.
+    router_timeout:
+        Exit (code 3) when nothing has been heard from the router for this long.
+    context:
+        ZeroMQ context (required for ``inproc://``; default: a new one).
+    parent:
+        Exit when this process is no longer our parent (the router died), so
+        a pool never leaves orphans behind.
+    allow_crash_hook:
+        Honour the test-only :data:`CRASH_ENV` hook (never in-process).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        slots: int = 1,
+        max_jobs: int | None = None,
+        max_rss: int | None = None,
+        heartbeat: float = 0.5,
+        router_timeout: float = 15.0,
+        name: str | None = None,
+        context: zmq.Context | None = None,
+        parent: int | None = None,
+        allow_crash_hook: bool = True,
+    ) -> None:
+        self.endpoint = endpoint
+        self.slots = max(1, int(slots))
+        self.max_jobs = max_jobs
+        self.max_rss = max_rss
+        self.heartbeat = heartbeat
+        self.router_timeout = router_timeout
+        self.name = name or f"sidecar-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._ctx = context or zmq.Context.instance()
+        self._jobs: queue.Queue = queue.Queue()
+        self._outbox: collections.deque = collections.deque()
+        self._running: dict[str, _Running] = {}
+        self._lock = threading.Lock()
+        self._done = 0
+        self._stop = threading.Event()
+        self._wake_addr = f"inproc://sidecar-wake-{uuid.uuid4().hex}"
+        self._crash_on = (os.environ.get(CRASH_ENV) or None) if allow_crash_hook else None
+        self.parent = parent
+
+    # -- worker threads -------------------------------------------------------------
+
+    def _post(self, frames: list[bytes], finished: str | None = None) -> None:
+        # One append carries the reply and the "slot is free" mark together, so
+        # the router can never see the result before this sidecar frees the slot.
+        self._outbox.append((frames, finished))
+        with self._lock:  # one wake socket, shared by the workers under a lock
+            try:
+                self._wake_tx.send(b"", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+
+    def _work(self) -> None:
+        while True:
+            msg = self._jobs.get()
+            if msg is None:
+                return
+            self._run_job(msg)
+
+    def _run_job(self, msg: protocol.Message) -> None:
+        job, attempt = msg["job"], msg["attempt"]
+        run = self._running[job]
+
+        def progress(stage: str) -> None:
+            if run.abort.is_set() and stage != "write":
+                raise CancelledError("aborted by the router", stage=stage)
+            self._post(protocol.encode("progress", job=job, attempt=attempt, stage=stage))
+
+        bulk: list[bytes] = []
+        try:
+            settings = protocol.unpack_settings(msg["settings"])
+            if self._crash_on and self._crash_on in (msg.get("input") or ""):
+                os._exit(137)  # test-only: die like a hostile image would make us
+            if msg["inline"]:
+                if not msg.bulk:
+                    raise ProtocolError("inline job without its image frame", stage="protocol")
+                out, result = optimize_bytes(msg.bulk[0], settings, progress=progress)
+                bulk = [out]
+            else:
+                dst = None if msg["in_place"] else msg["output"]
+                result = optimize_file(msg["input"], dst, settings, progress=progress)
+            if result.error is not None:
+                reply = protocol.encode("failed", job=job, attempt=attempt,
+                                        error=protocol.pack_error(result.error))
+            else:
+                reply = protocol.encode("result", bulk=bulk, job=job, attempt=attempt,
+                                        result=protocol.pack_result(result))
+        except PyimgoptError as exc:
+            reply = protocol.encode("failed", job=job, attempt=attempt, error=protocol.pack_error(exc))
+        except Exception as exc:  # a bug: report it, keep serving
+            err = InternalError(f"{type(exc).__name__}: {exc}", path=msg.get("input"), stage="sidecar")
+            reply = protocol.encode("failed", job=job, attempt=attempt, error=protocol.pack_error(err))
+        _trim_heap()
+        self._post(reply, finished=job)
+
+    # -- main loop -------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until shutdown, recycling or the router going away; return an exit code."""
+        sock = self._ctx.socket(zmq.DEALER)
+        protocol.configure_socket(sock)
+        sock.connect(self.endpoint)
+        wake_rx = self._ctx.socket(zmq.PAIR)
+        wake_rx.bind(self._wake_addr)
+        self._wake_tx = self._ctx.socket(zmq.PAIR)
+        self._wake_tx.connect(self._wake_addr)
+        threads = [threading.Thread(target=self._work, daemon=True, name=f"job-{i}")
+                   for i in range(self.slots)]
+        for t in threads:
+            t.start()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(wake_rx, zmq.POLLIN)
+        sock.send_multipart(protocol.encode("ready", slots=self.slots, pid=os.getpid(), name=self.name))
+        next_beat = time.monotonic()
+        last_heard = time.monotonic()
+        recycling = False
+        code = 0
+        try:
+            while True:
+                now = time.monotonic()
+                if self.parent is not None and os.getppid() != self.parent:
+                    code = 3
+                    break
+                if now - last_heard > self.router_timeout:
+                    code = 3
+                    break
+                if now >= next_beat:
+                    sock.send_multipart(protocol.encode(
+                        "heartbeat", rss=rss_bytes(), busy=sorted(self._running)))
+                    next_beat = now + self.heartbeat
+                events = dict(poller.poll(max(1, int((next_beat - now) * 1000))))
+                if wake_rx in events:
+                    while True:
+                        try:
+                            wake_rx.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                while self._outbox:
+                    frames, finished = self._outbox.popleft()
+                    if finished is not None:
+                        self._running.pop(finished, None)
+                        self._done += 1
+                        over_rss = self.max_rss is not None and rss_bytes() > self.max_rss
+                        if (self.max_jobs is not None and self._done >= self.max_jobs) or over_rss:
+                            recycling = True
+                    sock.send_multipart(frames)
+                if recycling and not self._running:
+                    sock.send_multipart(protocol.encode("shutdown", reason="recycle"))
+                    break
+                if sock in events:
+                    while True:
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                        except zmq.Again:
+                            break
+                        last_heard = time.monotonic()
+                        try:
+                            msg = protocol.decode(frames)
+                        except ProtocolError as exc:
+                            print(f"{self.name}: dropped bad message: {exc}", file=sys.stderr)
+                            continue
+                        if msg.type == "job":
+                            if recycling or len(self._running) >= self.slots:
+                                sock.send_multipart(protocol.encode(
+                                    "failed", job=msg["job"], attempt=msg["attempt"],
+                                    error=protocol.pack_error(PyimgoptError(
+                                        "sidecar has no free slot", stage="dispatch", retryable=True))))
+                                continue
+                            self._running[msg["job"]] = _Running(msg["job"], msg["attempt"])
+                            self._jobs.put(msg)
+                        elif msg.type == "abort":
+                            run = self._running.get(msg["job"])
+                            if run is not None:
+                                run.abort.set()
+                        elif msg.type == "shutdown":
+                            raise _Shutdown
+                        # router heartbeats need no answer: our own beats go out on time
+        except _Shutdown:
+            code = 0
+        except KeyboardInterrupt:
+            code = 130
+        finally:
+            for _ in threads:
+                self._jobs.put(None)
+            for run in self._running.values():
+                run.abort.set()
+            for t in threads:
+                t.join(timeout=5)
+            sock.close(0)
+            wake_rx.close(0)
+            self._wake_tx.close(0)
+        return code
+
+
+class _Shutdown(Exception):
+    pass
