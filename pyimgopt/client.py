@@ -308,7 +308,12 @@ class Client:
         priority: int = 0,
         on_event: Callable[[Event], None] | None = None,
     ) -> Batch:
-        """Submit files and folders as one batch; return its :class:`Batch`."""
+        """Submit files and folders as one batch; return its :class:`Batch`.
+
+        ``on_event`` is called on the client's I/O thread for every event: keep
+        it short and never call back into this client from it (iterate
+        :meth:`Batch.events` instead to steer a batch while it runs).
+        """
         s = settings or Settings()
         if in_place and out_dir is not None:
             raise IOFailureError("give either out_dir or in_place=True, not both", stage="submit")

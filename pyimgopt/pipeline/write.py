@@ -16,7 +16,7 @@ import tempfile
 
 from ..errors import IOFailureError, TooLargeError
 
-__all__ = ["read_input", "atomic_write", "TEMP_SUFFIX"]
+__all__ = ["read_input", "atomic_write", "remove_stale_temps", "TEMP_SUFFIX"]
 
 #: Every temporary file pyimgopt creates ends with this suffix.
 TEMP_SUFFIX = ".pyimgopt-tmp"
@@ -147,3 +147,27 @@ def atomic_write(path: str, data: bytes, *, mode: int | None = None) -> None:
             ) from None
         raise
     _fsync_dir(folder)
+
+
+def remove_stale_temps(path: str) -> int:
+    """Remove temporary files a killed writer of ``path`` left behind; return how many.
+
+    Only names :func:`atomic_write` makes for this target (``.NAME.*`` +
+    :data:`TEMP_SUFFIX`) in its folder are touched. Call it only when no
+    writer of ``path`` can still be running (its process is dead).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)[:100]}."
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        if name.startswith(prefix) and name.endswith(TEMP_SUFFIX):
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed

@@ -33,6 +33,7 @@ from ..errors import (
     PyimgoptError,
     WorkerLostError,
 )
+from ..pipeline.write import remove_stale_temps
 from .queue import JobQueue
 from .resources import available_memory, estimate_job_memory, memory_budget, usable_cpus
 
@@ -342,6 +343,7 @@ class Router:
                  "jobs_done": s.jobs_done, "local": s.local}
                 for s in self._sidecars.values()
             ],
+            "pool_pids": sorted(self._procs),
             "memory": {"budget": self._budget, "in_use": self._mem_in_use},
             "degraded": self._degraded_reason,
             "counters": dict(self.counters),
@@ -455,9 +457,18 @@ class Router:
         proc = self._procs.get(sc.pid)
         if proc is not None and proc.poll() is None:
             proc.kill()
+        if proc is not None:
+            try:
+                proc.wait(5)  # dead for sure before its half-written files are removed
+            except subprocess.TimeoutExpired:
+                pass
         for jid in list(sc.busy):
             job = self._jobs[jid]
             self._release(job, None)
+            if proc is not None and proc.poll() is not None:
+                target = job.output if not self._batches[job.batch].in_place else job.input
+                if target:
+                    remove_stale_temps(target)
             job.kills += 1
             if job.kills >= self.config.poison_kills:
                 self._end_job(job, WorkerLostError(
@@ -575,7 +586,7 @@ class Router:
                                    lease_ms=int(self.config.lease * 1000), input=job.input,
                                    output=job.output, in_place=batch.in_place,
                                    settings=batch.settings, inline=False)
-                self._event(batch, "started", job.id, sidecar=sc.name, attempt=job.attempt)
+                self._event(batch, "started", job.id, sidecar=sc.name, attempt=job.attempt, input=job.input)
 
     def _shutdown(self) -> None:
         for sc in list(self._sidecars.values()):

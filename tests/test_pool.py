@@ -1,0 +1,307 @@
+"""The pool end to end: real router, real sidecar processes, real ipc sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+from PIL import Image
+
+from pyimgopt import Settings, protocol
+from pyimgopt.client import Client
+from pyimgopt.router import RouterConfig
+
+from conftest import decode, encode, jpeg, photo, temp_files
+
+FAST = dict(liveness=3.0, heartbeat=0.2)
+
+
+def make_images(folder, n, size=(96, 72), prefix="img"):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"{prefix}{i:03d}.jpg"
+        p.write_bytes(jpeg(photo(*size, seed=i), quality=95))
+        paths.append(p)
+    return paths
+
+
+def gone(pids, wait=10.0):
+    deadline = time.monotonic() + wait
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        for pid in list(alive):
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                alive.discard(pid)
+        time.sleep(0.05)
+    return not alive
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+        self.lock = threading.Lock()
+
+    def __call__(self, ev):
+        with self.lock:
+            self.events.append(ev)
+
+    def kinds(self, kind):
+        return [e for e in self.events if e.kind == kind]
+
+
+def test_pool_batch_completes_with_progress_for_every_file(tmp_path):
+    paths = make_images(tmp_path / "in", 8)
+    rec = Recorder()
+    with Client.local(workers=2, config=RouterConfig(**FAST)) as c:
+        batch = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out", on_event=rec)
+        results = batch.wait(120)
+        pids = [s["pid"] for s in c.status()["sidecars"]]
+    assert len(results) == 8 and all(r.status == "optimized" for r in results)
+    for p in paths:
+        decode((tmp_path / "out" / p.name).read_bytes())
+    jobs = {e.job for e in rec.kinds("result")}
+    assert len(jobs) == 8
+    progressed = {e.job for e in rec.kinds("progress")}
+    assert jobs <= progressed
+    assert rec.kinds("batch_progress")[-1].data["done"] == 8
+    assert rec.kinds("batch_done")[0].data["total"] == 8
+    assert pids and gone(pids)  # no orphan sidecar once the client is closed
+
+
+def test_pool_priority_first_and_round_robin_within_priority(tmp_path):
+    blocker = tmp_path / "blocker" / "blocker.png"
+    blocker.parent.mkdir()
+    blocker.write_bytes(encode(Image.fromarray(photo(1400, 1000)), "PNG"))
+    make_images(tmp_path / "low", 4, prefix="low")
+    make_images(tmp_path / "a", 4, prefix="a")
+    make_images(tmp_path / "b", 4, prefix="b")
+    make_images(tmp_path / "high", 3, prefix="high")
+    order = []
+    lock = threading.Lock()
+
+    def record(ev):
+        if ev.kind == "started":
+            with lock:
+                order.append(os.path.basename(ev.data["input"]))
+
+    with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
+        first = c.submit([blocker], Settings(format="avif", effort=9), out_dir=tmp_path / "o0", on_event=record)
+        for ev in first.events(timeout=60):
+            if ev.kind == "started":
+                break  # the only sidecar is now busy: everything below queues up
+        batches = [
+            c.submit([tmp_path / "low"], Settings(), out_dir=tmp_path / "o1", on_event=record),
+            c.submit([tmp_path / "a"], Settings(), out_dir=tmp_path / "o2", on_event=record),
+            c.submit([tmp_path / "b"], Settings(), out_dir=tmp_path / "o3", on_event=record),
+            c.submit([tmp_path / "high"], Settings(), out_dir=tmp_path / "o4", priority=5, on_event=record),
+        ]
+        for x in [first, *batches]:
+            x.wait(180)
+    assert order[0] == "blocker.png"
+    assert [n[:4] for n in order[1:4]] == ["high"] * 3, order
+    rest = [n[0] for n in order[4:]]
+    # priority-0 batches take turns: each of low/a/b appears in every window of three
+    assert sorted(rest[:3]) == ["a", "b", "l"] and sorted(rest[3:6]) == ["a", "b", "l"], order
+
+
+def test_pool_cancel_mid_batch_leaves_no_partial_output(tmp_path):
+    paths = make_images(tmp_path / "in", 40, size=(400, 300))
+    with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
+        batch = c.submit([tmp_path / "in"], Settings(format="webp"), out_dir=tmp_path / "out")
+        for ev in batch.events(timeout=60):
+            if ev.kind == "result":
+                batch.cancel()
+                break
+        results = batch.wait(60)
+    cancelled = [r for r in results if r.error is not None and r.error.code == "cancelled"]
+    done = [r for r in results if r.status == "optimized"]
+    assert cancelled and len(done) + len(cancelled) == len(paths)
+    written = list((tmp_path / "out").glob("*.webp"))
+    assert len(written) == len(done)
+    for w in written:
+        decode(w.read_bytes())
+    assert not temp_files(tmp_path)
+
+
+def test_pool_pause_stops_dispatch_and_resume_continues(tmp_path):
+    make_images(tmp_path / "in", 12)
+    rec = Recorder()
+    with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
+        batch = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out", on_event=rec)
+        for ev in batch.events(timeout=60):
+            if ev.kind == "result":
+                batch.pause()
+                break
+        time.sleep(0.5)  # a job that was already running may finish
+        n_started = len(rec.kinds("started"))
+        time.sleep(1.0)
+        assert len(rec.kinds("started")) == n_started
+        assert not batch.done
+        batch.resume()
+        results = batch.wait(120)
+    assert len(results) == 12 and all(r.ok for r in results)
+    assert rec.kinds("paused") and rec.kinds("resumed")
+
+
+def test_pool_sidecar_killed_mid_job_is_retried_and_completes_once(tmp_path):
+    big = tmp_path / "in" / "big.png"
+    big.parent.mkdir()
+    big.write_bytes(encode(Image.fromarray(photo(1600, 1200)), "PNG"))
+    make_images(tmp_path / "in", 3)
+    rec = Recorder()
+    killed = []
+    with Client.local(workers=2, config=RouterConfig(**FAST)) as c:
+        batch = c.submit([tmp_path / "in"], Settings(format="avif", effort=9), out_dir=tmp_path / "out",
+                         on_event=rec)
+        for ev in batch.events(timeout=120):
+            if ev.kind == "started" and "big" in ev.data["input"] and not killed:
+                for s in c.status()["sidecars"]:
+                    if s["name"] == ev.data["sidecar"]:
+                        os.kill(s["pid"], signal.SIGKILL)
+                        killed.append(s["pid"])
+        results = batch.wait(180)
+    assert killed
+    assert all(r.status == "optimized" for r in results) and len(results) == 4
+    big_results = [e for e in rec.kinds("result") if "big" in e.data["result"]["input"]]
+    assert len(big_results) == 1
+    assert rec.kinds("retrying")
+    decode((tmp_path / "out" / "big.avif").read_bytes())
+    assert not temp_files(tmp_path)  # the router removes what the killed writer left
+
+
+def test_pool_poison_file_fails_and_batch_completes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYIMGOPT_TEST_CRASH_ON", "KILLS-EVERY-SIDECAR")
+    make_images(tmp_path / "in", 5)
+    (tmp_path / "in" / "KILLS-EVERY-SIDECAR.jpg").write_bytes(jpeg())
+    with Client.local(workers=2, config=RouterConfig(**FAST)) as c:
+        results = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out").wait(180)
+        counters = c.status()["counters"]
+    bad = [r for r in results if r.status == "failed"]
+    assert len(bad) == 1 and bad[0].error.code == "worker_lost" and "poison" in bad[0].error.message
+    assert sum(r.status == "optimized" for r in results) == 5
+    assert counters["sidecars_lost"] >= 3
+
+
+def test_pool_sidecar_recycled_after_n_jobs(tmp_path):
+    make_images(tmp_path / "in", 7)
+    with Client.local(workers=1, config=RouterConfig(max_jobs_per_sidecar=2, **FAST)) as c:
+        results = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out").wait(180)
+        counters = c.status()["counters"]
+    assert all(r.ok for r in results) and len(results) == 7
+    assert counters["recycles"] >= 3 and counters["spawned"] >= 4
+
+
+def _overlap(events):
+    running, peak = set(), 0
+    for e in events:
+        if e.kind == "started":
+            running.add(e.job)
+        elif e.kind in ("result", "failed", "retrying"):
+            running.discard(e.job)
+        peak = max(peak, len(running))
+    return peak
+
+
+def test_pool_memory_admission_holds_back_what_does_not_fit(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"m{i}.png").write_bytes(encode(Image.fromarray(photo(2000, 1500, seed=i)), "PNG", compress_level=1))
+    est = 32 * 1024 * 1024 + 2000 * 1500 * 4 * 5 + 10 * 1024 * 1024
+    tight = RouterConfig(memory_cap=int(est * 1.5), memory_reserve=0, **FAST)
+    rec = Recorder()
+    with Client.local(workers=2, config=tight) as c:
+        results = c.submit([folder], Settings(format="webp"), out_dir=tmp_path / "o1", on_event=rec).wait(240)
+    assert all(r.ok for r in results)
+    assert _overlap(rec.events) == 1  # two of these never ran together
+    roomy = RouterConfig(memory_cap=8 * 1024**3, memory_reserve=0, **FAST)
+    rec2 = Recorder()
+    with Client.local(workers=2, config=roomy) as c:
+        c.submit([folder], Settings(format="webp", effort=9), out_dir=tmp_path / "o2", on_event=rec2).wait(240)
+    assert _overlap(rec2.events) == 2  # with room, both sidecars work at once
+
+
+def test_pool_no_sidecars_degrades_to_in_process(tmp_path):
+    make_images(tmp_path / "in", 4)
+    rec = Recorder()
+    with Client.local(workers=0) as c:
+        results = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out", on_event=rec).wait(120)
+        assert c.status()["degraded"]
+    assert len(results) == 4 and all(r.ok for r in results)
+    assert rec.kinds("degraded")
+
+
+@pytest.mark.parametrize(
+    "frames, what",
+    [
+        ([b"\xc1"], "msgpack"),
+        ([b"\x82\xa1v\x02\xa1t\xa5hello"], "version"),
+        ([b"\x82\xa1v\x01\xa1t\xa4nope"], "type"),
+        ([b"\xdd\xff\xff\xff\xff"], "array"),
+        ([b""], "empty"),
+    ],
+)
+def test_pool_malformed_frames_get_protocol_error_and_router_keeps_serving(tmp_path, frames, what):
+    make_images(tmp_path / "in", 2)
+    with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
+        ctx = zmq.Context.instance()
+        raw = ctx.socket(zmq.DEALER)
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.setsockopt(zmq.RCVTIMEO, 5000)
+        raw.connect(c.endpoint)
+        try:
+            raw.send_multipart(frames)
+            reply = protocol.decode(raw.recv_multipart())
+            assert reply.type == "error" and reply["error"]["code"] == "protocol_error"
+        finally:
+            raw.close(0)
+        results = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out").wait(60)
+        assert len(results) == 2 and all(r.ok for r in results)
+        assert c.status()["counters"]["protocol_errors"] >= 1
+
+
+def test_pool_invalid_settings_on_the_wire_are_refused(tmp_path):
+    with Client.local(workers=0) as c:
+        msg = c._request  # the raw request path, with settings a real client would never send
+        from pyimgopt.errors import PyimgoptError
+        with pytest.raises(PyimgoptError) as err:
+            msg("submit", batch="x1", priority=0, settings={"quality": 0}, jobs=[], in_place=False)
+        assert err.value.code in ("protocol_error", "invalid_settings")
+
+
+def test_pool_results_match_in_process_bytes(tmp_path):
+    from pyimgopt import optimize_file
+
+    paths = make_images(tmp_path / "in", 6)
+    with Client.local(workers=2, config=RouterConfig(**FAST)) as c:
+        c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "pool").wait(120)
+    for p in paths:
+        optimize_file(p, tmp_path / "seq" / p.name)
+        assert (tmp_path / "pool" / p.name).read_bytes() == (tmp_path / "seq" / p.name).read_bytes()
+
+
+def test_pool_async_iteration(tmp_path):
+    import asyncio
+
+    make_images(tmp_path / "in", 3)
+
+    async def main():
+        with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
+            batch = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out")
+            kinds = [ev.kind async for ev in batch]
+        return kinds
+
+    kinds = asyncio.run(main())
+    assert kinds.count("result") == 3 and kinds[-1] == "batch_done"
