@@ -5,6 +5,7 @@ Usage::
 
     python bench/report.py .benchmarks/bench.json                      # print the tables
     python bench/report.py .benchmarks/bench.json --update bench/README.md
+    python bench/report.py .benchmarks/bench.json .benchmarks/pool.json    # several runs, merged
 
 ``--update`` replaces what lies between the ``<!-- report:begin -->`` and
 ``<!-- report:end -->`` lines of that file, and nothing else. Rows are read
@@ -28,6 +29,10 @@ END = "<!-- report:end -->"
 #: Targets from the project issue.
 RESIZE_TARGET = 6.0  # pyimgopt native MP/s >= 6x Pillow's, lanczos3 and bicubic, one thread
 SHARP_TARGET = 1.5  # sharp task: pyimgopt >= 1.5x as fast as pyvips (both one thread)
+POOL_VS_INPROCESS = 1.8  # pool of 2 sidecars >= 1.8x optimize_file in a loop
+POOL_VS_PILLOW = 3.0  # pool of 2 sidecars >= 3x a naive Pillow loop
+DISPATCH_MS = 2.0  # dispatch overhead < 2 ms per job (pool of 1 minus in-process)
+RSS_FLAT_PCT = 15.0  # a sidecar's RSS after 2,000 jobs within +-15 % of after 200
 
 RESIZE_IMPLS = [("native", "pyimgopt native"), ("pillow", "Pillow"), ("pure", "pyimgopt pure")]
 PIPELINE_IMPLS = [
@@ -187,6 +192,137 @@ def formats_section(benches: list[dict[str, Any]]) -> str:
     )
 
 
+def pool_section(benches: list[dict[str, Any]]) -> tuple[str, list[list[str]]]:
+    by_kind: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for b in benches:
+        by_kind[b["extra_info"]["kind"]][b["extra_info"]["impl"]] = b
+    runs = sorted({b.get("run", "?") for b in benches})
+    parts: list[str] = [f"Measured in the run of {', '.join(runs)} UTC."]
+    targets: list[list[str]] = []
+
+    tp = by_kind.get("throughput", {})
+    med = {impl: _median(b) for impl, b in tp.items()}
+    if tp:
+        pools = sorted((i for i in tp if i.startswith("pool-")), key=lambda i: int(i[5:]))
+        labels = {
+            "pillow": "Pillow loop (open, `thumbnail`, save)",
+            "inprocess": "`optimize_file` loop",
+        }
+        rows = []
+        for impl in [i for i in ("pillow", "inprocess") if i in tp] + pools:
+            e = tp[impl]["extra_info"]
+            label = (
+                labels.get(impl) or f"pool, {e['workers']} sidecar{'s' if e['workers'] > 1 else ''}"
+            )
+            out = e.get("bytes_out")
+            rows.append(
+                [
+                    label,
+                    f"{med[impl]:.2f}",
+                    f"{e['images'] / med[impl]:.1f}",
+                    "–" if out is None else f"{out:,}",
+                    _ratio(med["inprocess"] / med[impl]) if "inprocess" in med else "–",
+                    _ratio(med["pillow"] / med[impl]) if "pillow" in med else "–",
+                ]
+            )
+        e = next(iter(tp.values()))["extra_info"]
+        parts.append(
+            f"The whole corpus ({e['images']} files, {e['bytes_in']:,} bytes) fit inside "
+            "1600x1600 per round; median seconds per round; submit + wait for the pools "
+            "(started outside the timed region). Speed-ups = other median / this median.\n\n"
+            + _table(
+                [
+                    "contender",
+                    "median s",
+                    "images/s",
+                    "bytes out",
+                    "vs `optimize_file` loop",
+                    "vs Pillow loop",
+                ],
+                rows,
+            )
+        )
+    two = med.get("pool-2")
+    vs_in = med["inprocess"] / two if two and "inprocess" in med else None
+    vs_pil = med["pillow"] / two if two and "pillow" in med else None
+    targets += [
+        [
+            f"pool of 2 ≥ {POOL_VS_INPROCESS:g}x `optimize_file` loop",
+            _ratio(vs_in),
+            _met(vs_in, POOL_VS_INPROCESS),
+        ],
+        [
+            f"pool of 2 ≥ {POOL_VS_PILLOW:g}x naive Pillow loop",
+            _ratio(vs_pil),
+            _met(vs_pil, POOL_VS_PILLOW),
+        ],
+    ]
+
+    dp = by_kind.get("dispatch", {})
+    overhead = None
+    if dp:
+        rows = []
+        for impl, label in (("inprocess", "`optimize_file` loop"), ("pool-1", "pool, 1 sidecar")):
+            if impl in dp:
+                n = dp[impl]["extra_info"]["images"]
+                rows.append([label, _ms(_median(dp[impl])), f"{_median(dp[impl]) / n * 1e3:.2f}"])
+        if "inprocess" in dp and "pool-1" in dp:
+            n = dp["pool-1"]["extra_info"]["images"]
+            overhead = (_median(dp["pool-1"]) - _median(dp["inprocess"])) / n * 1e3
+        parts.append(
+            f"{n} 1x1 PNGs per round; the dispatch overhead is the pool's time per job minus "
+            "the in-process time per job.\n\n"
+            + _table(["contender", "median ms per round", "ms per job"], rows)
+            + ("" if overhead is None else f"\n\nDispatch overhead: **{overhead:.2f} ms per job**.")
+        )
+    targets.append(
+        [
+            f"dispatch overhead < {DISPATCH_MS:g} ms per job",
+            "–" if overhead is None else f"{overhead:.2f} ms",
+            "not measured"
+            if overhead is None
+            else ("**met**" if overhead < DISPATCH_MS else "not met"),
+        ]
+    )
+
+    mem = by_kind.get("memory", {}).get("pool-1")
+    change = None
+    if mem:
+        e = mem["extra_info"]
+        change = e["rss_change_pct"]
+        parts.append(
+            f"One sidecar, never recycled, serves {e['images']:,} small images (64-160 px JPEG, "
+            f"PNG, WebP); RSS from `/proc/PID/statm`.\n\n"
+            + _table(
+                [
+                    f"RSS after {e['first_images']}",
+                    f"RSS after {e['images']:,}",
+                    "change",
+                    f"median s for the last {e['images'] - e['first_images']:,}",
+                ],
+                [
+                    [
+                        f"{e['rss_after_first'] / 2**20:.1f} MiB",
+                        f"{e['rss_after_all'] / 2**20:.1f} MiB",
+                        f"{change:+.1f} %",
+                        f"{_median(mem):.2f}",
+                    ]
+                ],
+                "rrrr",
+            )
+        )
+    targets.append(
+        [
+            f"sidecar RSS flat within ±{RSS_FLAT_PCT:g} % (200 → 2,000 images)",
+            "–" if change is None else f"{change:+.1f} %",
+            "not measured"
+            if change is None
+            else ("**met**" if abs(change) <= RSS_FLAT_PCT else "not met"),
+        ]
+    )
+    return "\n\n".join(parts), targets
+
+
 def render(data: dict[str, Any]) -> str:
     suites: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for b in data["benchmarks"]:
@@ -220,6 +356,10 @@ def render(data: dict[str, Any]) -> str:
             _met(vs_vips, SHARP_TARGET),
         ]
     )
+    if suites["pool"]:
+        text, pool_targets = pool_section(suites["pool"])
+        parts += ["### Sidecar pool", text]
+        targets += pool_targets
     parts += [
         "### Targets",
         _table(["target (project issue)", "measured", "status"], targets, "lll"),
@@ -239,7 +379,13 @@ def update(path: pathlib.Path, tables: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("json", type=pathlib.Path, help="a pytest-benchmark --benchmark-json file")
+    parser.add_argument(
+        "json",
+        type=pathlib.Path,
+        nargs="+",
+        help="pytest-benchmark --benchmark-json files (several: their benchmarks are merged; "
+        "the first gives the machine and commit)",
+    )
     parser.add_argument(
         "--update",
         type=pathlib.Path,
@@ -247,7 +393,12 @@ def main(argv: list[str] | None = None) -> None:
         help=f"replace the text between {BEGIN} and {END} in this file instead of printing",
     )
     args = parser.parse_args(argv)
-    tables = render(json.loads(args.json.read_text(encoding="utf-8")))
+    runs = [json.loads(p.read_text(encoding="utf-8")) for p in args.json]
+    for r in runs:  # which run each benchmark came from, for sections measured apart
+        for b in r["benchmarks"]:
+            b.setdefault("run", str(r.get("datetime", "?"))[:19])
+    data = {**runs[0], "benchmarks": [b for r in runs for b in r["benchmarks"]]}
+    tables = render(data)
     if args.update:
         update(args.update, tables)
     else:

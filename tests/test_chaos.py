@@ -186,7 +186,8 @@ def test_chaos_pool_survives_random_sidecar_kills(tmp_path):
         seen |= _sidecar_children()
         client.close()
 
-    # The chaos really happened, and the router noticed it.
+    # The chaos really happened, and the router noticed it (figures shown with -rP).
+    print(f"chaos: {len(killer.killed)} kills, counters {counters}")
     assert len(killer.killed) >= 3, f"only {len(killer.killed)} kills: the batch ran too fast"
     assert counters["sidecars_lost"] >= 1, counters
     assert counters["spawned"] >= WORKERS + 1, counters

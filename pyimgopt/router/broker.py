@@ -33,6 +33,7 @@ from ..errors import (
     PyimgoptError,
     WorkerLostError,
 )
+from ..pipeline.encode import EXTENSIONS
 from ..pipeline.write import remove_stale_temps
 from .queue import JobQueue
 from .resources import available_memory, estimate_job_memory, memory_budget, usable_cpus
@@ -466,9 +467,14 @@ class Router:
             job = self._jobs[jid]
             self._release(job, None)
             if proc is not None and proc.poll() is not None:
-                target = job.output if not self._batches[job.batch].in_place else job.input
+                batch = self._batches[job.batch]
+                target = job.input if batch.in_place else job.output
                 if target:
                     remove_stale_temps(target)
+                    if batch.settings.get("format") == "auto":  # the writer may have renamed it
+                        stem = os.path.splitext(target)[0]
+                        for ext in EXTENSIONS.values():
+                            remove_stale_temps(stem + ext)
             job.kills += 1
             if job.kills >= self.config.poison_kills:
                 self._end_job(job, WorkerLostError(
@@ -517,11 +523,11 @@ class Router:
         cfg = self.config
         for pid, proc in list(self._procs.items()):
             if proc.poll() is not None:
+                for sc in list(self._sidecars.values()):
+                    if sc.pid == pid:  # _lose needs the process to clean up after it
+                        self._lose(sc, f"sidecar {pid} exited with code {proc.returncode}")
                 del self._procs[pid]
                 self._spawned_at.pop(pid, None)
-                for sc in list(self._sidecars.values()):
-                    if sc.pid == pid:
-                        self._lose(sc, f"sidecar {pid} exited with code {proc.returncode}")
         for sc in list(self._sidecars.values()):
             if not sc.local and now - sc.last_seen > cfg.liveness:
                 self._lose(sc, f"sidecar {sc.name} silent for {now - sc.last_seen:.1f} s")
