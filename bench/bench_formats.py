@@ -33,6 +33,8 @@ FORMAT_CASES = [
     FormatCase("jpeg-q80", {"format": "jpeg", "quality": 80}),
     FormatCase("webp-q80", {"format": "webp", "quality": 80}),
     FormatCase("avif-q60", {"format": "avif", "quality": 60}, requires="avif"),
+    FormatCase("jpeg-ssim0.985", {"format": "jpeg", "target_ssim": 0.985}),
+    FormatCase("auto-ssim0.985", {"format": "auto", "target_ssim": 0.985}),
 ]
 
 #: Corpus images (by MANIFEST name): medium and small photos as JPEG and PNG,
@@ -78,5 +80,31 @@ def test_format(benchmark, corpus_bytes, image, case_id):
         bytes_in=len(data),
     )
     benchmark.extra_info.update(
-        bytes_out=len(out), status=result.status, format_out=result.format_out
+        bytes_out=len(out), status=result.status, format_out=result.format_out,
+        ssim=_luma_ssim(data, out),
     )
+
+
+def _luma_ssim(src: bytes, out: bytes) -> float | None:
+    """Luma SSIM of ``out`` against the decoded, upright ``src`` (same size only)."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    from pyimgopt import _kernels
+
+    def rgb(data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                base = Image.new("RGB", im.size, (255, 255, 255))
+                rgba = im.convert("RGBA")
+                base.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+                return np.asarray(base)
+            return np.asarray(im.convert("RGB"))
+
+    a, b = rgb(src), rgb(out)
+    if a.shape != b.shape or min(a.shape[:2]) < 7:
+        return None
+    return round(float(_kernels.ssim_luma(a, b)), 4)

@@ -183,11 +183,13 @@ def formats_section(benches: list[dict[str, Any]]) -> str:
             e = b["extra_info"]
             out = e["bytes_out"]
             status = "" if e.get("status") == "optimized" else f" ({e.get('status')})"
-            row.append(f"{out:,} ({100 * out / bytes_in:.0f} %) · {_ms(_median(b))} ms{status}")
+            ssim = f" · SSIM {e['ssim']:.3f}" if e.get("ssim") is not None else ""
+            row.append(f"{out:,} ({100 * out / bytes_in:.0f} %) · {_ms(_median(b))} ms{ssim}{status}")
         rows.append(row)
     return (
         "pyimgopt default settings but for the output format; bytes out "
-        "(percent of input) · median milliseconds.\n\n"
+        "(percent of input) · median milliseconds · luma SSIM of the output against the "
+        "decoded input (target 0.985 for the `ssim` and `auto` columns).\n\n"
         + _table(["image", "bytes in"] + cases, rows)
     )
 
