@@ -109,3 +109,37 @@ def test_cli_output_collision_reported_not_overwritten(tmp_path):
     assert p.returncode == 1
     assert sorted(r["status"] for r in recs) == ["failed", "optimized"]
     assert "overwrite" in [r for r in recs if r["status"] == "failed"][0]["error"]["message"]
+
+
+def test_cli_router_process_serves_optimize_connect(tmp_path):
+    """`pyimgopt router --bind` as its own process; `optimize --connect` uses it; SIGTERM ends it."""
+    import signal
+    import time
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "p.jpg").write_bytes(jpeg(quality=97))
+    sock = tmp_path / "r"
+    sock.mkdir(mode=0o700)
+    endpoint = f"ipc://{sock}/clients"
+    router = subprocess.Popen(
+        [sys.executable, "-m", "pyimgopt", "router", "--bind", endpoint, "-j", "1"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        line = router.stderr.readline()
+        assert "pyimgopt router" in line, line
+        p = run("optimize", tmp_path / "in", "-o", tmp_path / "out", "--connect", endpoint, "--json")
+        assert p.returncode == 0, p.stderr
+        assert lines(p.stdout)[0]["status"] == "optimized"
+        assert (tmp_path / "out" / "p.jpg").is_file()
+    finally:
+        router.send_signal(signal.SIGTERM)
+        try:
+            router.wait(30)
+        finally:
+            if router.poll() is None:
+                router.kill()
+                router.wait(10)
+            router.stderr.close()
+    assert router.returncode == 0
+    time.sleep(0.2)
