@@ -35,6 +35,9 @@ __all__ = ["Sidecar", "rss_bytes", "CRASH_ENV"]
 #: makes the process die at once (SIGKILL-like). Unset in normal use.
 CRASH_ENV = "PYIMGOPT_TEST_CRASH_ON"
 
+#: Stages announced to the router as ``progress`` (each also renews the job's lease).
+_REPORTED_STAGES = frozenset({"decode", "resize", "encode"})
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -146,7 +149,8 @@ class Sidecar:
         def progress(stage: str) -> None:
             if run.abort.is_set() and stage != "write":
                 raise CancelledError("aborted by the router", stage=stage)
-            self._post(protocol.encode("progress", job=job, attempt=attempt, stage=stage))
+            if stage in _REPORTED_STAGES:  # the quick ones would only add messages
+                self._post(protocol.encode("progress", job=job, attempt=attempt, stage=stage))
 
         bulk: list[bytes] = []
         try:

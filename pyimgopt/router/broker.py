@@ -90,6 +90,7 @@ class _Batch:
     cancelled: bool = False
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
+    last_progress: float = 0.0
 
     @property
     def total(self) -> int:
@@ -435,6 +436,12 @@ class Router:
 
     def _progress_event(self, batch: _Batch) -> None:
         finished = batch.done + batch.failed
+        now = time.monotonic()
+        # At most ten a second (and always the last one): a host redraws a bar
+        # from these, and a flood of tiny jobs should not mean a flood of events.
+        if finished < batch.total and now - batch.last_progress < 0.1:
+            return
+        batch.last_progress = now
         elapsed = time.monotonic() - batch.started
         eta = (elapsed / finished) * (batch.total - finished) if finished else None
         self._event(batch, "batch_progress", done=batch.done, failed=batch.failed, total=batch.total,
