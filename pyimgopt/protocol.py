@@ -88,6 +88,7 @@ _I = (int,)
 _B = (bool,)
 _D = (dict,)
 _L = (list,)
+_DN = (dict, _NONE)
 REQ, OPT = True, False  # an OPT field may be absent (it reads as None)
 
 #: type -> {field: (accepted types, required)}. Types are matched exactly as
@@ -130,6 +131,10 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "in_place": (_B, REQ),
         "settings": (_D, REQ),
         "inline": (_B, REQ),
+        # what the router checked: {"dev", "ino"} of the input and, when the
+        # output folder existed, {"parent_dev", "parent_ino"}; the sidecar
+        # refuses a file or folder that is not the one checked.
+        "expect": (_DN, OPT),
     },
     "progress": {"job": (_S, REQ), "attempt": (_I, REQ), "stage": (_S, REQ)},
     "result": {"job": (_S, REQ), "attempt": (_I, REQ), "result": (_D, REQ)},

@@ -16,10 +16,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heartbeat", type=float, default=0.5, help="seconds between heartbeats")
     p.add_argument("--name", default=None)
     p.add_argument("--parent", type=int, default=None, help="exit when this pid is gone")
+    p.add_argument("--max-address-space-mb", type=int, default=None,
+                   help="RLIMIT_AS: a hostile image that needs more fails alone (MemoryError)")
+    p.add_argument("--cpu-per-job", type=float, default=None,
+                   help="CPU seconds one job may use; past it the job fails with 'timeout'")
     a = p.parse_args(argv)
     # (The router starts pool sidecars with MALLOC_ARENA_MAX=2 in their
     # environment: glibc reads it at start-up, too early to set it here.)
     from .worker import Sidecar
+
+    if a.max_address_space_mb:
+        import resource
+
+        limit = a.max_address_space_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     sc = Sidecar(
         a.connect,
@@ -29,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat=a.heartbeat,
         name=a.name,
         parent=a.parent,
+        cpu_per_job=a.cpu_per_job,
     )
     return sc.run()
 

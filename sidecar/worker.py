@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 import zmq
 
 from pyimgopt import protocol
-from pyimgopt.errors import CancelledError, InternalError, ProtocolError, PyimgoptError
+from pyimgopt.errors import (
+    CancelledError,
+    InternalError,
+    JobTimeoutError,
+    ProtocolError,
+    PyimgoptError,
+)
 from pyimgopt.pipeline import optimize_bytes, optimize_file
 
 __all__ = ["Sidecar", "rss_bytes", "CRASH_ENV"]
@@ -89,6 +95,10 @@ class Sidecar:
         a pool never leaves orphans behind.
     allow_crash_hook:
         Honour the test-only :data:`CRASH_ENV` hook (never in-process).
+    cpu_per_job:
+        CPU seconds a job may use (RLIMIT_CPU, raised before each job). Past
+        it the job fails with ``timeout`` (not retried) and this sidecar
+        exits, since a thread inside a C decoder cannot be interrupted.
     """
 
     def __init__(
@@ -104,6 +114,7 @@ class Sidecar:
         context: zmq.Context | None = None,
         parent: int | None = None,
         allow_crash_hook: bool = True,
+        cpu_per_job: float | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.slots = max(1, int(slots))
@@ -122,6 +133,8 @@ class Sidecar:
         self._wake_addr = f"inproc://sidecar-wake-{uuid.uuid4().hex}"
         self._crash_on = (os.environ.get(CRASH_ENV) or None) if allow_crash_hook else None
         self.parent = parent
+        self.cpu_per_job = cpu_per_job
+        self._over_cpu = threading.Event()
 
     # -- worker threads -------------------------------------------------------------
 
@@ -164,7 +177,8 @@ class Sidecar:
                 bulk = [out]
             else:
                 dst = None if msg["in_place"] else msg["output"]
-                result = optimize_file(msg["input"], dst, settings, progress=progress)
+                result = optimize_file(msg["input"], dst, settings, progress=progress,
+                                       expect=msg.get("expect"))
             if result.error is not None:
                 reply = protocol.encode("failed", job=job, attempt=attempt,
                                         error=protocol.pack_error(result.error))
@@ -181,8 +195,28 @@ class Sidecar:
 
     # -- main loop -------------------------------------------------------------------
 
+    def _arm_cpu_limit(self) -> None:
+        """Let the next job use ``cpu_per_job`` more CPU seconds than used so far."""
+        if not self.cpu_per_job:
+            return
+        import resource
+
+        used = sum(os.times()[:2])
+        soft = int(used + self.cpu_per_job) + 1
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        try:  # only the soft limit moves: raising a hard limit needs privileges
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+        except (ValueError, OSError):
+            pass
+
     def run(self) -> int:
         """Serve until shutdown, recycling or the router going away; return an exit code."""
+        if self.cpu_per_job and threading.current_thread() is threading.main_thread():
+            import signal
+
+            signal.signal(signal.SIGXCPU, lambda *_: self._over_cpu.set())
         sock = self._ctx.socket(zmq.DEALER)
         protocol.configure_socket(sock)
         sock.connect(self.endpoint)
@@ -205,6 +239,15 @@ class Sidecar:
         try:
             while True:
                 now = time.monotonic()
+                if self._over_cpu.is_set():
+                    for run in list(self._running.values()):
+                        sock.send_multipart(protocol.encode(
+                            "failed", job=run.job, attempt=run.attempt,
+                            error=protocol.pack_error(JobTimeoutError(
+                                f"over the CPU limit of {self.cpu_per_job:g} s per job",
+                                stage="sidecar", retryable=False))))
+                    code = 4
+                    break
                 if self.parent is not None and os.getppid() != self.parent:
                     code = 3
                     break
@@ -254,6 +297,7 @@ class Sidecar:
                                         "sidecar has no free slot", stage="dispatch", retryable=True))))
                                 continue
                             self._running[msg["job"]] = _Running(msg["job"], msg["attempt"])
+                            self._arm_cpu_limit()
                             self._jobs.put(msg)
                         elif msg.type == "abort":
                             run = self._running.get(msg["job"])

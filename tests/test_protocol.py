@@ -80,6 +80,7 @@ VALID: dict[str, tuple[dict, list[bytes]]] = {
             in_place=False,
             settings=pack_settings(Settings()),
             inline=True,
+            expect={"dev": 2049, "ino": 1234},
         ),
         [b"\xff\xd8\xff image bytes"],
     ),

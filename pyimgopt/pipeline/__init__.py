@@ -302,8 +302,13 @@ def optimize_file(
     settings: Settings | None = None,
     *,
     progress: Callable[[str], None] | None = None,
+    expect: dict | None = None,
 ) -> Result:
     """Optimise the file ``src`` and write it to ``dst`` (``None``: in place).
+
+    ``expect`` — ``{"dev", "ino"}`` of the checked input and optionally
+    ``{"parent_dev", "parent_ino"}`` of the checked output folder — makes the
+    read and the write refuse a path that was swapped after it was checked.
 
     ``progress(stage)`` is called as each stage ends (``read``, ``probe``,
     ``decode``, ``resize``, ``encode``, ``write``); an exception it raises
@@ -326,7 +331,8 @@ def optimize_file(
     start = time.perf_counter()
     clock = _Clock(progress)
     try:
-        data, st = read_input(src_s, s.max_input_bytes)
+        want = None if expect is None else (expect["dev"], expect["ino"])
+        data, st = read_input(src_s, s.max_input_bytes, expect=want)
         clock.lap("read")
         if in_place and s.format not in ("keep", "auto"):
             fmt = (sniff(data[:64]) or "").lower()
@@ -343,7 +349,10 @@ def optimize_file(
         if info["status"] == "skipped" and in_place:
             pass  # the original stays exactly as it was
         else:
-            atomic_write(dst_s, out, mode=st.st_mode if in_place else None)
+            parent = None
+            if expect is not None and expect.get("parent_ino") is not None:
+                parent = (expect["parent_dev"], expect["parent_ino"])
+            atomic_write(dst_s, out, mode=st.st_mode if in_place else None, expect_parent=parent)
         clock.lap("write")
     except MemoryError:
         return _failed(TooLargeError("out of memory", stage="decode"), src_s, clock, start)

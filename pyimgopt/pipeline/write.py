@@ -10,11 +10,12 @@ the bytes are read.
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import stat
-import tempfile
 
-from ..errors import IOFailureError, TooLargeError
+from ..errors import IOFailureError, ScopeDeniedError, TooLargeError
 
 __all__ = ["read_input", "atomic_write", "remove_stale_temps", "TEMP_SUFFIX"]
 
@@ -22,29 +23,46 @@ __all__ = ["read_input", "atomic_write", "remove_stale_temps", "TEMP_SUFFIX"]
 TEMP_SUFFIX = ".pyimgopt-tmp"
 
 
-def read_input(path: str, max_bytes: int) -> tuple[bytes, os.stat_result]:
+def read_input(
+    path: str, max_bytes: int, *, expect: tuple[int, int] | None = None
+) -> tuple[bytes, os.stat_result]:
     """Read a regular file of at most ``max_bytes``; return (bytes, stat).
+
+    With ``expect`` = (st_dev, st_ino) — what a checker saw when it approved
+    the path — the last component must not be a symlink and the opened file
+    must be that very file: a path swapped between check and open is refused.
+    Opening never blocks (a FIFO is refused, not waited on).
 
     Raises
     ------
     IOFailureError
         Missing, unreadable or not a regular file.
+    ScopeDeniedError
+        ``expect`` given and the file is not the one that was checked.
     TooLargeError
         Larger than ``max_bytes`` (checked with ``fstat`` before reading).
     """
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    if expect is not None:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise IOFailureError("input does not exist", path=path, stage="read") from None
     except IsADirectoryError:
         raise IOFailureError("input is a directory", path=path, stage="read") from None
     except OSError as exc:
+        if expect is not None and exc.errno == errno.ELOOP:
+            raise ScopeDeniedError("input became a symlink after it was checked",
+                                   path=path, stage="read") from None
         raise IOFailureError(
             f"cannot open input: {exc.strerror}", path=path, stage="read",
-            retryable=exc.errno in (4, 11, 16, 24),  # EINTR, EAGAIN, EBUSY, EMFILE
+            retryable=exc.errno in (errno.EINTR, errno.EAGAIN, errno.EBUSY, errno.EMFILE),
         ) from None
     try:
         st = os.fstat(fd)
+        if expect is not None and (st.st_dev, st.st_ino) != tuple(expect):
+            raise ScopeDeniedError("input changed between check and open", path=path, stage="read")
         if not stat.S_ISREG(st.st_mode):
             raise IOFailureError("input is not a regular file", path=path, stage="read")
         if st.st_size > max_bytes:
@@ -53,6 +71,8 @@ def read_input(path: str, max_bytes: int) -> tuple[bytes, os.stat_result]:
                 path=path,
                 stage="read",
             )
+        if flags & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
         chunks, total = [], 0
         while True:
             chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
@@ -68,7 +88,7 @@ def read_input(path: str, max_bytes: int) -> tuple[bytes, os.stat_result]:
                 )
         return b"".join(chunks), st
     except OSError as exc:
-        if isinstance(exc, IOFailureError):
+        if isinstance(exc, (IOFailureError, ScopeDeniedError)):
             raise
         raise IOFailureError(f"cannot read input: {exc.strerror}", path=path, stage="read") from None
     finally:
@@ -87,66 +107,100 @@ def _umask() -> int:
     return 0o022
 
 
-def _fsync_dir(folder: str) -> None:
-    try:
-        dfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
-def atomic_write(path: str, data: bytes, *, mode: int | None = None) -> None:
+def atomic_write(
+    path: str,
+    data: bytes,
+    *,
+    mode: int | None = None,
+    expect_parent: tuple[int, int] | None = None,
+) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
-    ``mode`` sets the file's permission bits (an in-place rewrite passes the
-    original's); by default a new file gets ``0o666`` minus the umask.
-    Missing parent folders are created.
+    The folder is opened once (never through a symlink when
+    ``expect_parent`` = (st_dev, st_ino) of the checked folder is given, and
+    then it must be that folder); the temporary file is created in it with
+    ``O_EXCL|O_NOFOLLOW``, written, fsynced and renamed over the target
+    relative to that folder handle, so a folder swapped after the check
+    cannot redirect the write. ``mode`` sets the permission bits (an in-place
+    rewrite passes the original's); a new file gets ``0o666`` minus the
+    umask. Missing parent folders are created (only without ``expect_parent``).
 
     Raises
     ------
     IOFailureError
         The folder cannot be created or written, the disk is full, ...; the
         target is then untouched and no temporary file remains.
+    ScopeDeniedError
+        ``expect_parent`` given and the folder is not the one checked.
     """
     folder = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
+    dflags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name[:100]}.", suffix=TEMP_SUFFIX, dir=folder)
+        if expect_parent is None:
+            os.makedirs(folder, exist_ok=True)
+        else:
+            dflags |= getattr(os, "O_NOFOLLOW", 0)
+        dfd = os.open(folder, dflags)
     except OSError as exc:
+        if expect_parent is not None and exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ScopeDeniedError("output folder became a symlink after it was checked",
+                                   path=path, stage="write") from None
         raise IOFailureError(
             f"cannot write in output folder: {exc.strerror or exc}", path=path, stage="write"
         ) from None
     try:
+        if expect_parent is not None:
+            st = os.fstat(dfd)
+            if (st.st_dev, st.st_ino) != tuple(expect_parent):
+                raise ScopeDeniedError("output folder changed after it was checked",
+                                       path=path, stage="write")
+        _write_in(dfd, name, data, mode, path)
+    finally:
+        os.close(dfd)
+
+
+def _write_in(dfd: int, name: str, data: bytes, mode: int | None, path: str) -> None:
+    tmp = None
+    try:
+        for _ in range(100):
+            candidate = f".{name[:100]}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+            try:
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dfd)
+            except FileExistsError:
+                continue
+            tmp = candidate
+            break
+        else:
+            raise IOFailureError("cannot create a temporary file", path=path, stage="write")
         try:
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            if mode is None:
-                mode = 0o666 & ~_umask()
-            os.fchmod(fd, stat.S_IMODE(mode))
+            os.fchmod(fd, stat.S_IMODE(mode if mode is not None else 0o666 & ~_umask()))
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as exc:
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        tmp = None
         try:
-            os.unlink(tmp)
+            os.fsync(dfd)
         except OSError:
             pass
-        if isinstance(exc, OSError):
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
+        if isinstance(exc, OSError) and not isinstance(exc, (IOFailureError, ScopeDeniedError)):
             raise IOFailureError(
                 f"cannot write output: {exc.strerror or exc}", path=path, stage="write",
-                retryable=exc.errno in (4, 11, 16),
+                retryable=exc.errno in (errno.EINTR, errno.EAGAIN, errno.EBUSY),
             ) from None
         raise
-    _fsync_dir(folder)
 
 
 def remove_stale_temps(path: str) -> int:

@@ -56,6 +56,8 @@ class RouterConfig:
     max_attempts: int = 3
     poison_kills: int = 3
     spawn_grace: float = 20.0
+    sidecar_address_space: int | None = 8 * 1024**3  # RLIMIT_AS of pool sidecars
+    cpu_per_job: float | None = 300.0  # CPU seconds one job may use in a pool sidecar
 
 
 @dataclass
@@ -501,6 +503,10 @@ class Router:
             cmd += ["--max-jobs", str(self.config.max_jobs_per_sidecar)]
         if self.config.max_rss:
             cmd += ["--max-rss-mb", str(max(1, self.config.max_rss // (1024 * 1024)))]
+        if self.config.sidecar_address_space:
+            cmd += ["--max-address-space-mb", str(self.config.sidecar_address_space // (1024 * 1024))]
+        if self.config.cpu_per_job:
+            cmd += ["--cpu-per-job", str(self.config.cpu_per_job)]
         env = {**os.environ, "MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": str(16 * 1024 * 1024)}
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
