@@ -24,6 +24,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable
 
 import zmq
@@ -290,9 +291,15 @@ class Authenticator:
     def stop(self) -> None:
         """Stop answering; from now on no CURVE client of this context is admitted."""
         with self._lock:
-            if self._thread is not None:
-                self._thread.stop()
-                self._thread = None
+            if self._thread is None:
+                return
+            self._thread.stop()
+            self._thread = None
+            # The ZAP socket's inproc name is released by libzmq's reaper, a
+            # moment after close: wait for it, so start() can follow at once.
+            deadline = time.monotonic() + 5.0
+            while _zap_handler_running(self.context) and time.monotonic() < deadline:
+                time.sleep(0.005)
 
     def allowed(self) -> set[str]:
         """The key ids currently admitted."""

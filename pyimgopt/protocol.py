@@ -89,6 +89,7 @@ _B = (bool,)
 _D = (dict,)
 _L = (list,)
 _DN = (dict, _NONE)
+_BN = (bool, _NONE)
 REQ, OPT = True, False  # an OPT field may be absent (it reads as None)
 
 #: type -> {field: (accepted types, required)}. Types are matched exactly as
@@ -120,7 +121,9 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "reply": {"req": (_S, REQ), "ok": (_B, REQ), "data": (_D, REQ)},
     "error": {"req": (_SN, OPT), "error": (_D, REQ)},
     # router <-> sidecar
-    "ready": {"slots": (_I, REQ), "pid": (_I, REQ), "name": (_S, REQ)},
+    # inline: the sidecar has no access to the router's files (remote) and
+    # takes every job as bytes in a frame.
+    "ready": {"slots": (_I, REQ), "pid": (_I, REQ), "name": (_S, REQ), "inline": (_BN, OPT)},
     "heartbeat": {"rss": (_I, REQ), "busy": (_L, REQ)},
     "job": {
         "job": (_S, REQ),

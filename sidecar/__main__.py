@@ -18,6 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parent", type=int, default=None, help="exit when this pid is gone")
     p.add_argument("--max-address-space-mb", type=int, default=None,
                    help="RLIMIT_AS: a hostile image that needs more fails alone (MemoryError)")
+    p.add_argument("--inline", action="store_true", default=None,
+                   help="take jobs as bytes (default for tcp:// endpoints: no shared file system)")
     p.add_argument("--cpu-per-job", type=float, default=None,
                    help="CPU seconds one job may use; past it the job fails with 'timeout'")
     a = p.parse_args(argv)
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         name=a.name,
         parent=a.parent,
         cpu_per_job=a.cpu_per_job,
+        inline=a.inline,
     )
     return sc.run()
 

@@ -110,6 +110,7 @@ class Sidecar:
         max_rss: int | None = None,
         heartbeat: float = 0.5,
         router_timeout: float = 15.0,
+        inline: bool | None = None,
         name: str | None = None,
         context: zmq.Context | None = None,
         parent: int | None = None,
@@ -122,6 +123,9 @@ class Sidecar:
         self.max_rss = max_rss
         self.heartbeat = heartbeat
         self.router_timeout = router_timeout
+        # A sidecar reached over TCP is taken to be on another machine: it gets
+        # (and returns) image bytes inline and never sees the router's paths.
+        self.inline = endpoint.startswith("tcp://") if inline is None else inline
         self.name = name or f"sidecar-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._ctx = context or zmq.Context.instance()
         self._jobs: queue.Queue = queue.Queue()
@@ -173,7 +177,8 @@ class Sidecar:
             if msg["inline"]:
                 if not msg.bulk:
                     raise ProtocolError("inline job without its image frame", stage="protocol")
-                out, result = optimize_bytes(msg.bulk[0], settings, progress=progress)
+                out, result = optimize_bytes(msg.bulk[0], settings, progress=progress,
+                                             in_place=msg["in_place"])
                 bulk = [out]
             else:
                 dst = None if msg["in_place"] else msg["output"]
@@ -231,7 +236,8 @@ class Sidecar:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(wake_rx, zmq.POLLIN)
-        sock.send_multipart(protocol.encode("ready", slots=self.slots, pid=os.getpid(), name=self.name))
+        sock.send_multipart(protocol.encode("ready", slots=self.slots, pid=os.getpid(), name=self.name,
+                                            inline=self.inline))
         next_beat = time.monotonic()
         last_heard = time.monotonic()
         recycling = False

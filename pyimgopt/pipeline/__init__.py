@@ -245,8 +245,12 @@ def optimize_bytes(
     settings: Settings | None = None,
     *,
     progress: Callable[[str], None] | None = None,
+    in_place: bool = False,
 ) -> tuple[bytes, Result]:
     """Optimise an image held in memory.
+
+    ``in_place=True`` says the bytes will replace their source: the format is
+    kept (``auto`` picks within it; a named other format is refused).
 
     ``progress(stage)`` is called as each stage ends; if it raises, the
     pipeline stops there and the exception propagates.
@@ -270,8 +274,14 @@ def optimize_bytes(
         )
     start = time.perf_counter()
     clock = _Clock(progress)
+    if in_place and s.format not in ("keep", "auto"):
+        fmt = (sniff(data[:64]) or "").lower()
+        if fmt and fmt != s.format:
+            raise InvalidSettingsError(
+                f"in-place optimisation keeps each file's format; {fmt.upper()} cannot be "
+                f"replaced by {s.format.upper()}", stage="settings")
     try:
-        out, info = _run(data, s, None, clock)
+        out, info = _run(data, s, None, clock, in_place=in_place)
     except PyimgoptError:
         raise
     except MemoryError:

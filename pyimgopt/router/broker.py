@@ -34,7 +34,7 @@ from ..errors import (
     WorkerLostError,
 )
 from ..pipeline.encode import EXTENSIONS
-from ..pipeline.write import remove_stale_temps
+from ..pipeline.write import atomic_write, read_input, remove_stale_temps
 from .queue import JobQueue
 from .resources import available_memory, estimate_job_memory, memory_budget, usable_cpus
 
@@ -46,6 +46,7 @@ class RouterConfig:
     """Tunables of a router; the defaults suit a desktop or a server."""
 
     workers: int | None = None  # None: usable CPUs; 0: in-process (degraded) only
+    pool: bool = True  # False: start no sidecars at all, wait for sidecars that connect
     max_jobs_per_sidecar: int | None = 500
     max_rss: int | None = 1024 * 1024 * 1024
     memory_cap: int | None = None
@@ -74,6 +75,9 @@ class _Job:
     not_before: float = 0.0
     mem: int | None = None
     started: float = 0.0
+    expect: dict | None = None
+    inline: bool = False
+    mode: int | None = None
 
 
 @dataclass
@@ -112,6 +116,7 @@ class _Sidecar:
     jobs_done: int = 0
     retiring: bool = False
     local: bool = False
+    inline: bool = False
 
 
 class Router:
@@ -182,7 +187,7 @@ class Router:
         poller.register(self._front, zmq.POLLIN)
         poller.register(self._back, zmq.POLLIN)
         self._started = time.monotonic()
-        if self._target == 0:
+        if self._target == 0 and self.config.pool:
             self._go_degraded("workers=0: processing in-process")
         self._ready.set()
         next_beat = 0.0
@@ -361,7 +366,7 @@ class Router:
         if t == "ready":
             local = msg["pid"] == os.getpid()
             self._sidecars[identity] = _Sidecar(identity, max(1, msg["slots"]), msg["pid"], msg["name"],
-                                                local=local)
+                                                local=local, inline=bool(msg.get("inline")))
             return
         if sc is None:
             return  # not (or no longer) one of ours: it will time out
@@ -387,6 +392,12 @@ class Router:
         sc.jobs_done += 1
         if t == "result":
             result = msg["result"]
+            if job.inline:
+                try:
+                    result = self._write_inline(job, batch, result, msg.bulk)
+                except PyimgoptError as exc:
+                    self._end_job(job, exc)
+                    return
             job.state = "done"
             batch.done += 1
             if result.get("bytes_in") and result.get("bytes_out") is not None:
@@ -459,6 +470,35 @@ class Router:
         self._event(batch, "batch_done", done=batch.done, failed=batch.failed, total=batch.total,
                     bytes_in=batch.bytes_in, bytes_out=batch.bytes_out,
                     seconds=time.monotonic() - batch.started)
+
+    def _read_inline(self, job: _Job, batch: _Batch) -> bytes:
+        """The input bytes for a sidecar that cannot see our files (checked as a local read)."""
+        limit = int(batch.settings.get("max_input_bytes") or 256 * 1024 * 1024)
+        want = None if job.expect is None else (job.expect["dev"], job.expect["ino"])
+        data, st = read_input(job.input, limit, expect=want)
+        job.mode = st.st_mode
+        return data
+
+    def _write_inline(self, job: _Job, batch: _Batch, result: dict, bulk: tuple) -> dict:
+        """Write what a remote sidecar sent back, under this router's checks; return the result."""
+        if not bulk:
+            raise ProtocolError("inline result without its image frame", path=job.input, stage="protocol")
+        result = dict(result)
+        result["input"] = job.input
+        if batch.in_place:
+            dst = job.input
+        else:
+            dst = job.output
+            fmt_in, fmt_out = result.get("format_in"), result.get("format_out")
+            if batch.settings.get("format") == "auto" and fmt_out and fmt_out != fmt_in:
+                dst = os.path.splitext(dst)[0] + EXTENSIONS[fmt_out]
+        if not (batch.in_place and result.get("status") == "skipped"):
+            parent = None
+            if job.expect is not None and job.expect.get("parent_ino") is not None:
+                parent = (job.expect["parent_dev"], job.expect["parent_ino"])
+            atomic_write(dst, bulk[0], mode=job.mode if batch.in_place else None, expect_parent=parent)
+        result["output"] = dst
+        return result
 
     def _lose(self, sc: _Sidecar, why: str) -> None:
         """A sidecar died or went silent: kill it if ours, requeue or poison its jobs."""
@@ -554,7 +594,7 @@ class Router:
                     else:
                         self._lose(sc, f"job lease expired on {sc.name}")
                     break
-        if self._target > 0 and self._degraded is None:
+        if self._target > 0 and self._degraded is None and cfg.pool:
             live = len([p for p in self._procs.values() if p.poll() is None])
             for _ in range(self._target - live):
                 self._spawn()
@@ -601,10 +641,22 @@ class Router:
                 job.deadline = now + self.config.lease
                 sc.busy.add(job.id)
                 self._mem_in_use += job.mem or 0
-                self._send_sidecar(sc.identity, "job", job=job.id, attempt=job.attempt,
-                                   lease_ms=int(self.config.lease * 1000), input=job.input,
-                                   output=job.output, in_place=batch.in_place,
-                                   settings=batch.settings, inline=False)
+                bulk: list[bytes] = []
+                job.inline = sc.inline
+                if sc.inline:
+                    try:
+                        bulk = [self._read_inline(job, batch)]
+                    except PyimgoptError as exc:
+                        self._release(job, sc)
+                        job.state = "running"  # _end_job counts it once
+                        self._end_job(job, exc)
+                        continue
+                self._send_sidecar(sc.identity, "job", bulk=bulk, job=job.id, attempt=job.attempt,
+                                   lease_ms=int(self.config.lease * 1000),
+                                   input=None if sc.inline else job.input,
+                                   output=None if sc.inline else job.output,
+                                   in_place=batch.in_place, settings=batch.settings,
+                                   inline=sc.inline, expect=None if sc.inline else job.expect)
                 self._event(batch, "started", job.id, sidecar=sc.name, attempt=job.attempt, input=job.input)
 
     def _shutdown(self) -> None:
