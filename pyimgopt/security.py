@@ -172,9 +172,7 @@ class Capabilities:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise _fail(name, "an integer >= 0", v)
         fmts = self.formats
-        if isinstance(fmts, (str, bytes)) or not isinstance(
-            fmts, (frozenset, set, list, tuple)
-        ):
+        if isinstance(fmts, (str, bytes)) or not isinstance(fmts, (frozenset, set, list, tuple)):
             raise _fail("formats", "a list of format names", fmts)
         bad = [f for f in fmts if f not in OUTPUT_FORMATS]
         if bad:
@@ -434,9 +432,7 @@ def _compile(pattern: Any, name: str) -> tuple[str, ...]:
     if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in pattern):
         raise _fail(name, "a pattern without control characters", pattern)
     comps = _split(pattern)
-    n_literal = next(
-        (k for k, c in enumerate(comps) if _WILDCARDS & set(c)), len(comps)
-    )
+    n_literal = next((k for k, c in enumerate(comps) if _WILDCARDS & set(c)), len(comps))
     wild = comps[n_literal:]
     if ".." in wild:
         raise _fail(name, "a pattern without '..' after a wildcard", pattern)

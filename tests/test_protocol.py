@@ -68,7 +68,7 @@ VALID: dict[str, tuple[dict, list[bytes]]] = {
     "event": (dict(batch="b1", kind="result", job="j1", data={"result": RESULT}), []),
     "reply": (dict(req="r5", ok=True, data={"batches": [{"id": "b1", "done": 1}]}), []),
     "error": (dict(req=None, error=WIRE_ERROR), []),
-    "ready": (dict(slots=1, pid=99, name="sidecar-1"), []),
+    "ready": (dict(slots=1, pid=99, name="sidecar-1", inline=False), []),
     "heartbeat": (dict(rss=123_456_789, busy=["j1"]), []),
     "job": (
         dict(

@@ -222,7 +222,10 @@ def test_security_scope_patterns_validated():
 # --- characters and lengths -------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["a\x00b.jpg", "a\nb.jpg", "a\rb.jpg", "a\tb.jpg", "a\x1b[31m.jpg", "a\x7f.jpg", "a\x9b.jpg"])
+@pytest.mark.parametrize(
+    "bad",
+    ["a\x00b.jpg", "a\nb.jpg", "a\rb.jpg", "a\tb.jpg", "a\x1b[31m.jpg", "a\x7f.jpg", "a\x9b.jpg"],
+)
 def test_security_control_characters_refused(tree, bad):
     path = f"{tree}/scope/{bad}"
     for fn in (canonical_input, canonical_output):
@@ -264,7 +267,9 @@ def test_security_overlong_paths_refused_cleanly(tree, make, words):
 def test_security_255_byte_component_is_accepted(tree):
     name = "a" * 251 + ".jpg"
     (tree / "scope" / name).write_bytes(b"x")
-    assert policy_for(tree).check_job(f"{tree}/scope/{name}", None, in_place=False)[0].endswith(name)
+    assert (
+        policy_for(tree).check_job(f"{tree}/scope/{name}", None, in_place=False)[0].endswith(name)
+    )
 
 
 # --- case and Unicode -------------------------------------------------------
@@ -380,7 +385,9 @@ def test_security_output_through_symlinked_parent_pointing_outside_refused(tree)
     (tree / "scope" / "out").symlink_to(tree / "secret", target_is_directory=True)
     pol = policy_for(tree)
     with pytest.raises(ScopeDeniedError, match="outside the write scope") as ei:
-        pol.check_job(str(tree / "scope" / "in.jpg"), str(tree / "scope" / "out" / "new.jpg"), in_place=False)
+        pol.check_job(
+            str(tree / "scope" / "in.jpg"), str(tree / "scope" / "out" / "new.jpg"), in_place=False
+        )
     assert_no_secret(ei.value)
     assert canonical_output(tree / "scope" / "out" / "new.jpg") == str(tree / "secret" / "new.jpg")
 
@@ -401,14 +408,18 @@ def test_security_output_final_symlink_is_resolved(tree):
     pol = policy_for(tree)
     for name in ("dangling.jpg", "existing.jpg"):
         with pytest.raises(ScopeDeniedError, match="outside the write scope") as ei:
-            pol.check_job(str(tree / "scope" / "in.jpg"), str(tree / "scope" / name), in_place=False)
+            pol.check_job(
+                str(tree / "scope" / "in.jpg"), str(tree / "scope" / name), in_place=False
+            )
         assert_no_secret(ei.value)
 
 
 def test_security_output_existing_not_regular_refused(tree):
     (tree / "scope" / "d").mkdir()
     with pytest.raises(ScopeDeniedError, match="not a regular file"):
-        policy_for(tree).check_job(str(tree / "scope" / "in.jpg"), str(tree / "scope" / "d"), in_place=False)
+        policy_for(tree).check_job(
+            str(tree / "scope" / "in.jpg"), str(tree / "scope" / "d"), in_place=False
+        )
 
 
 def _caps(**kw) -> Capabilities:
@@ -426,14 +437,20 @@ def test_security_overwrite_needs_capability(tree):
     # write_new does not stand in for overwrite, nor the reverse.
     with pytest.raises(CapabilityDeniedError, match="'overwrite'"):
         policy_for(tree, _caps(overwrite=False, write_new=True)).check_job(inp, out, in_place=False)
-    assert policy_for(tree, _caps(write_new=False)).check_job(inp, out, in_place=False) == (inp, out)
+    assert policy_for(tree, _caps(write_new=False)).check_job(inp, out, in_place=False) == (
+        inp,
+        out,
+    )
 
 
 def test_security_write_new_needs_capability(tree):
     inp, out = str(tree / "scope" / "in.jpg"), str(tree / "scope" / "new.webp")
     with pytest.raises(CapabilityDeniedError, match="'write_new'"):
         policy_for(tree, _caps(write_new=False)).check_job(inp, out, in_place=False)
-    assert policy_for(tree, _caps(overwrite=False)).check_job(inp, out, in_place=False) == (inp, out)
+    assert policy_for(tree, _caps(overwrite=False)).check_job(inp, out, in_place=False) == (
+        inp,
+        out,
+    )
 
 
 def test_security_in_place_needs_capability_and_write_scope(tree):
@@ -541,16 +558,26 @@ _formats = st.frozensets(st.sampled_from(["keep", "auto", "jpeg", "png", "webp",
 _limit = st.integers(min_value=0, max_value=2**62)
 _caps_st = st.builds(
     Capabilities,
-    read=st.booleans(), write_new=st.booleans(), overwrite=st.booleans(),
-    in_place=st.booleans(), formats=_formats, keep_metadata=st.booleans(),
-    resize=st.booleans(), max_pixels=_limit, max_file_bytes=_limit,
-    max_batch_bytes=_limit, max_batch_files=_limit, max_priority=_limit,
+    read=st.booleans(),
+    write_new=st.booleans(),
+    overwrite=st.booleans(),
+    in_place=st.booleans(),
+    formats=_formats,
+    keep_metadata=st.booleans(),
+    resize=st.booleans(),
+    max_pixels=_limit,
+    max_file_bytes=_limit,
+    max_batch_bytes=_limit,
+    max_batch_files=_limit,
+    max_priority=_limit,
 )
 _pattern = st.lists(
     st.sampled_from(["a", "b", "*", "**", "?x", "[ab]", "img.jpg"]), min_size=1, max_size=4
 ).map(lambda cs: "/srv/" + "/".join(cs))
 _scope_st = st.builds(
-    Scope, allow=st.lists(_pattern, max_size=3).map(tuple), deny=st.lists(_pattern, max_size=2).map(tuple)
+    Scope,
+    allow=st.lists(_pattern, max_size=3).map(tuple),
+    deny=st.lists(_pattern, max_size=2).map(tuple),
 )
 
 
@@ -588,8 +615,7 @@ def test_security_toctou_flip_never_yields_the_secret(tree):
         while not stop.is_set():
             os.symlink(secret, tmp_link)
             os.replace(tmp_link, flip)
-            with open(tmp_file, "wb") as f:
-                f.write(b"ok")
+            os.close(os.open(tmp_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
             os.replace(tmp_file, flip)
             flips[0] += 2
 
@@ -599,9 +625,14 @@ def test_security_toctou_flip_never_yields_the_secret(tree):
     t = threading.Thread(target=flipper, daemon=True)
     t.start()
     ok = refused = 0
-    deadline = time.monotonic() + 1.0
+    start = time.monotonic()
+
+    def going() -> bool:  # at least 1 s, and on until 2000 flips (slow disks), 8 s at most
+        spent = time.monotonic() - start
+        return spent < 1.0 or (flips[0] < 2000 and spent < 8.0)
+
     try:
-        while time.monotonic() < deadline:
+        while going():
             try:
                 inp, out = pol.check_job(str(flip), None, in_place=False)
             except PyimgoptError as e:
