@@ -171,8 +171,15 @@ def generate_keypair(directory: str | os.PathLike, name: str) -> tuple[pathlib.P
     ValueError
         If ``name`` is empty or not a plain file name.
     """
-    if not isinstance(name, str) or not name or name in (".", "..") or "\0" in name \
-            or "/" in name or os.sep in name or (os.altsep and os.altsep in name):
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "\0" in name
+        or "/" in name
+        or os.sep in name
+        or (os.altsep and os.altsep in name)
+    ):
         raise ValueError(f"Expected a plain file name for the key name but received {name!r}")
     folder = pathlib.Path(directory)
     if not folder.exists():

@@ -8,6 +8,7 @@ import stat
 
 import pytest
 import zmq
+from zmq.utils import z85
 
 from pyimgopt import auth
 
@@ -94,7 +95,7 @@ def test_generate_keypair_modes_and_format(tmp_path):
     assert pub2 == pub and len(sec) == 40
     assert zmq.curve_public(sec) == pub
     assert auth.key_id(pub) == pub.decode("ascii")
-    assert auth.key_id(zmq.utils.z85.decode(pub)) == pub.decode("ascii")  # raw 32 bytes too
+    assert auth.key_id(z85.decode(pub)) == pub.decode("ascii")  # raw 32 bytes too
 
 
 def test_generate_keypair_refuses_to_overwrite(tmp_path):
@@ -291,7 +292,8 @@ def test_keys_main_generate_and_show(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["rotate"], ["show"], ["generate", "dir"], ["show", "a", "b"], ["generate", "d", "a/b"]]
+    "argv",
+    [[], ["rotate"], ["show"], ["generate", "dir"], ["show", "a", "b"], ["generate", "d", "a/b"]],
 )
 def test_keys_main_usage_errors(argv, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

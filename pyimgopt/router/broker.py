@@ -27,14 +27,18 @@ import zmq
 from .. import protocol
 from ..errors import (
     CancelledError,
+    CapabilityDeniedError,
     InvalidSettingsError,
     JobTimeoutError,
     ProtocolError,
     PyimgoptError,
+    ScopeDeniedError,
     WorkerLostError,
 )
 from ..pipeline.encode import EXTENSIONS
 from ..pipeline.write import atomic_write, read_input, remove_stale_temps
+from ..auth import peer_key
+from ..security import Policy
 from .queue import JobQueue
 from .resources import available_memory, estimate_job_memory, memory_budget, usable_cpus
 
@@ -57,6 +61,11 @@ class RouterConfig:
     max_attempts: int = 3
     poison_kills: int = 3
     spawn_grace: float = 20.0
+    # Who may do what: the policy of clients on the local (ipc/inproc, 0700)
+    # endpoints — None means trusted — and one policy per authorised CurveZMQ
+    # client key id; an authorised key without an entry may do nothing.
+    local_policy: Policy | None = None
+    key_policies: dict[str, Policy] = field(default_factory=dict)
     sidecar_address_space: int | None = 8 * 1024**3  # RLIMIT_AS of pool sidecars
     cpu_per_job: float | None = 300.0  # CPU seconds one job may use in a pool sidecar
 
@@ -97,6 +106,7 @@ class _Batch:
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
     last_progress: float = 0.0
+    owner: str | None = None  # CurveZMQ key id of the submitter (None: local)
 
     @property
     def total(self) -> int:
@@ -229,12 +239,13 @@ class Router:
     def _drain(self, sock: zmq.Socket, handler) -> None:
         for _ in range(1000):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
             if len(frames) < 2:
                 continue
-            identity, body = frames[0], frames[1:]
+            identity, body = frames[0].bytes, frames[1:]
+            user = peer_key(body[0])  # CurveZMQ key id the ZAP handler approved, or None
             try:
                 msg = protocol.decode(body)
             except ProtocolError as exc:
@@ -243,11 +254,17 @@ class Router:
                     self._send_client(identity, "error", req=None, error=protocol.pack_error(exc))
                 continue
             try:
-                handler(identity, msg)
+                handler(identity, msg, user)
             except ProtocolError as exc:
                 self.counters["protocol_errors"] += 1
                 if sock is self._front:
                     self._send_client(identity, "error", req=msg.get("req"), error=protocol.pack_error(exc))
+
+    def _policy_for(self, user: str | None) -> Policy:
+        """The policy bound to a connection: never what the client says about itself."""
+        if user is None:
+            return self.config.local_policy or Policy.trusted()
+        return self.config.key_policies.get(user) or Policy.from_dict({})
 
     def _send_client(self, identity: bytes, msg_type: str, **fields: Any) -> None:
         try:
@@ -266,18 +283,21 @@ class Router:
 
     # -- clients ---------------------------------------------------------------------
 
-    def _on_client(self, identity: bytes, msg: protocol.Message) -> None:
+    def _on_client(self, identity: bytes, msg: protocol.Message, user: str | None = None) -> None:
         t = msg.type
         if t == "hello":
             return
         if t == "submit":
-            self._submit(identity, msg)
+            self._submit(identity, msg, self._policy_for(user), user)
             return
         if t == "status":
-            self._send_client(identity, "reply", req=msg["req"], ok=True, data=self.status(msg["batch"]))
+            self._send_client(identity, "reply", req=msg["req"], ok=True,
+                              data=self.status(msg["batch"], owner=user))
             return
         if t in ("cancel", "pause", "resume"):
             batch = self._batches.get(msg["batch"])
+            if batch is not None and user is not None and batch.owner != user:
+                batch = None  # another key's batch: as if it did not exist
             if batch is None:
                 self._send_client(identity, "reply", req=msg["req"], ok=False,
                                   data={"message": f"unknown batch {msg['batch']}"})
@@ -287,30 +307,75 @@ class Router:
             return
         raise ProtocolError(f"message type {t!r} is not for the client endpoint", stage="protocol")
 
-    def _submit(self, identity: bytes, msg: protocol.Message) -> None:
-        try:
-            protocol.unpack_settings(msg["settings"])
-        except (ProtocolError, InvalidSettingsError) as exc:
-            err = exc if isinstance(exc, PyimgoptError) else ProtocolError(str(exc))
+    def _submit(self, identity: bytes, msg: protocol.Message, policy: Policy,
+                user_key: str | None = None) -> None:
+        def refuse(err: PyimgoptError) -> None:
             self._send_client(identity, "error", req=msg["req"], error=protocol.pack_error(err))
+
+        try:
+            settings = protocol.unpack_settings(msg["settings"])
+            policy.capabilities.check_settings(settings, in_place=msg["in_place"],
+                                               priority=msg["priority"])
+        except (ProtocolError, InvalidSettingsError, CapabilityDeniedError) as exc:
+            refuse(exc)
             return
         bid = msg["batch"] or uuid.uuid4().hex
         if bid in self._batches:
-            self._send_client(identity, "error", req=msg["req"], error=protocol.pack_error(
-                ProtocolError(f"batch id {bid} is already in use", stage="protocol")))
+            refuse(ProtocolError(f"batch id {bid} is already in use", stage="protocol"))
             return
-        batch = _Batch(bid, identity, msg["priority"], msg["settings"], msg["in_place"], [])
-        self._batches[bid] = batch
+        # The authoritative checks: every path against the scopes bound to this
+        # connection, canonicalised here whatever the client sent.
+        accepted: list[_Job] = []
+        refused: list[tuple[_Job, PyimgoptError]] = []
+        total_bytes = 0
         for spec in msg["jobs"]:
             jid = f"{bid}:{next(self._ids)}"
-            self._jobs[jid] = _Job(jid, bid, spec["input"], spec.get("output"))
-            batch.jobs.append(jid)
-            self._queue.push(jid, bid, batch.priority)
+            try:
+                if not msg["in_place"] and spec.get("output") is None:
+                    raise ScopeDeniedError("no output path and in_place not set: refused",
+                                           path=str(spec["input"]), stage="scope")
+                inp, out = policy.check_job(spec["input"], spec.get("output"), in_place=msg["in_place"])
+                if not msg["in_place"] and (out is None or out == inp):
+                    raise CapabilityDeniedError("output is the input itself but in_place is not set",
+                                                path=str(spec["input"]), stage="scope")
+                st = os.stat(inp)
+                expect = {"dev": st.st_dev, "ino": st.st_ino}
+                if out is not None:
+                    try:
+                        pst = os.stat(os.path.dirname(out))
+                        expect.update(parent_dev=pst.st_dev, parent_ino=pst.st_ino)
+                    except OSError:
+                        pass
+                total_bytes += st.st_size
+                accepted.append(_Job(jid, bid, inp, None if msg["in_place"] else out, expect=expect))
+            except PyimgoptError as exc:
+                refused.append((_Job(jid, bid, str(spec["input"]), None, state="failed"), exc))
+            except OSError as exc:
+                refused.append((_Job(jid, bid, str(spec["input"]), None, state="failed"),
+                                ScopeDeniedError(f"cannot check input: {exc.strerror}",
+                                                 path=str(spec["input"]), stage="scope")))
+        try:
+            policy.capabilities.check_batch(len(msg["jobs"]), total_bytes)
+        except CapabilityDeniedError as exc:
+            refuse(exc)
+            return
+        batch = _Batch(bid, identity, msg["priority"], msg["settings"], msg["in_place"], [])
+        batch.owner = user_key
+        self._batches[bid] = batch
+        for job in accepted:
+            self._jobs[job.id] = job
+            batch.jobs.append(job.id)
+            self._queue.push(job.id, bid, batch.priority)
+        for job, _ in refused:
+            self._jobs[job.id] = job
+            batch.jobs.append(job.id)
         self._send_client(identity, "accepted", req=msg["req"], batch=bid, total=batch.total)
         if self._degraded_reason:
             self._event(batch, "degraded", reason=self._degraded_reason)
-        for jid in batch.jobs:
-            self._event(batch, "queued", jid, input=self._jobs[jid].input)
+        for job, err in refused:
+            self._end_job(job, err)
+        for job in accepted:
+            self._event(batch, "queued", job.id, input=job.input)
         if not batch.jobs:
             self._finish_batch(batch)
 
@@ -335,10 +400,15 @@ class Router:
         batch.paused = False
         self._event(batch, "resumed")
 
-    def status(self, batch_id: str | None = None) -> dict:
-        """Figures for ``status``: batches, queue, sidecars, memory, counters."""
+    def status(self, batch_id: str | None = None, owner: str | None = None) -> dict:
+        """Figures for ``status``: batches, queue, sidecars, memory, counters.
+
+        A remote (CurveZMQ) caller ``owner`` sees only its own batches.
+        """
         batches = [self._batches[batch_id]] if batch_id in self._batches else (
             [] if batch_id else list(self._batches.values()))
+        if owner is not None:
+            batches = [b for b in batches if b.owner == owner]
         return {
             "batches": [
                 {"batch": b.id, "total": b.total, "done": b.done, "failed": b.failed,
@@ -360,7 +430,7 @@ class Router:
 
     # -- sidecars --------------------------------------------------------------------
 
-    def _on_sidecar(self, identity: bytes, msg: protocol.Message) -> None:
+    def _on_sidecar(self, identity: bytes, msg: protocol.Message, user: str | None = None) -> None:
         t = msg.type
         sc = self._sidecars.get(identity)
         if t == "ready":
