@@ -509,3 +509,43 @@ def keys_main(argv: list[str]) -> int:
         print(f"pyimgopt keys: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def check_ipc_bind(endpoint: str) -> None:
+    """Refuse an ``ipc://`` endpoint whose folder others could reach, or that a live router holds.
+
+    The folder must be owned by this user and closed to group and others
+    (0700), since the local endpoint carries no authentication of its own.
+    An existing socket file that accepts a connection belongs to a running
+    router: binding over it (libzmq would unlink it) is refused; a stale
+    one is left for libzmq to replace. Other transports pass.
+
+    Raises
+    ------
+    PermissionError
+        The folder is not private to this user, or the endpoint is in use.
+    """
+    if not endpoint.startswith("ipc://"):
+        return
+    path = endpoint[len("ipc://"):]
+    if path.startswith("@"):  # Linux abstract namespace: no folder to check
+        return
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    st = os.stat(folder)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise PermissionError(
+            f"refusing to bind {endpoint}: its folder {folder} must be owned by this user "
+            f"with mode 0700 (it is {stat.S_IMODE(st.st_mode):04o}, uid {st.st_uid})"
+        )
+    if os.path.exists(path):
+        import socket
+
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return  # stale socket file: nobody listens
+        finally:
+            probe.close()
+        raise PermissionError(f"refusing to bind {endpoint}: another router is listening there")

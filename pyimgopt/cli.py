@@ -128,10 +128,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="endpoint for sidecars (default: ipc in a private 0700 folder)")
     r.add_argument("-j", "--workers", type=int, default=None, metavar="N",
                    help="local pool size (default: usable CPUs; 0 = in-process)")
-    sc = sub.add_parser("sidecar", help="run one sidecar worker")
-    sc.add_argument("--connect", required=True, metavar="ENDPOINT")
-    sc.add_argument("--slots", type=int, default=1)
-    sc.add_argument("--max-jobs", type=int, default=None)
+    r.add_argument("--curve-secret", metavar="FILE", help="router's secret key (required for tcp://)")
+    r.add_argument("--authorized-clients", action="append", default=[], metavar="DIR",
+                   help="folder of client public keys admitted (repeatable)")
+    r.add_argument("--authorized-sidecars", action="append", default=[], metavar="DIR",
+                   help="folder of sidecar public keys admitted (repeatable)")
+    r.add_argument("--policies", metavar="FILE",
+                   help='JSON: {"local": POLICY, "clients": {KEY_ID or KEY_FILE: POLICY}}')
+    r.add_argument("--insecure-loopback", action="store_true",
+                   help="allow tcp://127.0.0.1 without CurveZMQ (testing only)")
+    sc = sub.add_parser("sidecar", help="run one sidecar worker (same options as python -m sidecar)")
+    sc.add_argument("args", nargs=argparse.REMAINDER, help="--connect ENDPOINT [...]")
+    k = sub.add_parser("keys", help="CurveZMQ key pairs: keys generate DIR NAME | keys show FILE")
+    k.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -269,6 +278,8 @@ def _router(a: argparse.Namespace) -> int:
     import signal
     import tempfile
 
+    import zmq
+
     from .router import Router, RouterConfig
 
     side = a.sidecar_bind
@@ -277,9 +288,31 @@ def _router(a: argparse.Namespace) -> int:
         tmp = tempfile.mkdtemp(prefix="pyimgopt-router-")
         os.chmod(tmp, 0o700)
         side = f"ipc://{tmp}/sidecars"
-    router = Router(a.bind, side, RouterConfig(workers=a.workers))
+    cfg = RouterConfig(
+        workers=a.workers,
+        curve_secret=a.curve_secret,
+        authorized_clients=a.authorized_clients,
+        authorized_sidecars=a.authorized_sidecars,
+        insecure_loopback=a.insecure_loopback,
+    )
+    if a.policies:
+        from .auth import key_id, load_public
+        from .security import Policy
+
+        with open(a.policies, encoding="utf-8") as fh:
+            spec = json.load(fh)
+        if "local" in spec:
+            cfg.local_policy = Policy.from_dict(spec["local"])
+        for who, pol in (spec.get("clients") or {}).items():
+            kid = key_id(load_public(who)) if who.endswith((".key", ".key_secret")) else who
+            cfg.key_policies[kid] = Policy.from_dict(pol)
+    router = Router(a.bind, side, cfg)
     signal.signal(signal.SIGTERM, lambda *_: router._stop.set())
-    router.start()
+    try:
+        router.start()
+    except (OSError, ValueError, zmq.ZMQError) as exc:  # PermissionError is an OSError
+        print(f"pyimgopt router: error: {exc}", file=sys.stderr)
+        return 2
     print(f"pyimgopt router: clients {router.client_endpoint}, sidecars {router.sidecar_endpoint}",
           file=sys.stderr, flush=True)
     try:
@@ -305,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sidecar":
         from sidecar.__main__ import main as sidecar_main
 
-        extra = ["--max-jobs", str(args.max_jobs)] if args.max_jobs else []
-        return sidecar_main(["--connect", args.connect, "--slots", str(args.slots), *extra])
+        return sidecar_main(args.args)
+    if args.command == "keys":
+        from .auth import keys_main
+
+        return keys_main(args.args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -30,7 +30,9 @@ import zmq
 from . import protocol
 from .errors import IOFailureError, JobTimeoutError, PyimgoptError
 from .pipeline import output_name
+from .auth import make_client
 from .result import Result
+from .security import Policy
 from .settings import Settings
 
 __all__ = ["Client", "Batch", "Event", "plan_jobs"]
@@ -57,14 +59,21 @@ class Event:
 
 
 def plan_jobs(
-    paths: Iterable[str | os.PathLike], settings: Settings, out_dir: str | None, in_place: bool
+    paths: Iterable[str | os.PathLike],
+    settings: Settings,
+    out_dir: str | None,
+    in_place: bool,
+    policy: Policy | None = None,
 ) -> tuple[list[dict], list[Result]]:
     """Expand ``paths`` into jobs (input, output) and results for refused ones.
 
     Folders recurse (see :func:`pyimgopt.cli.collect`); outputs mirror each
-    file's path under ``out_dir``; a missing path or an output that would
-    collide with another's is a failed result, not a job.
+    file's path under ``out_dir``; a missing path, a path outside the
+    ``policy``'s scopes (``scope_denied``), an operation it does not grant
+    (``capability_denied``) or an output that would collide with another's is
+    a failed result, not a job. Job paths are canonical.
     """
+    policy = policy or Policy.trusted()
     from .cli import collect
 
     if not in_place and out_dir is None:
@@ -77,11 +86,17 @@ def plan_jobs(
             refused.append(Result(input=src, output=None, status="failed",
                                   error=IOFailureError("no such file or folder", path=src, stage="read")))
             continue
-        src = os.path.abspath(src)
+        dst = None
+        if not in_place:
+            dst = os.path.join(out_dir, os.path.dirname(rel), output_name(rel, settings))
+        try:
+            src, dst = policy.check_job(src, dst, in_place=in_place)
+        except PyimgoptError as exc:
+            refused.append(Result(input=src, output=None, status="failed", error=exc))
+            continue
         if in_place:
             jobs.append({"id": "", "input": src, "output": None})
             continue
-        dst = os.path.abspath(os.path.join(out_dir, os.path.dirname(rel), output_name(rel, settings)))
         key = os.path.splitext(dst)[0] if settings.format == "auto" else dst
         if key in claimed:
             refused.append(Result(input=src, output=None, status="failed", error=IOFailureError(
@@ -178,8 +193,12 @@ class Batch:
 class Client:
     """Talks to a router; see :meth:`local` and :meth:`connect`."""
 
-    def __init__(self, endpoint: str, *, timeout: float = 30.0, _router=None, _tmpdir=None) -> None:
+    def __init__(self, endpoint: str, *, timeout: float = 30.0, policy: Policy | None = None,
+                 curve: tuple[str, str] | None = None, _router=None, _tmpdir=None) -> None:
         self.endpoint = endpoint
+        #: What this host lets its callers do; checked before anything is sent.
+        self.policy = policy or Policy.trusted()
+        self._curve = curve
         self.timeout = timeout
         self._router = _router
         self._tmpdir = _tmpdir
@@ -201,7 +220,8 @@ class Client:
         self._send(protocol.encode("hello", client="pyimgopt.client", pid=os.getpid()))
 
     @classmethod
-    def local(cls, workers: int | None = None, *, config=None, timeout: float = 30.0) -> Client:
+    def local(cls, workers: int | None = None, *, config=None, timeout: float = 30.0,
+              policy: Policy | None = None) -> Client:
         """Start an embedded router (thread) with its own pool, and connect to it.
 
         ``workers=0`` processes in-process (degraded mode, announced by a
@@ -216,12 +236,23 @@ class Client:
             cfg.workers = workers
         router = Router(f"ipc://{tmp}/clients", f"ipc://{tmp}/sidecars", cfg)
         router.start()
-        return cls(router.client_endpoint, timeout=timeout, _router=router, _tmpdir=tmp)
+        return cls(router.client_endpoint, timeout=timeout, policy=policy, _router=router, _tmpdir=tmp)
 
     @classmethod
-    def connect(cls, endpoint: str, *, timeout: float = 30.0) -> Client:
-        """Attach to a router already running at ``endpoint``."""
-        return cls(endpoint, timeout=timeout)
+    def connect(cls, endpoint: str, *, timeout: float = 30.0, policy: Policy | None = None,
+                secret_key: str | None = None, server_key: str | None = None) -> Client:
+        """Attach to a router already running at ``endpoint``.
+
+        For a ``tcp://`` router give this client's secret key file and the
+        router's public key file (CurveZMQ); the router maps the key to what
+        this client may do.
+        """
+        curve = None
+        if secret_key or server_key:
+            if not (secret_key and server_key):
+                raise IOFailureError("CurveZMQ needs both secret_key and server_key", stage="client")
+            curve = (secret_key, server_key)
+        return cls(endpoint, timeout=timeout, policy=policy, curve=curve)
 
     def __enter__(self) -> Client:
         return self
@@ -239,6 +270,8 @@ class Client:
     def _loop(self) -> None:
         sock = self._ctx.socket(zmq.DEALER)
         protocol.configure_socket(sock)
+        if self._curve is not None:
+            make_client(sock, self._curve[0], self._curve[1])
         sock.connect(self.endpoint)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
@@ -317,7 +350,10 @@ class Client:
         s = settings or Settings()
         if in_place and out_dir is not None:
             raise IOFailureError("give either out_dir or in_place=True, not both", stage="submit")
-        jobs, refused = plan_jobs(paths, s, None if out_dir is None else os.fspath(out_dir), in_place)
+        # Early, friendly checks; the router checks again and decides.
+        self.policy.capabilities.check_settings(s, in_place=in_place, priority=int(priority))
+        jobs, refused = plan_jobs(paths, s, None if out_dir is None else os.fspath(out_dir), in_place,
+                                  self.policy)
         bid = uuid.uuid4().hex[:16]
         batch = Batch(self, bid, len(jobs), refused, on_event)
         self._batches[bid] = batch

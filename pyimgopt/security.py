@@ -497,6 +497,11 @@ class Scope:
             return False
         return not any(_match(p, comps) for p in self._deny)
 
+    @property
+    def everything(self) -> bool:
+        """True when the scope is the whole file system (``/**`` and no deny)."""
+        return not self.deny and any(p in ("/**", "**") for p in self.allow)
+
     def to_dict(self) -> dict[str, Any]:
         """Return ``{"allow": [...], "deny": [...]}`` with the patterns as written."""
         return {"allow": list(self.allow), "deny": list(self.deny)}
@@ -607,7 +612,8 @@ class Policy:
             ) from None
         if not stat.S_ISREG(st.st_mode):
             raise ScopeDeniedError("input is not a regular file", path=given_in, stage="scope")
-        if st.st_nlink > 1:
+        if st.st_nlink > 1 and not self.read.everything:
+            # (With the whole file system in scope, no other name can be outside it.)
             raise ScopeDeniedError("hard-linked file refused", path=given_in, stage="scope")
 
         out: str | None = None

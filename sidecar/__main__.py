@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="RLIMIT_AS: a hostile image that needs more fails alone (MemoryError)")
     p.add_argument("--inline", action="store_true", default=None,
                    help="take jobs as bytes (default for tcp:// endpoints: no shared file system)")
+    p.add_argument("--curve-secret", metavar="FILE", help="this sidecar's secret key (tcp://)")
+    p.add_argument("--server-key", metavar="FILE", help="the router's public key (tcp://)")
     p.add_argument("--cpu-per-job", type=float, default=None,
                    help="CPU seconds one job may use; past it the job fails with 'timeout'")
     a = p.parse_args(argv)
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         parent=a.parent,
         cpu_per_job=a.cpu_per_job,
         inline=a.inline,
+        curve=(a.curve_secret, a.server_key) if a.curve_secret else None,
     )
     return sc.run()
 

@@ -111,6 +111,7 @@ class Sidecar:
         heartbeat: float = 0.5,
         router_timeout: float = 15.0,
         inline: bool | None = None,
+        curve: tuple[str, str] | None = None,
         name: str | None = None,
         context: zmq.Context | None = None,
         parent: int | None = None,
@@ -123,6 +124,7 @@ class Sidecar:
         self.max_rss = max_rss
         self.heartbeat = heartbeat
         self.router_timeout = router_timeout
+        self.curve = curve
         # A sidecar reached over TCP is taken to be on another machine: it gets
         # (and returns) image bytes inline and never sees the router's paths.
         self.inline = endpoint.startswith("tcp://") if inline is None else inline
@@ -224,6 +226,10 @@ class Sidecar:
             signal.signal(signal.SIGXCPU, lambda *_: self._over_cpu.set())
         sock = self._ctx.socket(zmq.DEALER)
         protocol.configure_socket(sock)
+        if self.curve is not None:
+            from pyimgopt.auth import make_client
+
+            make_client(sock, self.curve[0], self.curve[1])
         sock.connect(self.endpoint)
         wake_rx = self._ctx.socket(zmq.PAIR)
         wake_rx.bind(self._wake_addr)

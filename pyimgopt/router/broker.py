@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..pipeline.encode import EXTENSIONS
 from ..pipeline.write import atomic_write, read_input, remove_stale_temps
-from ..auth import peer_key
+from ..auth import Authenticator, check_ipc_bind, check_tcp_bind, make_server, peer_key
 from ..security import Policy
 from .queue import JobQueue
 from .resources import available_memory, estimate_job_memory, memory_budget, usable_cpus
@@ -66,6 +66,13 @@ class RouterConfig:
     # client key id; an authorised key without an entry may do nothing.
     local_policy: Policy | None = None
     key_policies: dict[str, Policy] = field(default_factory=dict)
+    # CurveZMQ: the router's secret key file, and folders of the public keys
+    # of clients and of sidecars it admits. Required for any tcp:// endpoint,
+    # unless insecure_loopback is set and the endpoint is on 127.0.0.1.
+    curve_secret: str | None = None
+    authorized_clients: list[str] = field(default_factory=list)
+    authorized_sidecars: list[str] = field(default_factory=list)
+    insecure_loopback: bool = False
     sidecar_address_space: int | None = 8 * 1024**3  # RLIMIT_AS of pool sidecars
     cpu_per_job: float | None = 300.0  # CPU seconds one job may use in a pool sidecar
 
@@ -180,12 +187,47 @@ class Router:
     # -- public ----------------------------------------------------------------------
 
     def serve(self) -> None:
-        """Run the loop until :meth:`stop`; always cleans up its sidecars."""
+        """Run the loop until :meth:`stop`; always cleans up its sidecars.
+
+        A set-up failure (refused tcp bind, bad keys, endpoint in use) is kept
+        for :meth:`start` to raise in the caller's thread.
+        """
+        try:
+            self._setup()
+        except BaseException as exc:
+            self._startup_error = exc
+            self._ready.set()
+            for name in ("_front", "_back"):
+                sock = getattr(self, name, None)
+                if sock is not None:
+                    sock.close(0)
+            if getattr(self, "_auth", None) is not None:
+                self._auth.stop()
+            return
+        self._loop()
+
+    def _setup(self) -> None:
+        cfg = self.config
+        curve = cfg.curve_secret is not None
+        for ep in (self.client_endpoint, self.sidecar_endpoint):
+            check_tcp_bind(ep, curve=curve, insecure_loopback=cfg.insecure_loopback)
+            check_ipc_bind(ep)
+        self._auth = None
+        self._sidecar_keys: frozenset[str] = frozenset()
+        self._client_keys: frozenset[str] = frozenset()
+        if curve:
+            self._client_keys = Authenticator(self._ctx, authorized=cfg.authorized_clients)._load()
+            self._sidecar_keys = Authenticator(self._ctx, authorized=cfg.authorized_sidecars)._load()
+            self._auth = Authenticator(
+                self._ctx, authorized=[*cfg.authorized_clients, *cfg.authorized_sidecars])
+            self._auth.start()
         self._front = self._ctx.socket(zmq.ROUTER)
         self._back = self._ctx.socket(zmq.ROUTER)
         for s in (self._front, self._back):
             protocol.configure_socket(s)
             s.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            if curve:
+                make_server(s, cfg.curve_secret)
         self._front.bind(self.client_endpoint)
         self._back.bind(self.sidecar_endpoint)
         self._back.bind(self._inproc_backend)
@@ -193,13 +235,15 @@ class Router:
             self.client_endpoint = self._front.getsockopt_string(zmq.LAST_ENDPOINT)
         if self.sidecar_endpoint.endswith(":0"):
             self.sidecar_endpoint = self._back.getsockopt_string(zmq.LAST_ENDPOINT)
-        poller = zmq.Poller()
-        poller.register(self._front, zmq.POLLIN)
-        poller.register(self._back, zmq.POLLIN)
         self._started = time.monotonic()
         if self._target == 0 and self.config.pool:
             self._go_degraded("workers=0: processing in-process")
         self._ready.set()
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._front, zmq.POLLIN)
+        poller.register(self._back, zmq.POLLIN)
         next_beat = 0.0
         try:
             while not self._stop.is_set():
@@ -224,6 +268,10 @@ class Router:
         t.start()
         if not self._ready.wait(30):
             raise RuntimeError("router did not start")
+        err = getattr(self, "_startup_error", None)
+        if err is not None:
+            t.join(5)
+            raise err
         self._thread = t
         return t
 
@@ -264,6 +312,8 @@ class Router:
         """The policy bound to a connection: never what the client says about itself."""
         if user is None:
             return self.config.local_policy or Policy.trusted()
+        if user not in self._client_keys:  # e.g. a sidecar's key used as a client
+            return Policy.from_dict({})
         return self.config.key_policies.get(user) or Policy.from_dict({})
 
     def _send_client(self, identity: bytes, msg_type: str, **fields: Any) -> None:
@@ -432,6 +482,8 @@ class Router:
 
     def _on_sidecar(self, identity: bytes, msg: protocol.Message, user: str | None = None) -> None:
         t = msg.type
+        if user is not None and user not in self._sidecar_keys:
+            return  # a client's key on the sidecar endpoint: not a sidecar
         sc = self._sidecars.get(identity)
         if t == "ready":
             local = msg["pid"] == os.getpid()
@@ -743,3 +795,5 @@ class Router:
             self._degraded.join(5)
         self._front.close(0)
         self._back.close(0)
+        if getattr(self, "_auth", None) is not None:
+            self._auth.stop()
