@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -134,6 +135,7 @@ class _Sidecar:
     retiring: bool = False
     local: bool = False
     inline: bool = False
+    sock: Any = None  # the ROUTER socket this sidecar is connected to
 
 
 class Router:
@@ -197,7 +199,7 @@ class Router:
         except BaseException as exc:
             self._startup_error = exc
             self._ready.set()
-            for name in ("_front", "_back"):
+            for name in ("_front", "_back", "_local_back"):
                 sock = getattr(self, name, None)
                 if sock is not None:
                     sock.close(0)
@@ -221,16 +223,31 @@ class Router:
             self._auth = Authenticator(
                 self._ctx, authorized=[*cfg.authorized_clients, *cfg.authorized_sidecars])
             self._auth.start()
+        def is_net(ep: str) -> bool:
+            return not ep.startswith(("ipc://", "inproc://"))
+
         self._front = self._ctx.socket(zmq.ROUTER)
         self._back = self._ctx.socket(zmq.ROUTER)
-        for s in (self._front, self._back):
-            protocol.configure_socket(s)
-            s.setsockopt(zmq.ROUTER_HANDOVER, 1)
-            if curve:
-                make_server(s, cfg.curve_secret)
+        for sock, ep in ((self._front, self.client_endpoint), (self._back, self.sidecar_endpoint)):
+            protocol.configure_socket(sock)
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            if curve and is_net(ep):  # local ipc stays unauthenticated: its 0700 folder is the lock
+                make_server(sock, cfg.curve_secret)
         self._front.bind(self.client_endpoint)
         self._back.bind(self.sidecar_endpoint)
-        self._back.bind(self._inproc_backend)
+        # The local pool and the in-process worker never need keys: when the
+        # sidecar endpoint is a network one, they get a private ipc socket.
+        self._local_back = self._back
+        self._pool_endpoint = self.sidecar_endpoint
+        self._private_dir = None
+        if is_net(self.sidecar_endpoint):
+            self._private_dir = tempfile.mkdtemp(prefix="pyimgopt-pool-")
+            os.chmod(self._private_dir, 0o700)
+            self._local_back = self._ctx.socket(zmq.ROUTER)
+            protocol.configure_socket(self._local_back)
+            self._pool_endpoint = f"ipc://{self._private_dir}/sidecars"
+            self._local_back.bind(self._pool_endpoint)
+        self._local_back.bind(self._inproc_backend)
         if self.client_endpoint.endswith(":0"):
             self.client_endpoint = self._front.getsockopt_string(zmq.LAST_ENDPOINT)
         if self.sidecar_endpoint.endswith(":0"):
@@ -244,12 +261,15 @@ class Router:
         poller = zmq.Poller()
         poller.register(self._front, zmq.POLLIN)
         poller.register(self._back, zmq.POLLIN)
+        if self._local_back is not self._back:
+            poller.register(self._local_back, zmq.POLLIN)
         next_beat = 0.0
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(50))
-                if self._back in events:
-                    self._drain(self._back, self._on_sidecar)
+                for back in {self._back, self._local_back}:
+                    if back in events:
+                        self._drain(back, self._on_sidecar)
                 if self._front in events:
                     self._drain(self._front, self._on_client)
                 now = time.monotonic()
@@ -302,7 +322,10 @@ class Router:
                     self._send_client(identity, "error", req=None, error=protocol.pack_error(exc))
                 continue
             try:
-                handler(identity, msg, user)
+                if sock is self._front:
+                    handler(identity, msg, user)
+                else:
+                    handler(identity, msg, user, sock)
             except ProtocolError as exc:
                 self.counters["protocol_errors"] += 1
                 if sock is self._front:
@@ -323,8 +346,10 @@ class Router:
             pass  # a client that went away, or a full pipe: events are best effort
 
     def _send_sidecar(self, identity: bytes, msg_type: str, **fields: Any) -> None:
+        sc = self._sidecars.get(identity)
+        sock = sc.sock if sc is not None and sc.sock is not None else self._back
         try:
-            self._back.send_multipart([identity, *protocol.encode(msg_type, **fields)], zmq.NOBLOCK)
+            sock.send_multipart([identity, *protocol.encode(msg_type, **fields)], zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 
@@ -480,7 +505,8 @@ class Router:
 
     # -- sidecars --------------------------------------------------------------------
 
-    def _on_sidecar(self, identity: bytes, msg: protocol.Message, user: str | None = None) -> None:
+    def _on_sidecar(self, identity: bytes, msg: protocol.Message, user: str | None = None,
+                    sock: zmq.Socket | None = None) -> None:
         t = msg.type
         if user is not None and user not in self._sidecar_keys:
             return  # a client's key on the sidecar endpoint: not a sidecar
@@ -488,7 +514,8 @@ class Router:
         if t == "ready":
             local = msg["pid"] == os.getpid()
             self._sidecars[identity] = _Sidecar(identity, max(1, msg["slots"]), msg["pid"], msg["name"],
-                                                local=local, inline=bool(msg.get("inline")))
+                                                local=local, inline=bool(msg.get("inline")),
+                                                sock=sock or self._back)
             return
         if sc is None:
             return  # not (or no longer) one of ours: it will time out
@@ -659,7 +686,7 @@ class Router:
     # -- supervision and dispatch ----------------------------------------------------
 
     def _spawn(self) -> None:
-        cmd = [sys.executable, "-m", "sidecar", "--connect", self.sidecar_endpoint,
+        cmd = [sys.executable, "-m", "sidecar", "--connect", self._pool_endpoint,
                "--heartbeat", str(self.config.heartbeat), "--parent", str(os.getpid())]
         if self.config.max_jobs_per_sidecar:
             cmd += ["--max-jobs", str(self.config.max_jobs_per_sidecar)]
@@ -795,5 +822,11 @@ class Router:
             self._degraded.join(5)
         self._front.close(0)
         self._back.close(0)
+        if self._local_back is not self._back:
+            self._local_back.close(0)
+        if self._private_dir:
+            import shutil
+
+            shutil.rmtree(self._private_dir, ignore_errors=True)
         if getattr(self, "_auth", None) is not None:
             self._auth.stop()
