@@ -120,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="sidecar processes (default: the CPUs this process may use; 0 = in-process)")
     o.add_argument("--connect", metavar="ENDPOINT", help="use a running router instead of a local pool")
     o.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    o.add_argument("--state-dir", metavar="DIR", default=None,
+                   help="journal folder (default: $PYIMGOPT_STATE_DIR or the user state dir)")
     o.add_argument("--json", action="store_true", help="one JSON object per file, then a summary")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
     r = sub.add_parser("router", help="run a router (and its local pool) until interrupted")
@@ -139,6 +141,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="allow tcp://127.0.0.1 without CurveZMQ (testing only)")
     sc = sub.add_parser("sidecar", help="run one sidecar worker (same options as python -m sidecar)")
     sc.add_argument("args", nargs=argparse.REMAINDER, help="--connect ENDPOINT [...]")
+    r.add_argument("--state-dir", metavar="DIR", default=None, help="journal folder")
+    r.add_argument("--metrics-port", type=int, default=None, metavar="P",
+                   help="serve Prometheus /metrics on 127.0.0.1:P")
+    r.add_argument("--log-json", action="store_true", help="JSON log lines on stderr")
+    rs = sub.add_parser("resume", help="finish a batch that was interrupted")
+    rs.add_argument("batch", metavar="BATCH_ID")
+    rs.add_argument("--state-dir", metavar="DIR", default=None)
+    rs.add_argument("-j", "--workers", type=int, default=None, metavar="N")
+    rs.add_argument("--connect", metavar="ENDPOINT", help="a running router holding the batch")
+    rs.add_argument("--json", action="store_true")
+    rs.add_argument("--no-progress", action="store_true")
+    st = sub.add_parser("status", help="list batches and their progress")
+    st.add_argument("--batch", metavar="ID")
+    st.add_argument("--state-dir", metavar="DIR", default=None)
+    st.add_argument("--json", action="store_true")
     k = sub.add_parser("keys", help="CurveZMQ key pairs: keys generate DIR NAME | keys show FILE")
     k.add_argument("args", nargs=argparse.REMAINDER)
     return p
@@ -161,6 +178,12 @@ def _settings(a: argparse.Namespace) -> Settings:
         effort=a.effort,
         max_pixels=a.max_pixels,
     )
+
+
+def _state_dir(arg: str | None) -> str:
+    from .journal import default_state_dir
+
+    return arg or os.environ.get("PYIMGOPT_STATE_DIR") or default_state_dir()
 
 
 def _human(n: int) -> str:
@@ -229,16 +252,27 @@ def _optimize(a: argparse.Namespace) -> int:
             print(f"FAILED {r.input}: {r.error.code}: {r.error.message}", file=sys.stderr)
 
     try:
-        client = Client.connect(a.connect) if a.connect else Client.local(workers=a.workers)
+        if a.connect:
+            client = Client.connect(a.connect)
+        else:
+            client = Client.local(workers=a.workers, state_dir=_state_dir(getattr(a, "state_dir", None)))
     except PyimgoptError as exc:
         print(f"pyimgopt: error: {exc.message}", file=sys.stderr)
         return 1
     progress = None
     try:
         with client:
-            batch = client.submit(a.paths, s, out_dir=a.out, in_place=a.in_place, priority=a.priority)
-            if not a.json:
-                print(f"pyimgopt: batch {batch.id}: {batch.total} files", file=sys.stderr)
+            if getattr(a, "resume_batch", None):
+                batch = client.attach(a.resume_batch)
+            else:
+                batch = client.submit(a.paths, s, out_dir=a.out, in_place=a.in_place,
+                                      priority=a.priority)
+            if a.json:
+                sys.stdout.write(json.dumps({"type": "batch", "id": batch.id, "files": batch.total}) + "\n")
+                sys.stdout.flush()
+            else:
+                print(f"pyimgopt: batch {batch.id}: {batch.total} files "
+                      f"(if interrupted: pyimgopt resume {batch.id})", file=sys.stderr)
             progress = _Progress(batch.total, not a.no_progress and sys.stderr.isatty())
             for ev in batch.events():
                 if ev.kind in ("result", "failed"):
@@ -288,8 +322,13 @@ def _router(a: argparse.Namespace) -> int:
         tmp = tempfile.mkdtemp(prefix="pyimgopt-router-")
         os.chmod(tmp, 0o700)
         side = f"ipc://{tmp}/sidecars"
+    from .logs import configure
+
+    configure(json_lines=True if a.log_json else None)
     cfg = RouterConfig(
         workers=a.workers,
+        state_dir=_state_dir(a.state_dir),
+        metrics_port=a.metrics_port,
         curve_secret=a.curve_secret,
         authorized_clients=a.authorized_clients,
         authorized_sidecars=a.authorized_sidecars,
@@ -313,8 +352,11 @@ def _router(a: argparse.Namespace) -> int:
     except (OSError, ValueError, zmq.ZMQError) as exc:  # PermissionError is an OSError
         print(f"pyimgopt router: error: {exc}", file=sys.stderr)
         return 2
-    print(f"pyimgopt router: clients {router.client_endpoint}, sidecars {router.sidecar_endpoint}",
-          file=sys.stderr, flush=True)
+    metrics = ""
+    if router.metrics_server is not None:
+        metrics = f", metrics http://127.0.0.1:{router.metrics_server.port}/metrics"
+    print(f"pyimgopt router: clients {router.client_endpoint}, sidecars {router.sidecar_endpoint}"
+          f"{metrics}", file=sys.stderr, flush=True)
     try:
         while router._thread.is_alive():
             router._thread.join(0.5)
@@ -328,6 +370,43 @@ def _router(a: argparse.Namespace) -> int:
     return 0
 
 
+def _resume(a: argparse.Namespace) -> int:
+    a.resume_batch = a.batch
+    a.paths, a.out, a.in_place, a.priority = [], None, False, 0
+    a.format, a.quality, a.target_ssim, a.lossless = "keep", None, None, False
+    a.max_width = a.max_height = None
+    a.fit, a.enlarge, a.filter = "inside", False, "lanczos3"
+    a.keep_metadata = a.first_frame = a.allow_larger = False
+    a.effort, a.max_pixels = 6, Settings.max_pixels
+    return _optimize(a)
+
+
+def _status(a: argparse.Namespace) -> int:
+    from .journal import JOURNAL_NAME, Journal
+
+    folder = _state_dir(a.state_dir)
+    if not os.path.exists(os.path.join(folder, JOURNAL_NAME)):
+        print(f"pyimgopt: no journal in {folder}", file=sys.stderr)
+        return 1
+    j = Journal(folder, readonly=True)
+    try:
+        rows = j.summary(a.batch)
+    finally:
+        j.close()
+    if a.batch and not rows:
+        print(f"pyimgopt: unknown batch {a.batch}", file=sys.stderr)
+        return 1
+    if a.json:
+        for r in rows:
+            sys.stdout.write(json.dumps({"type": "batch", **r}) + "\n")
+        return 0
+    print(f"{'batch':18} {'state':10} {'done':>6} {'failed':>6} {'pending':>7} {'total':>6}")
+    for r in rows:
+        print(f"{r['id']:18} {r['state']:10} {r['done']:6} {r['failed'] + r['cancelled']:6} "
+              f"{r['pending']:7} {r['total']:6}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
@@ -335,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
         return _optimize(args)
     if args.command == "router":
         return _router(args)
+    if args.command == "resume":
+        return _resume(args)
+    if args.command == "status":
+        return _status(args)
     if args.command == "sidecar":
         from sidecar.__main__ import main as sidecar_main
 

@@ -20,6 +20,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -118,13 +119,22 @@ class Batch:
         self._events: queue.Queue[Event] = queue.Queue()
         self._on_event = on_event
         self._results: list[Result] = []
+        self._finished_jobs: set[str] = set()
         self._done = threading.Event()
+        self.last_event = 0.0
         self._local = [
             Event("failed", batch_id, None, {"error": protocol.pack_error(r.error), "input": r.input})
             for r in refused
         ]
 
     def _deliver(self, ev: Event) -> None:  # called by the I/O thread
+        self.last_event = time.monotonic()
+        if self._done.is_set():
+            return  # a replay after the end: already complete
+        if ev.kind in ("result", "failed") and ev.job is not None:
+            if ev.job in self._finished_jobs:
+                return  # replayed after a reattach: delivered once only
+            self._finished_jobs.add(ev.job)
         if ev.kind == "batch_done":
             ev = Event(ev.kind, ev.batch, None, {**ev.data, "failed": ev.data.get("failed", 0) + len(self._local),
                                                  "total": self.total})
@@ -196,6 +206,8 @@ class Client:
     def __init__(self, endpoint: str, *, timeout: float = 30.0, policy: Policy | None = None,
                  curve: tuple[str, str] | None = None, _router=None, _tmpdir=None) -> None:
         self.endpoint = endpoint
+        #: Seconds of silence after which open batches are reattached.
+        self.reattach_after = 5.0
         #: What this host lets its callers do; checked before anything is sent.
         self.policy = policy or Policy.trusted()
         self._curve = curve
@@ -221,7 +233,7 @@ class Client:
 
     @classmethod
     def local(cls, workers: int | None = None, *, config=None, timeout: float = 30.0,
-              policy: Policy | None = None) -> Client:
+              policy: Policy | None = None, state_dir: str | None = None) -> Client:
         """Start an embedded router (thread) with its own pool, and connect to it.
 
         ``workers=0`` processes in-process (degraded mode, announced by a
@@ -234,6 +246,8 @@ class Client:
         cfg = config or RouterConfig()
         if workers is not None:
             cfg.workers = workers
+        if state_dir is not None:
+            cfg.state_dir = state_dir
         router = Router(f"ipc://{tmp}/clients", f"ipc://{tmp}/sidecars", cfg)
         router.start()
         return cls(router.client_endpoint, timeout=timeout, policy=policy, _router=router, _tmpdir=tmp)
@@ -276,9 +290,20 @@ class Client:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_rx, zmq.POLLIN)
+        last_heard = time.monotonic()
         try:
             while not self._closed.is_set():
                 events = dict(poller.poll(100))
+                now = time.monotonic()
+                if sock in events:
+                    last_heard = now
+                elif now - last_heard > self.reattach_after:
+                    # Silence: the router may have restarted. Reattach every open
+                    # batch (idempotent; replayed events are deduplicated).
+                    last_heard = now
+                    for bid, batch in list(self._batches.items()):
+                        if not batch.done:
+                            self._cmds.append(protocol.encode("attach", req=f"re-{bid}", batch=bid))
                 if self._wake_rx in events:
                     while True:
                         try:
@@ -362,6 +387,19 @@ class Client:
         batch.total = reply["total"] + len(refused)
         for ev in self._early.pop(bid, []):
             batch._deliver(ev)
+        return batch
+
+    def attach(self, batch_id: str, on_event: Callable[[Event], None] | None = None) -> Batch:
+        """Follow a batch submitted earlier (by this or another process, before
+        a router restart): events of finished files are replayed, then live ones."""
+        batch = Batch(self, batch_id, 0, [], on_event)
+        self._batches[batch_id] = batch
+        try:
+            reply = self._request("attach", batch=batch_id)
+        except PyimgoptError:
+            self._batches.pop(batch_id, None)
+            raise
+        batch.total = reply["total"]
         return batch
 
     def _control(self, what: str, batch_id: str) -> None:

@@ -110,6 +110,9 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     "pause": {"req": (_S, REQ), "batch": (_S, REQ)},
     "resume": {"req": (_S, REQ), "batch": (_S, REQ)},
     "status": {"req": (_S, REQ), "batch": (_SN, OPT)},
+    # reattach to a batch after a reconnect or a router restart: the router
+    # replays the events of every finished file, then the live ones follow
+    "attach": {"req": (_S, REQ), "batch": (_S, REQ)},
     # router -> client
     "accepted": {"req": (_S, REQ), "batch": (_S, REQ), "total": (_I, REQ)},
     "event": {

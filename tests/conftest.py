@@ -75,6 +75,18 @@ def decode(data: bytes) -> Image.Image:
     return im
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_dir(tmp_path_factory):
+    """Journals of CLI runs go to a temp folder, never the user's state dir."""
+    old = os.environ.get("PYIMGOPT_STATE_DIR")
+    os.environ["PYIMGOPT_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if old is None:
+        os.environ.pop("PYIMGOPT_STATE_DIR", None)
+    else:
+        os.environ["PYIMGOPT_STATE_DIR"] = old
+
+
 @pytest.fixture
 def prophoto_icc() -> bytes:
     return (DATA / "ProPhotoRGB.icc").read_bytes()

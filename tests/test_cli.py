@@ -28,8 +28,10 @@ def make_tree(root):
     (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
 
 
-def lines(stdout):
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+def lines(stdout, with_batch=False):
+    """The --json records; the leading {"type": "batch"} line only when asked."""
+    recs = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    return recs if with_batch else [r for r in recs if r["type"] != "batch"]
 
 
 def test_cli_json_mirrors_tree_and_reports_every_file(tmp_path):

@@ -12,6 +12,7 @@ It never touches pixels: sidecars run the pipeline.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from .. import protocol
 from ..errors import (
     CancelledError,
     CapabilityDeniedError,
+    IOFailureError,
     InvalidSettingsError,
     JobTimeoutError,
     ProtocolError,
@@ -40,6 +42,10 @@ from ..pipeline.encode import EXTENSIONS
 from ..pipeline.write import atomic_write, read_input, remove_stale_temps
 from ..auth import Authenticator, check_ipc_bind, check_tcp_bind, make_server, peer_key
 from ..security import Policy
+from ..journal import Journal
+from ..logs import event, get_logger
+from ..metrics import RouterMetrics, serve_metrics
+from ..result import Result
 from .queue import JobQueue
 from .resources import available_memory, estimate_job_memory, memory_budget, usable_cpus
 
@@ -74,6 +80,11 @@ class RouterConfig:
     authorized_clients: list[str] = field(default_factory=list)
     authorized_sidecars: list[str] = field(default_factory=list)
     insecure_loopback: bool = False
+    # The journal (SQLite, WAL) in this folder: batches survive a router crash
+    # and resume on the next start. None: no journal (an ephemeral router).
+    state_dir: str | None = None
+    retention_days: float = 30.0  # finished batches older than this are pruned
+    metrics_port: int | None = None  # serve Prometheus /metrics on 127.0.0.1:PORT (0: any free port)
     sidecar_address_space: int | None = 8 * 1024**3  # RLIMIT_AS of pool sidecars
     cpu_per_job: float | None = 300.0  # CPU seconds one job may use in a pool sidecar
 
@@ -95,6 +106,8 @@ class _Job:
     expect: dict | None = None
     inline: bool = False
     mode: int | None = None
+    result: dict | None = None  # kept for replay to a client that reattaches
+    error: dict | None = None
 
 
 @dataclass
@@ -185,6 +198,9 @@ class Router:
         }
         target = self.config.workers
         self._target = usable_cpus() if target is None else max(0, int(target))
+        self.metrics = RouterMetrics()
+        self.metrics_server = None
+        self._log = get_logger("router")
 
     # -- public ----------------------------------------------------------------------
 
@@ -252,6 +268,13 @@ class Router:
             self.client_endpoint = self._front.getsockopt_string(zmq.LAST_ENDPOINT)
         if self.sidecar_endpoint.endswith(":0"):
             self.sidecar_endpoint = self._back.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._journal = None
+        if cfg.state_dir:
+            self._journal = Journal(cfg.state_dir)
+            self._journal.prune(cfg.retention_days * 86400)
+            self._recover()
+        if cfg.metrics_port is not None:
+            self.metrics_server, _ = serve_metrics(self.metrics, cfg.metrics_port)
         self._started = time.monotonic()
         if self._target == 0 and self.config.pool:
             self._go_degraded("workers=0: processing in-process")
@@ -277,6 +300,10 @@ class Router:
                     for sc in list(self._sidecars.values()):
                         self._send_sidecar(sc.identity, "heartbeat", rss=0, busy=sorted(sc.busy))
                     next_beat = now + self.config.heartbeat
+                    self.metrics.set_queue(self._queue.by_priority())
+                    self.metrics.set_sidecars([{"name": sc.name, "rss": sc.rss}
+                                               for sc in self._sidecars.values()])
+                    self.metrics.set_memory(self._mem_in_use, self._budget)
                 self._supervise(now)
                 self._dispatch(now)
         finally:
@@ -318,6 +345,7 @@ class Router:
                 msg = protocol.decode(body)
             except ProtocolError as exc:
                 self.counters["protocol_errors"] += 1
+                self.metrics.protocol_error()
                 if sock is self._front:
                     self._send_client(identity, "error", req=None, error=protocol.pack_error(exc))
                 continue
@@ -328,6 +356,7 @@ class Router:
                     handler(identity, msg, user, sock)
             except ProtocolError as exc:
                 self.counters["protocol_errors"] += 1
+                self.metrics.protocol_error()
                 if sock is self._front:
                     self._send_client(identity, "error", req=msg.get("req"), error=protocol.pack_error(exc))
 
@@ -368,6 +397,9 @@ class Router:
         if t == "status":
             self._send_client(identity, "reply", req=msg["req"], ok=True,
                               data=self.status(msg["batch"], owner=user))
+            return
+        if t == "attach":
+            self._attach(identity, msg, user)
             return
         if t in ("cancel", "pause", "resume"):
             batch = self._batches.get(msg["batch"])
@@ -436,6 +468,18 @@ class Router:
             return
         batch = _Batch(bid, identity, msg["priority"], msg["settings"], msg["in_place"], [])
         batch.owner = user_key
+        if self._journal is not None:  # durable before the submit is acknowledged
+            rows = [{"id": j.id, "seq": i, "input": j.input, "output": j.output, "expect": j.expect,
+                     "status": "queued"} for i, j in enumerate(accepted)]
+            rows += [{"id": j.id, "seq": len(accepted) + i, "input": j.input, "output": None,
+                      "status": "queued"} for i, (j, _) in enumerate(refused)]
+            try:
+                self._journal.add_batch(bid, owner=user_key, priority=msg["priority"],
+                                        settings=msg["settings"], in_place=msg["in_place"], jobs=rows)
+            except Exception as exc:
+                refuse(IOFailureError(f"journal write failed: {exc}", stage="journal",
+                                      retryable=True))
+                return
         self._batches[bid] = batch
         for job in accepted:
             self._jobs[job.id] = job
@@ -445,6 +489,7 @@ class Router:
             self._jobs[job.id] = job
             batch.jobs.append(job.id)
         self._send_client(identity, "accepted", req=msg["req"], batch=bid, total=batch.total)
+        event(self._log, "batch_submitted", batch=bid, count=batch.total)
         if self._degraded_reason:
             self._event(batch, "degraded", reason=self._degraded_reason)
         for job, err in refused:
@@ -454,8 +499,113 @@ class Router:
         if not batch.jobs:
             self._finish_batch(batch)
 
+    def _attach(self, identity: bytes, msg: protocol.Message, user: str | None) -> None:
+        """Point a batch's events at this connection and replay what already finished."""
+        batch = self._batches.get(msg["batch"])
+        if batch is None and self._journal is not None:
+            batch = self._load_finished(msg["batch"])
+        if batch is None or (user is not None and batch.owner != user):
+            self._send_client(identity, "error", req=msg["req"], error=protocol.pack_error(
+                IOFailureError(f"unknown batch {msg['batch']}", stage="attach")))
+            return
+        batch.client = identity
+        self._send_client(identity, "accepted", req=msg["req"], batch=batch.id, total=batch.total)
+        for jid in batch.jobs:
+            job = self._jobs[jid]
+            if job.state == "done" and job.result is not None:
+                self._event(batch, "result", jid, result=job.result)
+            elif job.state in ("failed", "cancelled") and job.error is not None:
+                self._event(batch, "failed", jid, error=job.error, input=job.input)
+        finished = batch.done + batch.failed
+        self._event(batch, "batch_progress", done=batch.done, failed=batch.failed, total=batch.total,
+                    bytes_in=batch.bytes_in, bytes_out=batch.bytes_out,
+                    saved=batch.bytes_in - batch.bytes_out, eta=None if finished < batch.total else 0.0)
+        if batch.finished:
+            self._event(batch, "batch_done", done=batch.done, failed=batch.failed, total=batch.total,
+                        bytes_in=batch.bytes_in, bytes_out=batch.bytes_out, seconds=0.0)
+
+    def _load_finished(self, batch_id: str) -> _Batch | None:
+        """A batch finished before this router started, rebuilt from the journal for replay."""
+        row = self._journal.batch(batch_id)
+        if row is None:
+            return None
+        batch = self._restore(row, self._journal.jobs(batch_id))
+        return batch
+
+    def _restore(self, row: dict, jobs: list[dict]) -> _Batch:
+        batch = _Batch(row["id"], b"", row["priority"], row["settings"], bool(row["in_place"]), [])
+        batch.owner = row["owner"]
+        batch.paused = row["state"] == "paused"
+        batch.cancelled = row["state"] == "cancelled"
+        self._batches[batch.id] = batch
+        for j in jobs:
+            job = _Job(j["id"], batch.id, j["input"], j["output"], attempt=j["attempts"],
+                       expect=j["expect"])
+            self._jobs[job.id] = job
+            batch.jobs.append(job.id)
+            if j["status"] == "done":
+                job.state, job.result = "done", j["result"] or {}
+                batch.done += 1
+                if job.result.get("bytes_in") and job.result.get("bytes_out") is not None:
+                    batch.bytes_in += job.result["bytes_in"]
+                    batch.bytes_out += job.result["bytes_out"]
+            elif j["status"] in ("failed", "cancelled"):
+                job.state, job.error = j["status"], j["error"] or {}
+                batch.failed += 1
+            else:
+                job.state = j["status"]
+        batch.finished = row["state"] == "done"
+        return batch
+
+    def _recover(self) -> None:
+        """At start: requeue what was not finished; never redo what is done."""
+        for row in self._journal.unfinished():
+            batch = self._restore(row, row["jobs"])
+            for jid in batch.jobs:
+                job = self._jobs[jid]
+                if job.state == "done" and not batch.in_place:
+                    out = (job.result or {}).get("output")
+                    if out and not os.path.exists(out):  # the output vanished: do it again
+                        batch.done -= 1
+                        job.state, job.result = "queued", None
+                        self._journal.job_queued(jid)
+                if job.state not in ("queued", "running"):
+                    continue
+                target = job.input if batch.in_place else job.output
+                if job.state == "running" and target:
+                    remove_stale_temps(target)  # the old router's sidecars are gone with it
+                if batch.in_place and self._replaced(job):
+                    result = Result(input=job.input, output=job.input, status="optimized",
+                                    notes=("replaced before the router restarted",)).to_dict()
+                    job.state, job.result = "done", result
+                    self._journal.job_done(jid, result)
+                    batch.done += 1
+                    continue
+                if batch.cancelled:
+                    job.state = "queued"
+                    self._end_job(job, CancelledError("cancelled", path=job.input, stage="queue"))
+                    continue
+                job.state = "queued"
+                self._journal.job_queued(jid)
+                self._queue.push(jid, batch.id, batch.priority)
+            if batch.done + batch.failed >= batch.total:
+                self._finish_batch(batch)
+
+    @staticmethod
+    def _replaced(job: _Job) -> bool:
+        """An in-place input whose inode changed was already replaced by its optimised version."""
+        if not job.expect:
+            return False
+        try:
+            st = os.stat(job.input)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) != (job.expect["dev"], job.expect["ino"])
+
     def _cancel(self, batch: _Batch) -> None:
         batch.cancelled = True
+        if self._journal is not None:
+            self._journal.batch_state(batch.id, "cancelled")
         for jid in self._queue.jobs_of(batch.id):
             self._queue.remove(jid)
             self._end_job(self._jobs[jid], CancelledError("cancelled before it started",
@@ -469,10 +619,14 @@ class Router:
 
     def _pause(self, batch: _Batch) -> None:
         batch.paused = True
+        if self._journal is not None:
+            self._journal.batch_state(batch.id, "paused")
         self._event(batch, "paused")
 
     def _resume(self, batch: _Batch) -> None:
         batch.paused = False
+        if self._journal is not None:
+            self._journal.batch_state(batch.id, "active")
         self._event(batch, "resumed")
 
     def status(self, batch_id: str | None = None, owner: str | None = None) -> dict:
@@ -501,6 +655,7 @@ class Router:
             "memory": {"budget": self._budget, "in_use": self._mem_in_use},
             "degraded": self._degraded_reason,
             "counters": dict(self.counters),
+            "metrics": self.metrics.snapshot(),
         }
 
     # -- sidecars --------------------------------------------------------------------
@@ -526,6 +681,8 @@ class Router:
         if t == "shutdown":
             sc.retiring = True
             self.counters["recycles"] += 1
+            self.metrics.recycle()
+            event(self._log, "sidecar_recycled", sidecar=sc.name)
             if not sc.busy:
                 self._sidecars.pop(identity, None)
             return
@@ -548,11 +705,15 @@ class Router:
                     self._end_job(job, exc)
                     return
             job.state = "done"
+            job.result = result
+            if self._journal is not None:  # the output is already written and fsynced
+                self._journal.job_done(job.id, result)
             batch.done += 1
             if result.get("bytes_in") and result.get("bytes_out") is not None:
                 batch.bytes_in += result["bytes_in"]
                 batch.bytes_out += result["bytes_out"]
             self.counters["jobs_done"] += 1
+            self.metrics.job_finished(result)
             self._event(batch, "result", job.id, result=result)
             self._progress_event(batch)
             self._maybe_finish(batch)
@@ -582,16 +743,26 @@ class Router:
     def _retry(self, job: _Job, err: PyimgoptError) -> None:
         batch = self._batches[job.batch]
         job.state = "queued"
+        if self._journal is not None:
+            self._journal.job_queued(job.id)
         job.not_before = time.monotonic() + min(5.0, 0.1 * 2 ** max(0, job.attempt - 1))
         self._queue.push(job.id, job.batch, batch.priority, front=True)
         self.counters["retries"] += 1
+        self.metrics.retry()
+        event(self._log, "job_retrying", batch=job.batch, job=job.id, error_code=err.code)
         self._event(batch, "retrying", job.id, attempt=job.attempt, error=protocol.pack_error(err))
 
     def _end_job(self, job: _Job, err: PyimgoptError) -> None:
         batch = self._batches[job.batch]
         job.state = "cancelled" if isinstance(err, CancelledError) else "failed"
+        job.error = protocol.pack_error(err)
+        if self._journal is not None:
+            self._journal.job_failed(job.id, job.error, cancelled=job.state == "cancelled")
         batch.failed += 1
         self.counters["jobs_failed"] += 1
+        self.metrics.job_failed(err.code, err.stage)
+        event(self._log, "job_failed", batch=job.batch, job=job.id, error_code=err.code,
+              stage=err.stage)
         self._event(batch, "failed", job.id, error=protocol.pack_error(err), input=job.input)
         self._progress_event(batch)
         self._maybe_finish(batch)
@@ -616,6 +787,8 @@ class Router:
 
     def _finish_batch(self, batch: _Batch) -> None:
         batch.finished = True
+        if self._journal is not None:
+            self._journal.batch_state(batch.id, "done")
         self._event(batch, "batch_done", done=batch.done, failed=batch.failed, total=batch.total,
                     bytes_in=batch.bytes_in, bytes_out=batch.bytes_out,
                     seconds=time.monotonic() - batch.started)
@@ -653,6 +826,8 @@ class Router:
         """A sidecar died or went silent: kill it if ours, requeue or poison its jobs."""
         self._sidecars.pop(sc.identity, None)
         self.counters["sidecars_lost"] += 1
+        self.metrics.sidecar_lost()
+        event(self._log, "sidecar_lost", logging.WARNING, sidecar=sc.name, count=len(sc.busy))
         proc = self._procs.get(sc.pid)
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -705,6 +880,7 @@ class Router:
         self._procs[proc.pid] = proc
         self._spawned_at[proc.pid] = time.monotonic()
         self.counters["spawned"] += 1
+        event(self._log, "sidecar_spawned", count=proc.pid)
 
     def _go_degraded(self, reason: str) -> None:
         if self._degraded is not None:
@@ -806,6 +982,8 @@ class Router:
                                    output=None if sc.inline else job.output,
                                    in_place=batch.in_place, settings=batch.settings,
                                    inline=sc.inline, expect=None if sc.inline else job.expect)
+                if self._journal is not None:
+                    self._journal.job_running(job.id, job.attempt)
                 self._event(batch, "started", job.id, sidecar=sc.name, attempt=job.attempt, input=job.input)
 
     def _shutdown(self) -> None:
@@ -828,5 +1006,9 @@ class Router:
             import shutil
 
             shutil.rmtree(self._private_dir, ignore_errors=True)
+        if self._journal is not None:
+            self._journal.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
         if getattr(self, "_auth", None) is not None:
             self._auth.stop()
