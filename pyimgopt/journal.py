@@ -83,6 +83,9 @@ class Journal:
             os.makedirs(state_dir, mode=0o700, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10,
                                        check_same_thread=False)
+            # Pages freed by pruning go back to the file system (set before the
+            # first table exists; a no-op on an existing journal).
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -153,6 +156,8 @@ class Journal:
         """Delete batches finished more than ``older_than`` seconds ago; return how many."""
         cutoff = time.time() - older_than
         cur = self._db.execute("DELETE FROM batches WHERE state='done' AND finished < ?", (cutoff,))
+        if cur.rowcount:
+            self._db.execute("PRAGMA incremental_vacuum")
         return cur.rowcount
 
     # -- reads ------------------------------------------------------------------------

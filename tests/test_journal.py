@@ -14,7 +14,6 @@ import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from pyimgopt import Settings
 from pyimgopt.client import Client

@@ -304,3 +304,13 @@ def test_pool_async_iteration(tmp_path):
 
     kinds = asyncio.run(main())
     assert kinds.count("result") == 3 and kinds[-1] == "batch_done"
+
+
+def test_pool_status_carries_metrics_while_work_is_queued(tmp_path):
+    make_images(tmp_path / "in", 6)
+    with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
+        batch = c.submit([tmp_path / "in"], Settings(format="webp"), out_dir=tmp_path / "out", priority=3)
+        st = c.status()  # queue by priority has int keys inside the router: must still encode
+        assert "metrics" in st and isinstance(st["metrics"]["queue"], dict)
+        batch.wait(60)
+        assert c.status()["metrics"]["images_processed"] == 6

@@ -64,6 +64,7 @@ VALID: dict[str, tuple[dict, list[bytes]]] = {
     "pause": (dict(req="r3", batch="b1"), []),
     "resume": (dict(req="r4", batch="b1"), []),
     "status": (dict(req="r5", batch=None), []),
+    "attach": (dict(req="r6", batch="b1"), []),
     "accepted": (dict(req="r1", batch="b1", total=2), []),
     "event": (dict(batch="b1", kind="result", job="j1", data={"result": RESULT}), []),
     "reply": (dict(req="r5", ok=True, data={"batches": [{"id": "b1", "done": 1}]}), []),

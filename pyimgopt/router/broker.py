@@ -128,6 +128,7 @@ class _Batch:
     finished: bool = False
     last_progress: float = 0.0
     owner: str | None = None  # CurveZMQ key id of the submitter (None: local)
+    finished_at: float = 0.0
 
     @property
     def total(self) -> int:
@@ -149,6 +150,15 @@ class _Sidecar:
     local: bool = False
     inline: bool = False
     sock: Any = None  # the ROUTER socket this sidecar is connected to
+
+
+def _str_keys(value: Any) -> Any:
+    """The same data with every map key a string (msgpack bodies allow no others)."""
+    if isinstance(value, dict):
+        return {str(k): _str_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_str_keys(v) for v in value]
+    return value
 
 
 class Router:
@@ -655,7 +665,7 @@ class Router:
             "memory": {"budget": self._budget, "in_use": self._mem_in_use},
             "degraded": self._degraded_reason,
             "counters": dict(self.counters),
-            "metrics": self.metrics.snapshot(),
+            "metrics": _str_keys(self.metrics.snapshot()),
         }
 
     # -- sidecars --------------------------------------------------------------------
@@ -787,6 +797,7 @@ class Router:
 
     def _finish_batch(self, batch: _Batch) -> None:
         batch.finished = True
+        batch.finished_at = time.monotonic()
         if self._journal is not None:
             self._journal.batch_state(batch.id, "done")
         self._event(batch, "batch_done", done=batch.done, failed=batch.failed, total=batch.total,
@@ -897,8 +908,21 @@ class Router:
             if not batch.finished:
                 self._event(batch, "degraded", reason=reason)
 
+    def _forget_finished(self, now: float) -> None:
+        """Drop finished batches from memory after a while (the journal keeps them for replay)."""
+        if now - getattr(self, "_last_forget", 0.0) < 60.0:
+            return
+        self._last_forget = now
+        keep = 600.0 if self._journal is not None else 3600.0
+        for bid, batch in list(self._batches.items()):
+            if batch.finished and now - batch.finished_at > keep:
+                for jid in batch.jobs:
+                    self._jobs.pop(jid, None)
+                del self._batches[bid]
+
     def _supervise(self, now: float) -> None:
         cfg = self.config
+        self._forget_finished(now)
         for pid, proc in list(self._procs.items()):
             if proc.poll() is not None:
                 for sc in list(self._sidecars.values()):
