@@ -67,6 +67,9 @@ class Settings:
     lossless:
         Encode WebP/AVIF losslessly. ``None`` means lossless only when the
         input is lossless WebP kept as WebP.
+    lossy_png:
+        Allow a lossy palette PNG (libimagequant, dithered, alpha kept) when it
+        is smaller — and, with ``target_ssim``, only when it meets the target.
     max_width, max_height:
         Bounding box in pixels; ``None`` means unbounded on that axis.
     fit:
@@ -101,6 +104,7 @@ class Settings:
     quality: int | None = None
     target_ssim: float | None = None
     lossless: bool | None = None
+    lossy_png: bool = False
     max_width: int | None = None
     max_height: int | None = None
     fit: str = "inside"
@@ -140,7 +144,7 @@ class Settings:
         ):
             if getattr(self, name) not in choices:
                 raise _fail(name, f"one of {', '.join(choices)}", getattr(self, name))
-        for name in ("enlarge", "keep_metadata", "first_frame", "allow_larger"):
+        for name in ("enlarge", "keep_metadata", "first_frame", "allow_larger", "lossy_png"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, "a bool", getattr(self, name))
         if self.lossless is not None and not isinstance(self.lossless, bool):

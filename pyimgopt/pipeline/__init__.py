@@ -24,7 +24,7 @@ from ..errors import (
 )
 from ..result import Result
 from ..settings import Settings
-from . import geometry, quality
+from . import boost, geometry, quality
 from .decode import decode, read_orientation
 from .encode import ANIMATED_FORMATS, EXTENSIONS, encode, output_format
 from .probe import probe, sniff
@@ -99,6 +99,8 @@ def _run(
     draft = None
     if geo.resize_to is not None:
         draft = (geo.resize_to[1], geo.resize_to[0]) if swap else geo.resize_to
+    if s.lossless is True and fmt_in == "jpeg" and out_fmt == "jpeg" and not geo.changes_pixels:
+        return _jpeg_lossless(data, s, pr, orientation, info, clock)
     keep_palette = (
         not auto
         and not geo.changes_pixels
@@ -124,7 +126,8 @@ def _run(
         choice = _best_auto(dec, s, fmt_in, src_lossless, in_place)
     else:
         choice = _encode_one(dec, out_fmt, s, fmt_in, src_lossless)
-    enc, ssim_value, notes = choice.encoded, choice.ssim, list(dec.notes) + choice.notes
+    enc, ssim_value = choice.encoded, choice.ssim
+    notes = list(dict.fromkeys([*dec.notes, *choice.notes, *enc.notes]))
     out = enc.data
     out_fmt = enc.format
     if (
@@ -137,7 +140,12 @@ def _run(
     ):
         stripper = strip_jpeg if fmt_in == "jpeg" else strip_png
         stripped = stripper(data, keep_icc=dec.icc_nonsrgb)
-        if stripped is not None and len(out) >= _REENCODE_MARGIN * len(stripped):
+        if stripped is not None and fmt_in == "jpeg":
+            moz = boost.jpeg_lossless(stripped, keep_markers=dec.icc_nonsrgb)
+            if moz is not None and len(moz) < len(stripped):
+                stripped = moz
+        lossless_only = s.lossless is True and fmt_in == "jpeg"  # zero generation loss asked
+        if stripped is not None and (lossless_only or len(out) >= _REENCODE_MARGIN * len(stripped)):
             out = stripped
             enc.quality = dec.source_quality if fmt_in == "jpeg" else None
             ssim_value = 1.0
@@ -161,6 +169,36 @@ def _run(
             quality=dec.source_quality if fmt_in == "jpeg" else None,
             ssim=None,
         )
+        info["notes"] = (*info["notes"], "output was not smaller than the input")
+        return data, info
+    info["status"] = "optimized"
+    return out, info
+
+
+def _jpeg_lossless(data: bytes, s: Settings, pr, orientation: int, info: dict, clock: _Clock):
+    """JPEG to JPEG with zero pixel change: strip metadata, re-optimise the entropy coding."""
+    from .decode import _icc_info, estimate_jpeg_quality
+
+    icc = pr.image.info.get("icc_profile")
+    icc_nonsrgb = False
+    if icc:
+        try:
+            icc_nonsrgb = not _icc_info(icc)[1]
+        except Exception:
+            icc_nonsrgb = True  # unreadable: keep it rather than change colours
+    keep_all = s.keep_metadata or orientation != 1  # EXIF orientation must survive
+    base = data if keep_all else (strip_jpeg(data, keep_icc=icc_nonsrgb) or data)
+    notes = ["lossless JPEG mode (no re-encode)"]
+    out = boost.jpeg_lossless(base, keep_markers=keep_all or icc_nonsrgb)
+    if out is None:
+        notes.append(boost.missing_note("mozjpeg"))
+        out = base
+    out = min(out, base, key=len)
+    clock.lap("encode")
+    info.update(format_out="jpeg", width=pr.width, height=pr.height, frames=1,
+                quality=estimate_jpeg_quality(pr.image), ssim=1.0, notes=tuple(notes))
+    if len(out) >= len(data) and not s.allow_larger:
+        info.update(status="skipped", ssim=None)
         info["notes"] = (*info["notes"], "output was not smaller than the input")
         return data, info
     info["status"] = "optimized"

@@ -12,13 +12,15 @@ when asked: EXIF without orientation and the sRGB profile the pixels are in.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, features
 
 from ..errors import EncodeError, UnsupportedFormatError
 from ..settings import Settings
+from . import boost
 from .decode import Decoded, srgb_icc
 
 __all__ = ["Encoded", "output_format", "encode", "EXTENSIONS", "ANIMATED_FORMATS", "has_avif"]
@@ -45,6 +47,7 @@ class Encoded:
     format: str
     quality: int | None
     lossless: bool
+    notes: list[str] = field(default_factory=list)
 
 
 def has_avif() -> bool:
@@ -159,6 +162,7 @@ def encode(
         anim = {"duration": dec.durations, "loop": dec.loop or 0}
     quality: int | None = None
     lossless = False
+    notes: list[str] = []
     try:
         if out_fmt == "jpeg":
             quality = _jpeg_quality(s, dec, source_format, out_fmt)
@@ -173,13 +177,28 @@ def encode(
             if not fast and im.width * im.height <= _SMALL_PIXELS:
                 base = _save([im], "jpeg", progressive=False, **params)
                 data = min(data, base, key=len)
+            if not fast:  # mozjpeg's lossless pass: same pixels, fewer bytes
+                moz = boost.jpeg_lossless(data, keep_markers=bool(meta))
+                if moz is None:
+                    notes.append(boost.missing_note("mozjpeg"))
+                elif len(moz) < len(data):
+                    data = moz
         elif out_fmt == "png":
             lossless = True
             reduced = [f if f.mode in ("P", "1") else _reduce_lossless(f) for f in frames]
             if len(reduced) > 1 and len({f.mode for f in reduced}) > 1:
                 reduced = frames  # APNG frames must share one mode
-            level = 9 if s.effort >= 4 else max(1, s.effort + 3)
-            data = _save(reduced, "png", optimize=s.effort >= 4, compress_level=level, **anim, **meta)
+            data = _png(reduced, s, anim, meta, notes)
+            if s.lossy_png and len(frames) == 1 and reduced[0].mode not in ("P", "1"):
+                pal = boost.quantize(frames[0])
+                if pal is None:
+                    notes.append(boost.missing_note("imagequant"))
+                else:
+                    lossy = _png([pal], s, {}, meta, notes)
+                    good = s.target_ssim is None or _ssim_rgb(frames[0], pal, s) >= s.target_ssim
+                    if good and len(lossy) < len(data):
+                        data, lossless = lossy, False
+                        notes.append("lossy palette (libimagequant)")
         elif out_fmt == "webp":
             lossless = s.lossless if s.lossless is not None else (
                 source_format == "webp" and source_lossless
@@ -202,6 +221,9 @@ def encode(
             quality = 100 if lossless else (s.quality or _DEFAULT_QUALITY["avif"])
             conv = [f.convert("RGBA" if f.mode in ("LA", "RGBA", "P", "PA") else "RGB") for f in frames]
             params = dict(quality=quality, speed=10 if fast else max(0, min(10, 12 - s.effort)))
+            threads = os.environ.get("PYIMGOPT_CODEC_THREADS")
+            if threads and threads.isdigit():
+                params["max_threads"] = max(1, int(threads))
             if lossless:
                 params["subsampling"] = "4:4:4"
             data = _save(conv, "avif", **params, **anim, **meta)
@@ -221,4 +243,30 @@ def encode(
         raise
     except Exception as exc:
         raise EncodeError(f"{out_fmt.upper()} encoder failed: {exc}", stage="encode") from None
-    return Encoded(data=data, format=out_fmt, quality=quality, lossless=lossless)
+    return Encoded(data=data, format=out_fmt, quality=quality, lossless=lossless, notes=notes)
+
+
+def _png(frames: list[Image.Image], s: Settings, anim: dict, meta: dict, notes: list[str]) -> bytes:
+    """Lossless PNG: a fast zlib pass then oxipng; Pillow's own optimiser without oxipng."""
+    if len(frames) == 1 and s.effort >= 1:
+        opt = boost.png_optimize(_save(frames, "png", compress_level=1, **meta), s.effort)
+        if opt is not None:
+            return opt
+        if not boost.available("oxipng"):
+            notes.append(boost.missing_note("oxipng"))
+    level = 9 if s.effort >= 4 else max(1, s.effort + 3)
+    return _save(frames, "png", optimize=s.effort >= 4, compress_level=level, **anim, **meta)
+
+
+def _ssim_rgb(a: Image.Image, b: Image.Image, s: Settings) -> float:
+    from .. import _kernels
+
+    def rgb(im: Image.Image) -> np.ndarray:
+        rgba = im.convert("RGBA")
+        base = Image.new("RGB", im.size, s.background_rgb)
+        base.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+        return np.asarray(base)
+
+    if min(a.size) < 7:
+        return 1.0
+    return float(_kernels.ssim_luma(rgb(a), rgb(b)))

@@ -882,7 +882,10 @@ class Router:
             cmd += ["--max-address-space-mb", str(self.config.sidecar_address_space // (1024 * 1024))]
         if self.config.cpu_per_job:
             cmd += ["--cpu-per-job", str(self.config.cpu_per_job)]
-        env = {**os.environ, "MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": str(16 * 1024 * 1024)}
+        # One codec thread per sidecar (oxipng's rayon pool, AVIF's encoder):
+        # the pool owns the parallelism, so the cores are not oversubscribed.
+        env = {**os.environ, "MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": str(16 * 1024 * 1024),
+               "RAYON_NUM_THREADS": "1", "PYIMGOPT_CODEC_THREADS": "1"}
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         except OSError as exc:
