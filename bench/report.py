@@ -325,6 +325,57 @@ def pool_section(benches: list[dict[str, Any]]) -> tuple[str, list[list[str]]]:
     return "\n\n".join(parts), targets
 
 
+def encoders_section(benches: list[dict[str, Any]]) -> tuple[str, list[list[str]]]:
+    """Totals per contender for PNG and JPEG, lossless JPEG mode, and their targets."""
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for b in benches:
+        e = b["extra_info"]
+        by[(e["kind"], e["impl"])].append(b)
+    rows, targets = [], []
+    totals: dict[tuple[str, str], int] = {}
+    for (kind, impl), group in sorted(by.items()):
+        bytes_in = sum(b["extra_info"]["bytes_in"] for b in group)
+        bytes_out = sum(b["extra_info"]["bytes_out"] for b in group)
+        totals[(kind, impl)] = bytes_out
+        ssims = [b["extra_info"]["ssim"] for b in group if b["extra_info"].get("ssim") is not None]
+        secs = sum(_median(b) for b in group)
+        rows.append([kind, impl, str(len(group)), f"{bytes_in:,}", f"{bytes_out:,}",
+                     f"{100 * bytes_out / bytes_in:.1f} %", f"{secs:.2f}",
+                     f"{sum(ssims) / len(ssims):.4f}" if ssims else "–"])
+    text = _table(["kind", "contender", "files", "bytes in", "bytes out", "out/in", "seconds (sum)",
+                   "mean luma SSIM"], rows, "llrrrrrr")
+    png_ours, png_opt = totals.get(("png", "pyimgopt")), totals.get(("png", "pillow-optimize"))
+    if png_ours and png_opt:
+        gain = 1 - png_ours / png_opt
+        targets.append(["PNG lossless ≥ 10 % smaller than Pillow optimize=True (total)",
+                        f"{100 * gain:.1f} % smaller", "**met**" if gain >= 0.10 else "not met"])
+    j_ours, j_opt = totals.get(("jpeg", "pyimgopt")), totals.get(("jpeg", "pillow-optimize"))
+    if j_ours and j_opt:
+        gain = 1 - j_ours / j_opt
+
+        def mean_ssim(impl: str) -> float:
+            vals = [b["extra_info"]["ssim"] for b in by[("jpeg", impl)]]
+            return sum(vals) / len(vals)
+
+        d_ssim = mean_ssim("pyimgopt") - mean_ssim("pillow-optimize")
+        equal = d_ssim >= -0.0005
+        targets.append([
+            "JPEG ≥ 5 % smaller than Pillow optimize+progressive at equal mean SSIM",
+            f"{100 * gain:.1f} % smaller at q80, mean SSIM {d_ssim:+.4f} vs Pillow",
+            "**met**" if gain >= 0.05 and equal else
+            ("not met (smaller, but at lower SSIM: pyimgopt caps q at the source's quality)"
+             if gain >= 0.05 else "not met"),
+        ])
+    lossless = by.get(("jpeg-lossless", "pyimgopt"), [])
+    if lossless:
+        worst = min(1 - b["extra_info"]["bytes_out"] / b["extra_info"]["bytes_in"] for b in lossless)
+        same = all(b["extra_info"].get("identical") for b in lossless)
+        targets.append(["lossless JPEG mode ≥ 3 % smaller than each camera JPEG, pixels identical",
+                        f"worst {100 * worst:.1f} % smaller; identical: {same}",
+                        "**met**" if worst >= 0.03 and same else "not met"])
+    return text, targets
+
+
 def render(data: dict[str, Any]) -> str:
     suites: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for b in data["benchmarks"]:
@@ -362,6 +413,10 @@ def render(data: dict[str, Any]) -> str:
         text, pool_targets = pool_section(suites["pool"])
         parts += ["### Sidecar pool", text]
         targets += pool_targets
+    if suites["encoders"]:
+        text, enc_targets = encoders_section(suites["encoders"])
+        parts += ["### Encoders (corpus, one round each)", text]
+        targets += enc_targets
     parts += [
         "### Targets",
         _table(["target (project issue)", "measured", "status"], targets, "lll"),
