@@ -99,3 +99,32 @@ def test_encoders_missing_optional_packages_fall_back_and_say_so():
     assert any("mozjpeg-lossless-optimization not installed" in n for n in res["jpeg"]["notes"] + res["lossless"]["notes"])
     assert any("imagequant not installed" in n for n in res["lossy"]["notes"])
     assert all(v["smaller"] for v in res.values())
+
+
+def _screenshot():
+    im = Image.new("RGB", (320, 200), (250, 250, 250))
+    from PIL import ImageDraw
+
+    d = ImageDraw.Draw(im)
+    for y in range(10, 190, 14):
+        d.text((8, y), "pyimgopt keeps text sharp 0123456789", fill=(200, 20, 20))
+        d.line((0, y + 11, 320, y + 11), fill=(20, 20, 200))
+    return im
+
+
+def test_encoders_chroma_subsampling_by_content():
+    from PIL import JpegImagePlugin
+
+    shot, _ = optimize_bytes(encode(_screenshot(), "PNG"), Settings(format="jpeg", quality=80))
+    pic, _ = optimize_bytes(encode(Image.fromarray(photo(320, 200)), "PNG"), Settings(format="jpeg", quality=80))
+    assert JpegImagePlugin.get_sampling(decode(shot)) == 0  # 4:4:4 for graphics and text
+    assert JpegImagePlugin.get_sampling(decode(pic)) == 2   # 4:2:0 for photos
+
+
+def test_encoders_graphic_to_webp_lossless_when_smaller():
+    src = _screenshot()
+    out, r = optimize_bytes(encode(src, "PNG"), Settings(format="webp"))
+    if "lossless WebP (graphic, smaller than lossy)" in r.notes:
+        assert np.array_equal(np.asarray(decode(out).convert("RGB")), np.asarray(src))
+    lossy = encode(src.convert("RGB"), "WEBP", quality=80, method=4)
+    assert len(out) <= len(lossy)

@@ -168,8 +168,8 @@ def encode(
             quality = _jpeg_quality(s, dec, source_format, out_fmt)
             im = _flatten(frames[0], s.background_rgb)
             sub = s.chroma_subsampling
-            if sub == "auto":
-                sub = "4:4:4" if quality >= 90 else "4:2:0"
+            if sub == "auto":  # graphics and text keep full colour resolution
+                sub = "4:4:4" if quality >= 90 or looks_like_graphic(im) else "4:2:0"
             params = dict(quality=quality, optimize=True, subsampling=_SUBSAMPLING[sub], **meta)
             if fast:
                 params["optimize"] = False
@@ -205,6 +205,8 @@ def encode(
             )
             quality = None if lossless else (s.quality or _DEFAULT_QUALITY["webp"])
             conv = [f.convert("RGBA" if f.mode in ("LA", "RGBA", "P", "PA") else "RGB") for f in frames]
+            try_lossless = (not lossless and not fast and s.lossless is None and len(frames) == 1
+                            and looks_like_graphic(frames[0]))
             data = _save(
                 conv,
                 "webp",
@@ -216,6 +218,12 @@ def encode(
                 **anim,
                 **meta,
             )
+            if try_lossless:  # a graphic is often smaller, and exact, as lossless WebP
+                exact = _save(conv, "webp", lossless=True, quality=min(100, s.effort * 11 + 1),
+                              method=min(6, max(0, s.effort - 2)), **meta)
+                if len(exact) <= len(data):
+                    data, lossless, quality = exact, True, None
+                    notes.append("lossless WebP (graphic, smaller than lossy)")
         elif out_fmt == "avif":
             lossless = bool(s.lossless)
             quality = 100 if lossless else (s.quality or _DEFAULT_QUALITY["avif"])
@@ -244,6 +252,19 @@ def encode(
     except Exception as exc:
         raise EncodeError(f"{out_fmt.upper()} encoder failed: {exc}", stage="encode") from None
     return Encoded(data=data, format=out_fmt, quality=quality, lossless=lossless, notes=notes)
+
+
+def looks_like_graphic(im: Image.Image) -> bool:
+    """Few distinct colours on a coarse sample: a screenshot, chart or logo, not a photo.
+
+    Such images keep 4:4:4 chroma in JPEG (text and hard edges bleed at 4:2:0)
+    and are tried as lossless WebP.
+    """
+    if im.width * im.height < 64:
+        return False
+    sample = im.convert("RGB").resize((min(160, im.width), min(160, im.height)),
+                                      Image.Resampling.NEAREST)
+    return sample.getcolors(600) is not None
 
 
 def _png(frames: list[Image.Image], s: Settings, anim: dict, meta: dict, notes: list[str]) -> bytes:
