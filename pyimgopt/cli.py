@@ -14,79 +14,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 
 from . import __version__
 from .errors import InvalidSettingsError, PyimgoptError
-from .pipeline import TEMP_SUFFIX, sniff
 from .result import Result
 from .settings import FILTERS, FITS, OUTPUT_FORMATS, Settings
 
-__all__ = ["main", "collect"]
-
-#: Extensions a folder walk picks up even when the content is not an image we
-#: read, so a mislabelled or unsupported file is reported, not silently skipped.
-IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .apng .gif .webp .tif .tiff .bmp .dib .avif .avifs "
-    ".heic .heif .svg .svgz .jxl .ico .psd .jp2".split()
-)
-
-
-def _usable_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def _looks_like_image(path: str, name: str) -> bool:
-    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-        return True
-    try:
-        with open(path, "rb") as fh:
-            return sniff(fh.read(64)) is not None
-    except OSError:
-        return False
-
-
-def collect(paths: list[str], out_dir: str | None) -> Iterator[tuple[str, str | None, str]]:
-    """Yield (input, relative output path, walk root) for every file to process.
-
-    A file argument is taken as is, whatever its name. A folder is walked
-    recursively (hidden folders, the output folder and pyimgopt's temporary
-    files excluded) and yields the files that have an image extension or
-    image content. A missing path yields ``(path, None, path)`` so it is
-    reported as a failure.
-    """
-    out_abs = os.path.realpath(out_dir) if out_dir else None
-    seen: set[str] = set()
-    for arg in paths:
-        if os.path.isdir(arg):
-            for root, dirs, files in os.walk(arg):
-                dirs[:] = sorted(
-                    d for d in dirs
-                    if not d.startswith(".")
-                    and os.path.realpath(os.path.join(root, d)) != out_abs
-                )
-                for name in sorted(files):
-                    full = os.path.join(root, name)
-                    if name.endswith(TEMP_SUFFIX) or not os.path.isfile(full):
-                        continue
-                    if not _looks_like_image(full, name):
-                        continue
-                    key = os.path.realpath(full)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    yield full, os.path.relpath(full, arg), arg
-        elif os.path.exists(arg):
-            key = os.path.realpath(arg)
-            if key not in seen:
-                seen.add(key)
-                yield arg, os.path.basename(arg), os.path.dirname(arg)
-        else:
-            yield arg, None, arg
-
+__all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

@@ -30,13 +30,13 @@ import zmq
 
 from . import protocol
 from .errors import IOFailureError, JobTimeoutError, PyimgoptError
-from .pipeline import output_name
+from .pipeline import TEMP_SUFFIX, output_name, sniff
 from .auth import make_client
 from .result import Result
 from .security import Policy
 from .settings import Settings
 
-__all__ = ["Client", "Batch", "Event", "plan_jobs"]
+__all__ = ["Client", "Batch", "Event", "plan_jobs", "collect", "IMAGE_EXTENSIONS"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,63 @@ class Event:
         return None
 
 
+#: Extensions a folder walk picks up even when the content is not an image we
+#: read, so a mislabelled or unsupported file is reported, not silently skipped.
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .jfif .png .apng .gif .webp .tif .tiff .bmp .dib .avif .avifs "
+    ".heic .heif .svg .svgz .jxl .ico .psd .jp2".split()
+)
+
+
+def _looks_like_image(path: str, name: str) -> bool:
+    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return sniff(fh.read(64)) is not None
+    except OSError:
+        return False
+
+
+def collect(paths: list[str], out_dir: str | None) -> Iterator[tuple[str, str | None, str]]:
+    """Yield (input, relative output path, walk root) for every file to process.
+
+    A file argument is taken as is, whatever its name. A folder is walked
+    recursively (hidden folders, the output folder and pyimgopt's temporary
+    files excluded) and yields the files that have an image extension or
+    image content. A missing path yields ``(path, None, path)`` so it is
+    reported as a failure.
+    """
+    out_abs = os.path.realpath(out_dir) if out_dir else None
+    seen: set[str] = set()
+    for arg in paths:
+        if os.path.isdir(arg):
+            for root, dirs, files in os.walk(arg):
+                dirs[:] = sorted(
+                    d for d in dirs
+                    if not d.startswith(".")
+                    and os.path.realpath(os.path.join(root, d)) != out_abs
+                )
+                for name in sorted(files):
+                    full = os.path.join(root, name)
+                    if name.endswith(TEMP_SUFFIX) or not os.path.isfile(full):
+                        continue
+                    if not _looks_like_image(full, name):
+                        continue
+                    key = os.path.realpath(full)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    yield full, os.path.relpath(full, arg), arg
+        elif os.path.exists(arg):
+            key = os.path.realpath(arg)
+            if key not in seen:
+                seen.add(key)
+                yield arg, os.path.basename(arg), os.path.dirname(arg)
+        else:
+            yield arg, None, arg
+
+
 def plan_jobs(
     paths: Iterable[str | os.PathLike],
     settings: Settings,
@@ -68,15 +125,13 @@ def plan_jobs(
 ) -> tuple[list[dict], list[Result]]:
     """Expand ``paths`` into jobs (input, output) and results for refused ones.
 
-    Folders recurse (see :func:`pyimgopt.cli.collect`); outputs mirror each
+    Folders recurse (see :func:`collect`); outputs mirror each
     file's path under ``out_dir``; a missing path, a path outside the
     ``policy``'s scopes (``scope_denied``), an operation it does not grant
     (``capability_denied``) or an output that would collide with another's is
     a failed result, not a job. Job paths are canonical.
     """
     policy = policy or Policy.trusted()
-    from .cli import collect
-
     if not in_place and out_dir is None:
         raise IOFailureError("give out_dir or in_place=True", stage="submit")
     jobs: list[dict] = []

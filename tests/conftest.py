@@ -9,9 +9,13 @@ import pathlib
 import struct
 import zlib
 
+from types import ModuleType
+
 import numpy as np
 import pytest
 from PIL import Image
+
+from pyimgopt import _kernels
 
 DATA = pathlib.Path(__file__).parent / "data"
 CORPUS = pathlib.Path(
@@ -101,3 +105,38 @@ def corpus() -> pathlib.Path:
 
 def temp_files(root: pathlib.Path) -> list[pathlib.Path]:
     return [p for p in root.rglob("*") if p.name.endswith(".pyimgopt-tmp")]
+
+
+# -- kernel backends: each test taking `kernels` runs once per available backend
+
+
+def _native_or_skip() -> ModuleType:
+    if os.environ.get("PYIMGOPT_PURE") == "1":
+        pytest.skip("PYIMGOPT_PURE=1 selects the pure backend only")
+    try:
+        return _kernels.load_backend("native")
+    except ImportError as exc:
+        pytest.skip(
+            f"pyimgopt._native is not built ({exc}); "
+            "build it with: python setup.py build_ext --inplace"
+        )
+
+
+@pytest.fixture(params=["native", "pure"])
+def kernels(request: pytest.FixtureRequest) -> ModuleType:
+    """Each available backend module in turn."""
+    if request.param == "native":
+        return _native_or_skip()
+    return _kernels.load_backend("pure")
+
+
+@pytest.fixture
+def native() -> ModuleType:
+    """The compiled backend (skipped when unavailable)."""
+    return _native_or_skip()
+
+
+@pytest.fixture
+def pure() -> ModuleType:
+    """The NumPy/Pillow backend; its resize is Pillow's."""
+    return _kernels.load_backend("pure")

@@ -16,7 +16,6 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from pyimgopt import _kernels
 
 CALLS_PER_THREAD = 12
 ATTEMPTS = 5  # best of 3, to ride out a noisy machine
@@ -29,16 +28,6 @@ def _usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-@pytest.fixture
-def native() -> ModuleType:
-    if os.environ.get("PYIMGOPT_PURE") == "1":
-        pytest.skip("PYIMGOPT_PURE=1 selects the pure backend only")
-    try:
-        return _kernels.load_backend("native")
-    except ImportError as exc:
-        pytest.skip(f"pyimgopt._native is not built ({exc})")
 
 
 def _work(native: ModuleType, img: np.ndarray) -> None:

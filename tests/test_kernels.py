@@ -45,42 +45,6 @@ MODES = {"L2d": (1, True), "L": (1, False), "LA": (2, False), "RGB": (3, False),
 
 
 # --------------------------------------------------------------------------
-# Fixtures
-
-
-def _native_or_skip() -> ModuleType:
-    if PURE_ONLY:
-        pytest.skip("PYIMGOPT_PURE=1 selects the pure backend only")
-    try:
-        return _kernels.load_backend("native")
-    except ImportError as exc:
-        pytest.skip(
-            f"pyimgopt._native is not built ({exc}); "
-            "build it with: python setup.py build_ext --inplace"
-        )
-
-
-@pytest.fixture(params=["native", "pure"])
-def kernels(request: pytest.FixtureRequest) -> ModuleType:
-    """Each available backend module in turn."""
-    if request.param == "native":
-        return _native_or_skip()
-    return _kernels.load_backend("pure")
-
-
-@pytest.fixture
-def native() -> ModuleType:
-    """The compiled backend (skipped when unavailable)."""
-    return _native_or_skip()
-
-
-@pytest.fixture
-def pure() -> ModuleType:
-    """The NumPy/Pillow backend; its resize is Pillow's."""
-    return _kernels.load_backend("pure")
-
-
-# --------------------------------------------------------------------------
 # Test images
 
 

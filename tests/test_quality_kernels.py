@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from pyimgopt import _kernels
 
 skimage_metrics = pytest.importorskip(
     "skimage.metrics", reason="scikit-image is the SSIM reference (pip install .[test])"
@@ -36,42 +35,6 @@ LUMA = np.array([0.299, 0.587, 0.114])
 
 # name -> (channels, 2-D input)
 MODES = {"L2d": (1, True), "L": (1, False), "LA": (2, False), "RGB": (3, False), "RGBA": (4, False)}
-
-
-# --------------------------------------------------------------------------
-# Fixtures
-
-
-def _native_or_skip() -> ModuleType:
-    if PURE_ONLY:
-        pytest.skip("PYIMGOPT_PURE=1 selects the pure backend only")
-    try:
-        return _kernels.load_backend("native")
-    except ImportError as exc:
-        pytest.skip(
-            f"pyimgopt._native is not built ({exc}); "
-            "build it with: python setup.py build_ext --inplace"
-        )
-
-
-@pytest.fixture(params=["native", "pure"])
-def kernels(request: pytest.FixtureRequest) -> ModuleType:
-    """Each available backend module in turn."""
-    if request.param == "native":
-        return _native_or_skip()
-    return _kernels.load_backend("pure")
-
-
-@pytest.fixture
-def native() -> ModuleType:
-    """The compiled backend (skipped when unavailable)."""
-    return _native_or_skip()
-
-
-@pytest.fixture
-def pure() -> ModuleType:
-    """The NumPy backend."""
-    return _kernels.load_backend("pure")
 
 
 # --------------------------------------------------------------------------

@@ -70,6 +70,13 @@ def _run(
     pr = probe(data, s, path)
     clock.lap("probe")
     fmt_in = pr.format.lower()
+    if in_place and s.format not in ("keep", "auto", fmt_in):
+        raise InvalidSettingsError(
+            f"in-place optimisation keeps each file's format; {fmt_in.upper()} cannot be "
+            f"replaced by {s.format.upper()} (write to an output folder to convert)",
+            path=path,
+            stage="settings",
+        )
     auto = s.format == "auto"
     out_fmt = fmt_in if auto else output_format(s.format, fmt_in)
     info: dict = {
@@ -312,12 +319,6 @@ def optimize_bytes(
         )
     start = time.perf_counter()
     clock = _Clock(progress)
-    if in_place and s.format not in ("keep", "auto"):
-        fmt = (sniff(data[:64]) or "").lower()
-        if fmt and fmt != s.format:
-            raise InvalidSettingsError(
-                f"in-place optimisation keeps each file's format; {fmt.upper()} cannot be "
-                f"replaced by {s.format.upper()}", stage="settings")
     try:
         out, info = _run(data, s, None, clock, in_place=in_place)
     except PyimgoptError:
@@ -382,15 +383,6 @@ def optimize_file(
         want = None if expect is None else (expect["dev"], expect["ino"])
         data, st = read_input(src_s, s.max_input_bytes, expect=want)
         clock.lap("read")
-        if in_place and s.format not in ("keep", "auto"):
-            fmt = (sniff(data[:64]) or "").lower()
-            if fmt and fmt != s.format:
-                raise InvalidSettingsError(
-                    f"in-place optimisation keeps each file's format; {fmt.upper()} cannot be "
-                    f"replaced by {s.format.upper()} (write to an output folder to convert)",
-                    path=src_s,
-                    stage="settings",
-                )
         out, info = _run(data, s, src_s, clock, in_place=in_place)
         if s.format == "auto" and not in_place and info["format_out"] != info["format_in"]:
             dst_s = os.path.splitext(dst_s)[0] + EXTENSIONS[info["format_out"]]

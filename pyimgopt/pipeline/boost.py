@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import io
 import os
 
 from PIL import Image
@@ -99,8 +98,3 @@ def quantize(im: Image.Image, *, dither: float = 1.0, max_quality: int = 90) -> 
     except Exception:
         return None
 
-
-def encode_png_bytes(im: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "PNG", compress_level=1)
-    return buf.getvalue()

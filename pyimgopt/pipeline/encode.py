@@ -279,15 +279,20 @@ def _png(frames: list[Image.Image], s: Settings, anim: dict, meta: dict, notes: 
     return _save(frames, "png", optimize=s.effort >= 4, compress_level=level, **anim, **meta)
 
 
+def flatten_rgb(im: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
+    """``im`` as an RGB array, any transparency composited onto ``background``."""
+    if im.has_transparency_data:  # alpha band, tRNS, or an RGBA palette
+        rgba = im.convert("RGBA")
+        base = Image.new("RGB", im.size, background)
+        base.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
+        return np.asarray(base)
+    return np.asarray(im.convert("RGB"))
+
+
 def _ssim_rgb(a: Image.Image, b: Image.Image, s: Settings) -> float:
     from .. import _kernels
 
-    def rgb(im: Image.Image) -> np.ndarray:
-        rgba = im.convert("RGBA")
-        base = Image.new("RGB", im.size, s.background_rgb)
-        base.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
-        return np.asarray(base)
-
     if min(a.size) < 7:
         return 1.0
-    return float(_kernels.ssim_luma(rgb(a), rgb(b)))
+    bg = s.background_rgb
+    return float(_kernels.ssim_luma(flatten_rgb(a, bg), flatten_rgb(b, bg)))

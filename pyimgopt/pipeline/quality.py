@@ -19,7 +19,7 @@ from PIL import Image
 from .. import _kernels
 from ..settings import Settings
 from .decode import Decoded
-from .encode import Encoded, encode, has_avif
+from .encode import Encoded, encode, flatten_rgb, has_avif
 
 __all__ = ["DEFAULT_AUTO_TARGET", "Candidate", "reference", "measure", "encode_to_target", "auto_formats"]
 
@@ -38,25 +38,16 @@ class Candidate:
     notes: list[str]
 
 
-def _flatten(im: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        base = Image.new("RGB", im.size, background)
-        base.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
-        return np.asarray(base)
-    return np.asarray(im.convert("RGB"))
-
-
 def reference(dec: Decoded, background: tuple[int, int, int]) -> np.ndarray:
     """The first frame as an RGB array, alpha flattened onto ``background``."""
-    return _flatten(dec.frames[0], background)
+    return flatten_rgb(dec.frames[0], background)
 
 
 def measure(data: bytes, ref: np.ndarray, background: tuple[int, int, int]) -> float:
     """Luma SSIM between the decoded ``data`` and ``ref``."""
     with Image.open(io.BytesIO(data)) as im:
         im.load()
-        got = _flatten(im, background)
+        got = flatten_rgb(im, background)
     if got.shape != ref.shape:
         return 0.0
     return float(_kernels.ssim_luma(got, ref))
