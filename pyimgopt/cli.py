@@ -1,4 +1,4 @@
-"""The command line: ``pyimgopt optimize`` — what a person types.
+"""The command line: ``pyimgopt optimize``, ``ui``, ``router`` … — what a person types.
 
 Owns argument parsing, turning PATH arguments into (input, output) pairs
 (folders recurse, outputs mirror the tree under ``--out``), running the
@@ -90,6 +90,14 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--batch", metavar="ID")
     st.add_argument("--state-dir", metavar="DIR", default=None)
     st.add_argument("--json", action="store_true")
+    u = sub.add_parser("ui", help="serve the web UI on 127.0.0.1 (prints the URL with its token)")
+    u.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0 = any free port; default 8765)")
+    u.add_argument("--root", action="append", default=[], metavar="DIR",
+                   help="folder the UI may read and write (repeatable; default: the current folder)")
+    u.add_argument("--no-in-place", action="store_true", help="never replace inputs in place")
+    u.add_argument("--open", action="store_true", help="open the page in the default browser")
+    u.add_argument("-j", "--workers", type=int, default=None, metavar="N", help="sidecar processes")
+    u.add_argument("--state-dir", metavar="DIR", default=None, help="journal folder")
     k = sub.add_parser("keys", help="CurveZMQ key pairs: keys generate DIR NAME | keys show FILE")
     k.add_argument("args", nargs=argparse.REMAINDER)
     return p
@@ -341,6 +349,28 @@ def _status(a: argparse.Namespace) -> int:
     return 0
 
 
+def _ui(a: argparse.Namespace) -> int:
+    from .ui import serve
+
+    roots = a.root or [os.getcwd()]
+    for r in roots:
+        if not os.path.isdir(r):
+            print(f"pyimgopt ui: --root {r}: not a folder", file=sys.stderr)
+            return 2
+
+    def ready(url: str) -> None:
+        print(f"pyimgopt ui: serving {', '.join(os.path.realpath(r) for r in roots)}", flush=True)
+        print(f"open {url}", flush=True)
+
+    try:
+        serve(roots, port=a.port, workers=a.workers, in_place=not a.no_in_place,
+              state_dir=_state_dir(a.state_dir), open_browser=a.open, on_ready=ready)
+    except OSError as exc:
+        print(f"pyimgopt ui: cannot listen on 127.0.0.1:{a.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
@@ -352,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         return _resume(args)
     if args.command == "status":
         return _status(args)
+    if args.command == "ui":
+        return _ui(args)
     if args.command == "sidecar":
         from sidecar.__main__ import main as sidecar_main
 

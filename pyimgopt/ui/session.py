@@ -1,0 +1,460 @@
+"""The web UI's state: one embedded client, the current batch, a replayable log.
+
+Owns what the page shows, independent of HTTP: the UI's own :class:`Policy`
+(capabilities and read/write scopes, checked again here before anything is
+submitted, whatever the browser sends), turning form fields into
+:class:`Settings`, listing folders inside the read scope, one batch at a time
+with a row per file, and a numbered log of changes that Server-Sent Events
+replay from any point (a reloaded page fetches :meth:`Session.snapshot`, then
+follows the log from its ``seq``). The client's event stream is consumed on
+one thread per batch; router figures (sidecars, memory) are polled once a
+second.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import threading
+import time
+from typing import Any
+
+from ..client import IMAGE_EXTENSIONS, Client
+from ..errors import (
+    CapabilityDeniedError,
+    InvalidSettingsError,
+    IOFailureError,
+    PyimgoptError,
+    ScopeDeniedError,
+)
+from ..security import Capabilities, Policy, Scope, canonical_input, canonical_output
+from ..settings import FITS, OUTPUT_FORMATS, Settings
+
+__all__ = ["Session", "ui_policy", "settings_from_form", "UIError"]
+
+#: Form fields the page may send, and the Settings field each sets.
+_FORM_FIELDS = ("format", "quality", "target_ssim", "max_width", "max_height", "fit",
+                "keep_metadata", "lossy_png", "effort")
+#: How many log entries a reconnecting page can replay before it must refetch.
+LOG_SIZE = 20_000
+_FINAL = ("optimized", "skipped", "failed", "cancelled")
+
+
+class UIError(Exception):
+    """A refused UI request: HTTP ``status`` plus a typed error for the page."""
+
+    def __init__(self, status: int, err: PyimgoptError) -> None:
+        super().__init__(str(err))
+        self.status = status
+        self.err = err
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": {"code": self.err.code, "message": self.err.message}}
+
+
+def ui_policy(roots: list[str], *, in_place: bool = True) -> Policy:
+    """Read and write inside ``roots`` (canonical folders), every format, no priority."""
+    canon = [os.path.realpath(r) for r in roots]
+    scope = Scope(allow=tuple(os.path.join(r, "**") for r in canon))
+    caps = dataclasses.replace(Capabilities.full(), in_place=in_place, max_priority=0)
+    return Policy(caps, scope, scope)
+
+
+def _int_field(form: dict, name: str, lo: int, hi: int) -> int | None:
+    v = form.get(name)
+    if v is None or v == "":
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise InvalidSettingsError(f"Expected an integer between {lo} and {hi} for {name}"
+                                   f" but received {v!r}", stage="ui")
+    try:
+        n = int(v)
+    except ValueError:
+        raise InvalidSettingsError(f"Expected an integer between {lo} and {hi} for {name}"
+                                   f" but received {v!r}", stage="ui") from None
+    return n
+
+
+def settings_from_form(form: Any) -> Settings:
+    """Build :class:`Settings` from the page's JSON; unknown keys and bad values refused."""
+    if not isinstance(form, dict):
+        raise InvalidSettingsError("settings must be a JSON object", stage="ui")
+    unknown = sorted(set(form) - set(_FORM_FIELDS))
+    if unknown:
+        raise InvalidSettingsError(f"unknown setting {unknown[0]!r}", stage="ui")
+    kw: dict[str, Any] = {}
+    if form.get("format", "keep") not in OUTPUT_FORMATS:
+        raise InvalidSettingsError(f"format must be one of {', '.join(OUTPUT_FORMATS)}", stage="ui")
+    kw["format"] = form.get("format", "keep")
+    if form.get("fit", "inside") not in FITS:
+        raise InvalidSettingsError(f"fit must be one of {', '.join(FITS)}", stage="ui")
+    kw["fit"] = form.get("fit", "inside")
+    for name, lo, hi in (("quality", 1, 100), ("max_width", 1, 1 << 20), ("max_height", 1, 1 << 20),
+                         ("effort", 0, 9)):
+        n = _int_field(form, name, lo, hi)
+        if n is not None:
+            kw[name] = n
+    ssim = form.get("target_ssim")
+    if ssim not in (None, ""):
+        try:
+            kw["target_ssim"] = float(ssim)
+        except (TypeError, ValueError):
+            raise InvalidSettingsError(f"target_ssim must be a number, not {ssim!r}", stage="ui") from None
+    for name in ("keep_metadata", "lossy_png"):
+        v = form.get(name, False)
+        if not isinstance(v, bool):
+            raise InvalidSettingsError(f"{name} must be true or false", stage="ui")
+        kw[name] = v
+    return Settings(**kw)  # range checks and messages are Settings' own
+
+
+def _relative(path: str, base: str) -> str:
+    try:
+        rel = os.path.relpath(path, base)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+@dataclasses.dataclass
+class Row:
+    """One file of the batch as the page shows it."""
+
+    idx: int
+    input: str
+    name: str = ""  # the input relative to the folder the batch was chosen from
+    job: str | None = None
+    output: str | None = None
+    status: str = "queued"  # queued running retrying optimized skipped failed cancelled
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    format_in: str | None = None
+    format_out: str | None = None
+    width: int | None = None
+    height: int | None = None
+    seconds: float | None = None
+    code: str | None = None
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _BatchView:
+    def __init__(self, batch, form: dict, out_dir: str | None, in_place: bool) -> None:
+        self.batch = batch
+        self.id = batch.id
+        self.total = batch.total
+        self.form = form
+        self.out_dir = out_dir
+        self.in_place = in_place
+        self.base = "/"
+        self.started = time.time()
+        self.ended: float | None = None
+        self.rows: list[Row] = []
+        self.by_job: dict[str, Row] = {}
+        self.paused = False
+        self.cancelled = False
+        self.finished = False
+
+    def summary(self) -> dict[str, Any]:
+        done = [r for r in self.rows if r.status in _FINAL]
+        ok = [r for r in done if r.status in ("optimized", "skipped")]
+        bytes_in = sum(r.bytes_in or 0 for r in ok)
+        bytes_out = sum(r.bytes_out or 0 for r in ok)
+        return {
+            "id": self.id, "total": self.total, "processed": len(done),
+            "optimized": sum(r.status == "optimized" for r in done),
+            "skipped": sum(r.status == "skipped" for r in done),
+            "failed": sum(r.status == "failed" for r in done),
+            "cancelled_files": sum(r.status == "cancelled" for r in done),
+            "bytes_in": bytes_in, "bytes_out": bytes_out, "saved": bytes_in - bytes_out,
+            "paused": self.paused, "cancelled": self.cancelled, "finished": self.finished,
+            "elapsed": (self.ended or time.time()) - self.started,
+            "out_dir": self.out_dir, "in_place": self.in_place, "settings": self.form,
+        }
+
+
+class Session:
+    """The UI's embedded client and its one current batch."""
+
+    def __init__(self, policy: Policy, *, workers: int | None = None, state_dir: str | None = None,
+                 client: Client | None = None) -> None:
+        self.policy = policy
+        self.roots = [p[:-3] if p.endswith("/**") else p for p in policy.read.allow]
+        self._client = client or Client.local(workers, policy=policy, state_dir=state_dir)
+        self._lock = threading.Lock()
+        self.changed = threading.Condition(self._lock)
+        self._log: collections.deque[tuple[int, str, dict]] = collections.deque(maxlen=LOG_SIZE)
+        self._seq = 0
+        self._view: _BatchView | None = None
+        self.status: dict[str, Any] = {"sidecars": 0, "rss": 0, "memory_budget": 0, "memory_in_use": 0}
+        self.closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="pyimgopt-ui-status", daemon=True)
+        self._poller.start()
+
+    # -- log ------------------------------------------------------------------------
+
+    def _push(self, kind: str, data: dict) -> None:  # lock held
+        self._seq += 1
+        self._log.append((self._seq, kind, data))
+        self.changed.notify_all()
+
+    def since(self, seq: int) -> tuple[list[tuple[int, str, dict]], bool]:
+        """Log entries after ``seq``; ``False`` when some were dropped (refetch)."""
+        with self._lock:
+            if seq > self._seq:
+                return [], False
+            if self._log and seq < self._log[0][0] - 1:
+                return [], False
+            return [e for e in self._log if e[0] > seq], True
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    # -- queries --------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the page needs to draw itself, and the log position it reflects."""
+        with self._lock:
+            v = self._view
+            return {
+                "seq": self._seq,
+                "roots": self.roots,
+                "formats": list(OUTPUT_FORMATS),
+                "fits": list(FITS),
+                "in_place_allowed": self.policy.capabilities.in_place,
+                "status": dict(self.status),
+                "batch": None if v is None else v.summary(),
+                "rows": [] if v is None else [r.to_json() for r in v.rows],
+            }
+
+    def _check_read(self, path: Any) -> str:
+        if not isinstance(path, str) or not path:
+            raise UIError(400, InvalidSettingsError("a path must be a non-empty string", stage="ui"))
+        try:
+            canon = canonical_input(path)
+        except PyimgoptError as exc:
+            raise UIError(403, exc) from None
+        if not self.policy.read.matches(canon):
+            raise UIError(403, ScopeDeniedError(
+                f"{path} is outside the folders this UI may read ({', '.join(self.roots)})",
+                path=path, stage="scope"))
+        if not os.path.exists(canon):
+            raise UIError(404, IOFailureError(f"{path}: no such file or folder", path=path, stage="read"))
+        return canon
+
+    def browse(self, path: str | None) -> dict[str, Any]:
+        """A folder's subfolders and image files, inside the read scope only."""
+        if not path:
+            return {"path": None, "parent": None,
+                    "entries": [{"name": r, "path": r, "dir": True, "size": None} for r in self.roots]}
+        canon = self._check_read(path)
+        if not os.path.isdir(canon):
+            raise UIError(400, IOFailureError(f"{path} is not a folder", path=path, stage="read"))
+        entries = []
+        try:
+            names = sorted(os.listdir(canon), key=str.lower)
+        except OSError as exc:
+            raise UIError(403, IOFailureError(f"cannot list {path}: {exc.strerror}", path=path,
+                                              stage="read")) from None
+        for name in names:
+            if name.startswith("."):
+                continue
+            full = os.path.join(canon, name)
+            real = os.path.realpath(full)
+            if not self.policy.read.matches(real):
+                continue  # a symlink leading out of scope is not shown
+            is_dir = os.path.isdir(real)
+            if not is_dir and os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            try:
+                size = None if is_dir else os.stat(real).st_size
+            except OSError:
+                continue
+            entries.append({"name": name, "path": full, "dir": is_dir, "size": size})
+        parent = os.path.dirname(canon)
+        if not self.policy.read.matches(parent) or canon in self.roots:
+            parent = None
+        return {"path": canon, "parent": parent, "entries": entries}
+
+    # -- the batch ------------------------------------------------------------------
+
+    def start(self, req: Any) -> dict[str, Any]:
+        """Check and submit ``{"paths", "settings", "out_dir" | "in_place"}``; refuse what is out of scope."""
+        if not isinstance(req, dict):
+            raise UIError(400, InvalidSettingsError("the request must be a JSON object", stage="ui"))
+        unknown = sorted(set(req) - {"paths", "settings", "out_dir", "in_place"})
+        if unknown:
+            raise UIError(400, InvalidSettingsError(f"unknown field {unknown[0]!r}", stage="ui"))
+        paths = req.get("paths")
+        if not isinstance(paths, list) or not paths or len(paths) > 10_000:
+            raise UIError(400, InvalidSettingsError("choose at least one file or folder", stage="ui"))
+        canon = [self._check_read(p) for p in paths]
+        try:
+            settings = settings_from_form(req.get("settings") or {})
+        except PyimgoptError as exc:
+            raise UIError(400, exc) from None
+        in_place = req.get("in_place", False)
+        if not isinstance(in_place, bool):
+            raise UIError(400, InvalidSettingsError("in_place must be true or false", stage="ui"))
+        out_dir = req.get("out_dir") or None
+        if in_place == (out_dir is not None):
+            raise UIError(400, InvalidSettingsError("choose an output folder or in place", stage="ui"))
+        if in_place and not self.policy.capabilities.in_place:
+            raise UIError(403, CapabilityDeniedError("this UI was started without in-place writes",
+                                                     stage="capabilities"))
+        if out_dir is not None:
+            if not isinstance(out_dir, str):
+                raise UIError(400, InvalidSettingsError("out_dir must be a path", stage="ui"))
+            try:
+                out_dir = canonical_output(out_dir)
+            except PyimgoptError as exc:
+                raise UIError(403, exc) from None
+            if not self.policy.write.matches(out_dir):
+                raise UIError(403, ScopeDeniedError(
+                    f"{req['out_dir']} is outside the folders this UI may write "
+                    f"({', '.join(self.roots)})", path=req["out_dir"], stage="scope"))
+        with self._lock:
+            if self._view is not None and not self._view.finished:
+                raise UIError(409, IOFailureError("a batch is already running", stage="ui"))
+        try:
+            batch = self._client.submit(canon, settings, out_dir=out_dir, in_place=in_place)
+        except PyimgoptError as exc:
+            raise UIError(403 if exc.code in ("scope_denied", "capability_denied") else 400, exc) from None
+        view = _BatchView(batch, req.get("settings") or {}, out_dir, in_place)
+        view.base = os.path.commonpath([c if os.path.isdir(c) else os.path.dirname(c) for c in canon])
+        with self._lock:
+            self._view = view
+            self._push("batch", view.summary())
+        threading.Thread(target=self._follow, args=(view,), name="pyimgopt-ui-batch", daemon=True).start()
+        return {"batch": view.id, "total": view.total}
+
+    def control(self, batch_id: str, action: str) -> dict[str, Any]:
+        """Pause, resume or cancel the current batch."""
+        v = self._view
+        if v is None or v.id != batch_id:
+            raise UIError(404, IOFailureError(f"no batch {batch_id!r}", stage="ui"))
+        if action not in ("pause", "resume", "cancel"):
+            raise UIError(404, IOFailureError(f"unknown action {action!r}", stage="ui"))
+        if v.finished:
+            raise UIError(409, IOFailureError("the batch has finished", stage="ui"))
+        try:
+            getattr(v.batch, action)()
+        except PyimgoptError as exc:
+            raise UIError(409, exc) from None
+        with self._lock:
+            if action == "pause":
+                v.paused = True
+            elif action == "resume":
+                v.paused = False
+            else:
+                v.cancelled = True
+            self._push("batch", v.summary())
+        return {"ok": True}
+
+    def row(self, batch_id: str, idx: int) -> Row:
+        v = self._view
+        if v is None or v.id != batch_id or not 0 <= idx < len(v.rows):
+            raise UIError(404, IOFailureError("no such file in this batch", stage="ui"))
+        return v.rows[idx]
+
+    def _row_for(self, v: _BatchView, job: str | None, path: str | None) -> Row:
+        if job is not None and job in v.by_job:
+            return v.by_job[job]
+        r = Row(len(v.rows), path or "?", _relative(path or "?", v.base), job)
+        v.rows.append(r)
+        if job is not None:
+            v.by_job[job] = r
+        return r
+
+    def _follow(self, v: _BatchView) -> None:
+        try:
+            for ev in v.batch.events():
+                with self._lock:
+                    self._apply(v, ev)
+        except PyimgoptError as exc:  # the router went silent: say so, keep the page alive
+            with self._lock:
+                v.finished = True
+                v.ended = time.time()
+                self._push("notice", {"message": f"lost the batch: {exc.message}"})
+                self._push("batch", v.summary())
+
+    def _apply(self, v: _BatchView, ev) -> None:  # lock held
+        k = ev.kind
+        d = ev.data
+        if k in ("queued", "started", "progress", "retrying"):
+            r = self._row_for(v, ev.job, d.get("input"))
+            if k == "started":
+                r.status = "running"
+            elif k == "retrying":
+                r.status = "retrying"
+            self._push("row", r.to_json())
+        elif k in ("result", "failed"):
+            res = ev.result
+            r = self._row_for(v, ev.job, res.input if res else d.get("input"))
+            if res is not None:
+                r.status = res.status
+                r.output = res.output
+                for name in ("bytes_in", "bytes_out", "format_in", "format_out", "width", "height",
+                             "seconds"):
+                    setattr(r, name, getattr(res, name))
+                if res.error is not None:
+                    r.code, r.message = res.error.code, res.error.message
+                    if res.error.code == "cancelled":
+                        r.status = "cancelled"
+            self._push("row", r.to_json())
+            self._push("batch", v.summary())
+        elif k in ("paused", "resumed", "cancelled"):
+            v.paused = k == "paused"
+            v.cancelled = v.cancelled or k == "cancelled"
+            self._push("batch", v.summary())
+        elif k == "batch_done":
+            for r in v.rows:
+                if r.status not in _FINAL:
+                    r.status = "cancelled" if v.cancelled else "failed"
+                    self._push("row", r.to_json())
+            v.total = max(v.total, len(v.rows))
+            v.finished = True
+            v.paused = False
+            v.ended = time.time()
+            self._push("batch", v.summary())
+        elif k == "degraded":
+            self._push("notice", {"message": f"degraded: {d.get('reason')}"})
+
+    # -- router figures -------------------------------------------------------------
+
+    def _poll(self) -> None:
+        while not self.closed.wait(1.0):
+            try:
+                st = self._client.status()
+            except PyimgoptError:
+                continue
+            sidecars = st.get("sidecars", [])
+            fig = {
+                "sidecars": len(sidecars),
+                "busy": sum(s.get("busy", 0) for s in sidecars),
+                "rss": sum(s.get("rss") or 0 for s in sidecars),
+                "memory_budget": st.get("memory", {}).get("budget") or 0,
+                "memory_in_use": st.get("memory", {}).get("in_use") or 0,
+            }
+            with self._lock:
+                if fig != self.status:
+                    self.status = fig
+                    self._push("status", fig)
+
+    def close(self) -> None:
+        """Stop polling, cancel a running batch, stop the embedded router and pool."""
+        self.closed.set()
+        with self._lock:
+            self.changed.notify_all()
+        v = self._view
+        if v is not None and not v.finished:
+            try:
+                v.batch.cancel()
+            except PyimgoptError:
+                pass
+        self._poller.join(3)
+        self._client.close()

@@ -1,0 +1,296 @@
+"""The web UI server over real HTTP: token, Host/Origin checks, CSP on every
+response, scopes enforced whatever the browser sends, a batch end to end
+through the embedded client and the event stream, previews."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+import urllib.parse
+
+import pytest
+from PIL import Image
+
+from conftest import encode, photo
+from pyimgopt.ui import CSP, Session, UIServer, ui_policy
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    root = tmp_path_factory.mktemp("uiroot")
+    (root / "pics").mkdir()
+    for i in range(3):
+        (root / "pics" / f"p{i}.png").write_bytes(encode(Image.fromarray(photo(96, 64, seed=i)), "PNG"))
+    (root / "pics" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "pics" / "tiff.tif").write_bytes(encode(Image.fromarray(photo(40, 30)), "TIFF"))
+    (root / "notes.txt").write_text("not an image")
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.png").write_bytes(encode(Image.new("RGB", (8, 8)), "PNG"))
+    os.symlink(outside, root / "escape")
+    session = Session(ui_policy([str(root)]), workers=1)
+    server = UIServer(session, 0)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server, root, outside
+    server.close()
+    t.join(5)
+
+
+def request(server, method, path, body=None, *, token=True, headers=None):
+    port = server.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    h = {"Host": f"127.0.0.1:{port}"}
+    if token:
+        h["X-Pyimgopt-Token"] = server.token
+    if body is not None:
+        h["Content-Type"] = "application/json"
+        body = json.dumps(body)
+    h.update(headers or {})
+    conn.request(method, path, body=body, headers=h)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp, data
+
+
+def error_code(data: bytes) -> str:
+    return json.loads(data)["error"]["code"]
+
+
+ROUTES = ["/", "/static/app.js", "/static/app.css", "/api/state", "/api/browse", "/nope",
+          "/static/../session.py"]
+
+
+@pytest.mark.parametrize("path", ROUTES)
+@pytest.mark.parametrize("token", [True, False])
+def test_csp_and_security_headers_on_every_response(ui, path, token):
+    server, _, _ = ui
+    resp, _ = request(server, "GET", path, token=token)
+    assert resp.getheader("Content-Security-Policy") == CSP
+    assert "script-src 'self'" in CSP and "unsafe-inline" not in CSP and "http" not in CSP
+    assert resp.getheader("X-Content-Type-Options") == "nosniff"
+    assert resp.getheader("Referrer-Policy") == "no-referrer"
+    if not token:
+        assert resp.status == 403
+
+
+def test_page_has_no_inline_script_or_style_and_no_external_origin(ui):
+    server, _, _ = ui
+    resp, data = request(server, "GET", "/")
+    page = data.decode()
+    assert resp.status == 200
+    assert server.token in page
+    assert "<script>" not in page and "<style" not in page and " style=" not in page
+    assert "http://" not in page and "https://" not in page and "//cdn" not in page
+    assert " on" not in page.replace(" only", "")  # no onclick= style handlers
+    for asset in ("app.js", "app.css"):
+        resp, body = request(server, "GET", f"/static/{asset}")
+        assert resp.status == 200 and b"http://" not in body and b"https://" not in body
+
+
+@pytest.mark.parametrize("bad", ["", "x", "wrong-token-of-some-length"])
+def test_wrong_or_missing_token_is_403(ui, bad):
+    server, _, _ = ui
+    for path in ("/", "/api/state", "/static/app.js"):
+        resp, data = request(server, "GET", path + (f"?token={bad}" if bad else ""), token=False)
+        assert resp.status == 403, path
+        assert error_code(data) == "forbidden"
+    resp, _ = request(server, "POST", "/api/batch", {"paths": []}, token=False,
+                      headers={"X-Pyimgopt-Token": bad or "nothing"})
+    assert resp.status == 403
+
+
+def test_token_in_query_is_accepted(ui):
+    server, _, _ = ui
+    resp, _ = request(server, "GET", f"/api/state?token={urllib.parse.quote(server.token)}", token=False)
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:1",
+                                    "https://127.0.0.1"])
+def test_foreign_origin_is_403(ui, origin):
+    server, root, _ = ui
+    resp, data = request(server, "GET", "/api/state", headers={"Origin": origin})
+    assert resp.status == 403 and error_code(data) == "forbidden"
+    resp, data = request(server, "POST", "/api/batch", {"paths": [str(root / "pics")], "out_dir": str(root / "o")},
+                         headers={"Origin": origin})
+    assert resp.status == 403
+
+
+def test_same_origin_is_accepted(ui):
+    server, _, _ = ui
+    port = server.server_address[1]
+    for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
+        resp, _ = request(server, "GET", "/api/state", headers={"Origin": origin})
+        assert resp.status == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1", "127.0.0.2:{port}",
+                                  "attacker.127.0.0.1.nip.io:{port}"])
+def test_foreign_host_is_403_dns_rebinding(ui, host):
+    server, _, _ = ui
+    resp, data = request(server, "GET", "/api/state",
+                         headers={"Host": host.format(port=server.server_address[1])})
+    assert resp.status == 403 and "Host" in json.loads(data)["error"]["message"]
+
+
+def test_cross_site_post_is_refused(ui):
+    server, root, _ = ui
+    resp, _ = request(server, "POST", "/api/batch", {"paths": [str(root)], "out_dir": str(root / "o")},
+                      headers={"Sec-Fetch-Site": "cross-site"})
+    assert resp.status == 403
+
+
+def test_listens_on_loopback_only(ui):
+    server, _, _ = ui
+    assert server.server_address[0] == "127.0.0.1"
+
+
+def test_browse_lists_images_and_folders_inside_scope(ui):
+    server, root, _ = ui
+    resp, data = request(server, "GET", "/api/browse")
+    assert resp.status == 200
+    assert [e["path"] for e in json.loads(data)["entries"]] == [os.path.realpath(root)]
+    resp, data = request(server, "GET", "/api/browse?path=" + urllib.parse.quote(str(root)))
+    names = [e["name"] for e in json.loads(data)["entries"]]
+    assert names == ["pics"]  # notes.txt is not an image; the symlink leads out of scope
+    resp, data = request(server, "GET", "/api/browse?path=" + urllib.parse.quote(str(root / "pics")))
+    assert sorted(e["name"] for e in json.loads(data)["entries"]) == [
+        "broken.jpg", "p0.png", "p1.png", "p2.png", "tiff.tif"]
+
+
+@pytest.mark.parametrize("path", ["/etc", "/", "{outside}", "{root}/escape", "{root}/escape/secret.png",
+                                  "{root}/../", "{root}/pics/../../"])
+def test_browse_outside_scope_is_refused_with_a_message(ui, path):
+    server, root, outside = ui
+    p = path.format(root=root, outside=outside)
+    resp, data = request(server, "GET", "/api/browse?path=" + urllib.parse.quote(p))
+    assert resp.status == 403
+    err = json.loads(data)["error"]
+    assert err["code"] == "scope_denied" and "outside the folders" in err["message"]
+
+
+@pytest.mark.parametrize("paths,out", [
+    (["/etc/passwd"], "{root}/out"),
+    (["{outside}/secret.png"], "{root}/out"),
+    (["{root}/escape/secret.png"], "{root}/out"),
+    (["{root}/pics", "{root}/escape"], "{root}/out"),
+    (["{root}/pics"], "{outside}/out"),
+    (["{root}/pics"], "{root}/escape/out"),
+    (["{root}/pics"], "/tmp/elsewhere-pyimgopt-ui"),
+])
+def test_submit_outside_scope_is_refused_and_nothing_runs(ui, paths, out):
+    server, root, outside = ui
+    body = {"paths": [p.format(root=root, outside=outside) for p in paths],
+            "out_dir": out.format(root=root, outside=outside), "settings": {}}
+    before = request(server, "GET", "/api/state")[1]
+    resp, data = request(server, "POST", "/api/batch", body)
+    assert resp.status == 403
+    err = json.loads(data)["error"]
+    assert err["code"] == "scope_denied" and err["message"]
+    assert json.loads(request(server, "GET", "/api/state")[1])["batch"] == json.loads(before)["batch"]
+    assert not os.path.exists(os.path.join(outside, "out"))
+
+
+@pytest.mark.parametrize("body,code", [
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"quality": 0}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"format": "exe"}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"in_place": True}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"keep_metadata": "yes"}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"target_ssim": "x"}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"]}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "in_place": True}, "invalid_settings"),
+    ({"paths": [], "out_dir": "{root}/o"}, "invalid_settings"),
+    ({"paths": [42], "out_dir": "{root}/o"}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "priority": 99}, "invalid_settings"),
+])
+def test_bad_requests_get_a_typed_error(ui, body, code):
+    server, root, _ = ui
+    raw = json.loads(json.dumps(body).replace("{root}", str(root)))
+    resp, data = request(server, "POST", "/api/batch", raw)
+    assert resp.status == 400
+    assert error_code(data) == code
+
+
+def test_non_json_body_is_refused(ui):
+    server, _, _ = ui
+    port = server.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/api/batch", body=b"{not json", headers={
+        "Host": f"127.0.0.1:{port}", "X-Pyimgopt-Token": server.token, "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 400 and resp.getheader("Content-Security-Policy") == CSP
+    conn.close()
+
+
+def read_events(server, since: int, until_kind: str, timeout: float = 60):
+    port = server.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn.request("GET", f"/api/events?since={since}&token={server.token}",
+                 headers={"Host": f"127.0.0.1:{port}"})
+    resp = conn.getresponse()
+    assert resp.getheader("Content-Type") == "text/event-stream"
+    assert resp.getheader("Content-Security-Policy") == CSP
+    events, cur, deadline = [], {}, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = resp.fp.readline().decode().rstrip("\n")
+        if line.startswith("event: "):
+            cur["kind"] = line[7:]
+        elif line.startswith("id: "):
+            cur["id"] = int(line[4:])
+        elif line.startswith("data: "):
+            cur["data"] = json.loads(line[6:])
+        elif line == "" and cur:
+            events.append(cur)
+            if until_kind(cur):
+                break
+            cur = {}
+    conn.close()
+    return events
+
+
+def test_batch_end_to_end_with_events_previews_and_replay(ui):
+    server, root, _ = ui
+    seq = json.loads(request(server, "GET", "/api/state")[1])["seq"]
+    body = {"paths": [str(root / "pics")], "out_dir": str(root / "out"),
+            "settings": {"format": "webp", "quality": 70, "max_width": 64}}
+    resp, data = request(server, "POST", "/api/batch", body)
+    assert resp.status == 200, data
+    bid = json.loads(data)["batch"]
+    assert json.loads(data)["total"] == 5
+    events = read_events(server, seq, lambda e: e["kind"] == "batch" and e["data"]["finished"])
+    assert [e["id"] for e in events] == sorted(e["id"] for e in events)
+    final = events[-1]["data"]
+    assert final["id"] == bid and final["processed"] == 5 and final["failed"] == 1
+    assert final["bytes_in"] > final["bytes_out"] > 0 and final["saved"] == final["bytes_in"] - final["bytes_out"]
+    state = json.loads(request(server, "GET", "/api/state")[1])
+    rows = {os.path.basename(r["input"]): r for r in state["rows"]}
+    assert rows["broken.jpg"]["status"] == "failed" and rows["broken.jpg"]["code"] == "decode_failed"
+    assert rows["broken.jpg"]["message"]
+    assert all(rows[f"p{i}.png"]["status"] == "optimized" for i in range(3))
+    assert rows["p0.png"]["format_out"] == "webp" and rows["p0.png"]["width"] == 64
+    # A second stream from the old position replays the same history (a page reload).
+    again = read_events(server, seq, lambda e: e["kind"] == "batch" and e["data"]["finished"])
+    assert [e["id"] for e in again] == [e["id"] for e in events]
+
+    idx = rows["p0.png"]["idx"]
+    resp, data = request(server, "GET", f"/api/preview?batch={bid}&row={idx}&which=after")
+    assert resp.status == 200 and resp.getheader("Content-Type") == "image/webp"
+    assert data == (root / "out" / "p0.webp").read_bytes()
+    resp, data = request(server, "GET", f"/api/preview?batch={bid}&row={idx}&which=before")
+    assert resp.status == 200 and data == (root / "pics" / "p0.png").read_bytes()
+    tif = rows["tiff.tif"]["idx"]
+    resp, data = request(server, "GET", f"/api/preview?batch={bid}&row={tif}&which=before")
+    assert resp.status == 200 and resp.getheader("Content-Type") == "image/png"  # browsers cannot show TIFF
+    assert data.startswith(b"\x89PNG")
+    for q in (f"batch={bid}&row=99&which=after", "batch=nope&row=0&which=after",
+              f"batch={bid}&row={idx}&which=../../etc/passwd", f"batch={bid}&row=x&which=after"):
+        resp, _ = request(server, "GET", "/api/preview?" + q)
+        assert resp.status in (400, 404)
+    resp, data = request(server, "POST", f"/api/batch/{bid}/pause", {})
+    assert resp.status == 409 and "finished" in json.loads(data)["error"]["message"]
+    resp, _ = request(server, "POST", f"/api/batch/{bid}/explode", {})
+    assert resp.status == 404
