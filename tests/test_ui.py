@@ -294,3 +294,51 @@ def test_batch_end_to_end_with_events_previews_and_replay(ui):
     assert resp.status == 409 and "finished" in json.loads(data)["error"]["message"]
     resp, _ = request(server, "POST", f"/api/batch/{bid}/explode", {})
     assert resp.status == 404
+
+
+def test_in_place_batch_and_its_preview(ui):
+    server, root, _ = ui
+    folder = root / "inplace"
+    folder.mkdir()
+    original = encode(Image.fromarray(photo(120, 90, seed=9)), "PNG", compress_level=0)
+    (folder / "a.png").write_bytes(original)
+    seq = json.loads(request(server, "GET", "/api/state")[1])["seq"]
+    resp, data = request(server, "POST", "/api/batch", {"paths": [str(folder)], "in_place": True,
+                                                         "settings": {}})
+    assert resp.status == 200, data
+    bid = json.loads(data)["batch"]
+    read_events(server, seq, lambda e: e["kind"] == "batch" and e["data"]["finished"])
+    state = json.loads(request(server, "GET", "/api/state")[1])
+    (row,) = state["rows"]
+    assert row["status"] == "optimized" and row["output"] in (None, row["input"])
+    assert state["batch"]["in_place"] and state["batch"]["bytes_in"] == len(original)
+    now = (folder / "a.png").read_bytes()
+    assert len(now) == state["batch"]["bytes_out"] < len(original)
+    resp, data = request(server, "GET", f"/api/preview?batch={bid}&row=0&which=before")
+    assert resp.status == 404 and "replaced in place" in json.loads(data)["error"]["message"]
+    resp, data = request(server, "GET", f"/api/preview?batch={bid}&row=0&which=after")
+    assert resp.status == 200 and data == now
+
+
+def test_a_second_batch_while_one_runs_is_refused(ui):
+    server, root, _ = ui
+    folder = root / "many"
+    folder.mkdir()
+    for i in range(30):
+        (folder / f"m{i}.png").write_bytes(encode(Image.fromarray(photo(300, 200, seed=i)), "PNG"))
+    seq = json.loads(request(server, "GET", "/api/state")[1])["seq"]
+    body = {"paths": [str(folder)], "out_dir": str(root / "many-out"), "settings": {"format": "avif"}}
+    resp, data = request(server, "POST", "/api/batch", body)
+    assert resp.status == 200
+    bid = json.loads(data)["batch"]
+    resp, data = request(server, "POST", "/api/batch", body)
+    assert resp.status == 409 and "already running" in json.loads(data)["error"]["message"]
+    resp, _ = request(server, "POST", f"/api/batch/{bid}/cancel", {})
+    assert resp.status == 200
+    events = read_events(server, seq, lambda e: e["kind"] == "batch" and e["data"]["finished"])
+    final = events[-1]["data"]
+    assert final["cancelled"] and final["processed"] == 30
+    assert final["cancelled_files"] + final["optimized"] + final["skipped"] == 30
+    written = list((root / "many-out").glob("*")) if (root / "many-out").exists() else []
+    assert len(written) == final["optimized"] + final["skipped"]
+    assert not [p for p in written if p.name.endswith(".pyimgopt-tmp")]

@@ -16,7 +16,6 @@ import hmac
 import html
 import io
 import json
-import os
 import secrets
 import threading
 import time
@@ -223,24 +222,12 @@ class _Handler(BaseHTTPRequestHandler):
             idx = int(q.get("row", ""))
         except ValueError:
             raise UIError(400, InvalidSettingsError("row must be a number", stage="ui")) from None
-        session = self.server.session
-        row = session.row(q.get("batch", ""), idx)
-        path = row.input if which == "before" else row.output
-        if which == "before" and row.status == "optimized" and row.output is None:
-            raise UIError(404, IOFailureError("the original was replaced in place", stage="ui"))
-        if which == "after" and row.status == "skipped" and row.output is None:
-            path = row.input  # in place and skipped: the file was left as it was
-        if not path:
-            raise UIError(404, IOFailureError("this file has no output", stage="ui"))
-        scope = session.policy.read if which == "before" else session.policy.write
-        real = os.path.realpath(path)
-        if not scope.matches(real):
-            raise UIError(403, IOFailureError("the file left the UI's folders", stage="ui"))
+        real = self.server.session.preview_path(q.get("batch", ""), idx, which)
         try:
             with open(real, "rb") as fh:
                 data = fh.read(_MAX_PREVIEW + 1)
         except OSError as exc:
-            raise UIError(404, IOFailureError(f"cannot read {path}: {exc.strerror}", stage="ui")) from None
+            raise UIError(404, IOFailureError(f"cannot read {real}: {exc.strerror}", stage="ui")) from None
         if len(data) > _MAX_PREVIEW:
             raise UIError(413, IOFailureError("too large to preview", stage="ui"))
         fmt = (sniff(data[:64]) or "").lower()
@@ -249,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:  # TIFF and friends: first frame as a lossless PNG, same pixels
             from PIL import Image
 
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data), formats=["TIFF"]) as im:
                 out = io.BytesIO()
                 im.save(out, "PNG", compress_level=1)
         except Exception as exc:  # a file the browser cannot show either way

@@ -157,19 +157,32 @@ class _BatchView:
         self.paused = False
         self.cancelled = False
         self.finished = False
+        self.counts = dict.fromkeys(_FINAL, 0)
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def settle(self, r: Row, status: str) -> None:
+        """Move ``r`` to ``status``, keeping the totals (O(1) per event, not per row)."""
+        if r.status in _FINAL:
+            self.counts[r.status] -= 1
+            if r.status in ("optimized", "skipped"):
+                self.bytes_in -= r.bytes_in or 0
+                self.bytes_out -= r.bytes_out or 0
+        r.status = status
+        if status in _FINAL:
+            self.counts[status] += 1
+            if status in ("optimized", "skipped"):
+                self.bytes_in += r.bytes_in or 0
+                self.bytes_out += r.bytes_out or 0
 
     def summary(self) -> dict[str, Any]:
-        done = [r for r in self.rows if r.status in _FINAL]
-        ok = [r for r in done if r.status in ("optimized", "skipped")]
-        bytes_in = sum(r.bytes_in or 0 for r in ok)
-        bytes_out = sum(r.bytes_out or 0 for r in ok)
+        c = self.counts
         return {
-            "id": self.id, "total": self.total, "processed": len(done),
-            "optimized": sum(r.status == "optimized" for r in done),
-            "skipped": sum(r.status == "skipped" for r in done),
-            "failed": sum(r.status == "failed" for r in done),
-            "cancelled_files": sum(r.status == "cancelled" for r in done),
-            "bytes_in": bytes_in, "bytes_out": bytes_out, "saved": bytes_in - bytes_out,
+            "id": self.id, "total": self.total, "processed": sum(c.values()),
+            "optimized": c["optimized"], "skipped": c["skipped"], "failed": c["failed"],
+            "cancelled_files": c["cancelled"],
+            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+            "saved": self.bytes_in - self.bytes_out,
             "paused": self.paused, "cancelled": self.cancelled, "finished": self.finished,
             "elapsed": (self.ended or time.time()) - self.started,
             "out_dir": self.out_dir, "in_place": self.in_place, "settings": self.form,
@@ -355,11 +368,24 @@ class Session:
             self._push("batch", v.summary())
         return {"ok": True}
 
-    def row(self, batch_id: str, idx: int) -> Row:
+    def preview_path(self, batch_id: str, idx: int, which: str) -> str:
+        """The file to show as ``before`` or ``after`` for row ``idx`` (canonical, in scope)."""
         v = self._view
         if v is None or v.id != batch_id or not 0 <= idx < len(v.rows):
             raise UIError(404, IOFailureError("no such file in this batch", stage="ui"))
-        return v.rows[idx]
+        r = v.rows[idx]
+        if r.status not in ("optimized", "skipped"):
+            raise UIError(404, IOFailureError(f"this file is {r.status}: nothing to preview", stage="ui"))
+        if which == "before":
+            if v.in_place and r.status == "optimized":
+                raise UIError(404, IOFailureError("the original was replaced in place", stage="ui"))
+            path, scope = r.input, self.policy.read
+        else:
+            path, scope = r.output or r.input, self.policy.write
+        real = os.path.realpath(path)
+        if not scope.matches(real):
+            raise UIError(403, ScopeDeniedError("the file left the UI's folders", stage="scope"))
+        return real
 
     def _row_for(self, v: _BatchView, job: str | None, path: str | None) -> Row:
         if job is not None and job in v.by_job:
@@ -387,24 +413,24 @@ class Session:
         d = ev.data
         if k in ("queued", "started", "progress", "retrying"):
             r = self._row_for(v, ev.job, d.get("input"))
-            if k == "started":
-                r.status = "running"
-            elif k == "retrying":
-                r.status = "retrying"
+            if r.status not in _FINAL and k in ("started", "retrying"):  # a replay never reopens a row
+                r.status = "running" if k == "started" else "retrying"
             self._push("row", r.to_json())
         elif k in ("result", "failed"):
             res = ev.result
             r = self._row_for(v, ev.job, res.input if res else d.get("input"))
             if res is not None:
-                r.status = res.status
+                v.settle(r, "queued")  # take any earlier final state out of the totals
                 r.output = res.output
                 for name in ("bytes_in", "bytes_out", "format_in", "format_out", "width", "height",
                              "seconds"):
                     setattr(r, name, getattr(res, name))
+                status = res.status
                 if res.error is not None:
                     r.code, r.message = res.error.code, res.error.message
                     if res.error.code == "cancelled":
-                        r.status = "cancelled"
+                        status = "cancelled"
+                v.settle(r, status)
             self._push("row", r.to_json())
             self._push("batch", v.summary())
         elif k in ("paused", "resumed", "cancelled"):
@@ -414,7 +440,7 @@ class Session:
         elif k == "batch_done":
             for r in v.rows:
                 if r.status not in _FINAL:
-                    r.status = "cancelled" if v.cancelled else "failed"
+                    v.settle(r, "cancelled" if v.cancelled else "failed")
                     self._push("row", r.to_json())
             v.total = max(v.total, len(v.rows))
             v.finished = True

@@ -246,10 +246,16 @@ function preview(idx) {
   const src = (which) => "/api/preview?" + q({ batch: state.batch.id, row: idx, which });
   $("preview").hidden = false;
   $("pv-name").textContent = r.input;
-  $("pv-bsize").textContent = human(r.bytes_in);
   $("pv-asize").textContent = human(r.bytes_out) + (r.format_out ? " " + r.format_out.toUpperCase() : "");
   $("pv-info").textContent = r.width ? `${r.width}×${r.height} px out, shown at true pixels` : "";
-  for (const id of ["pv-before", "pv-cbefore"]) $(id).src = src("before");
+  $("pv-bsize").textContent = human(r.bytes_in);
+  if (state.batch.in_place && r.status === "optimized") {
+    // the original was replaced: only the result exists any more
+    $("pv-bsize").textContent += " · replaced in place, no longer on disk";
+    for (const id of ["pv-before", "pv-cbefore"]) $(id).removeAttribute("src");
+  } else {
+    for (const id of ["pv-before", "pv-cbefore"]) $(id).src = src("before");
+  }
   for (const id of ["pv-after", "pv-cafter"]) $(id).src = src("after");
   $("preview").scrollIntoView();
 }
