@@ -206,6 +206,8 @@ def test_submit_outside_scope_is_refused_and_nothing_runs(ui, paths, out):
     ({"paths": [], "out_dir": "{root}/o"}, "invalid_settings"),
     ({"paths": [42], "out_dir": "{root}/o"}, "invalid_settings"),
     ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "priority": 99}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/pics", "settings": {"format": "webp"}}, "invalid_settings"),
+    ({"paths": ["{root}/pics/p0.png"], "out_dir": "{root}/pics/"}, "invalid_settings"),
 ])
 def test_bad_requests_get_a_typed_error(ui, body, code):
     server, root, _ = ui

@@ -53,7 +53,7 @@ def make_root(tmp: pathlib.Path) -> pathlib.Path:
             shutil.copy(CORPUS / n, small / n)
     else:  # no ../shared/corpus: images built here
         for i in range(4):
-            (small / f"photo{i}.jpg").write_bytes(encode(Image.fromarray(photo(400, 300, seed=i)),
+            (small / f"photo{i}.jpg").write_bytes(encode(Image.fromarray(photo(640, 480, seed=i)),
                                                          "JPEG", quality=95))
     (small / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     for i in range(BIG):  # slow enough (AVIF, one sidecar: ~0.3 s each) to pause and cancel mid-way
@@ -176,6 +176,10 @@ def test_ui_in_chromium(ui_url, tmp_path):
             expect(page.locator("#pv-cmp")).to_be_visible()
             page.fill("#pv-range", "30")
             assert page.evaluate("document.querySelector('#pv-clip').style.width") == "30%"
+            # the original is larger than the 480 px output: drawn at the output's size under the slider
+            poll(lambda: page.evaluate("document.querySelector('#pv-cbefore').getBoundingClientRect().width")
+                 == page.evaluate("document.querySelector('#pv-cafter').naturalWidth"))
+            expect(page.locator("#pv-scaled")).to_be_visible()
             page.screenshot(path=str(tmp_path / "ui-preview.png"), full_page=True)
             page.check("#pv-side")
 

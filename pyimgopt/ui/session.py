@@ -330,6 +330,11 @@ class Session:
                 raise UIError(403, ScopeDeniedError(
                     f"{req['out_dir']} is outside the folders this UI may write "
                     f"({', '.join(self.roots)})", path=req["out_dir"], stage="scope"))
+            folders = {c if os.path.isdir(c) else os.path.dirname(c) for c in canon}
+            if out_dir in folders:  # outputs beside their inputs could replace other inputs
+                raise UIError(400, InvalidSettingsError(
+                    "the output folder is one of the input folders: choose another, or in place",
+                    stage="ui"))
         with self._lock:
             if self._view is not None and not self._view.finished:
                 raise UIError(409, IOFailureError("a batch is already running", stage="ui"))

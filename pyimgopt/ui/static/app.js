@@ -271,6 +271,17 @@ function clip() {
   $("pv-clip").style.width = $("pv-range").value + "%";
 }
 
+// The slider overlays both images, so "before" is drawn at the output's size
+// when a resize changed it (side by side shows both at true pixels).
+function fitSlider() {
+  const a = $("pv-cafter"), b = $("pv-cbefore");
+  const differ = a.naturalWidth && b.naturalWidth &&
+    (a.naturalWidth !== b.naturalWidth || a.naturalHeight !== b.naturalHeight);
+  b.style.width = differ ? a.naturalWidth + "px" : "";
+  b.style.height = differ ? a.naturalHeight + "px" : "";
+  $("pv-scaled").hidden = !differ;
+}
+
 // ---- live stream ----------------------------------------------------------------------
 
 function apply(kind, data) {
@@ -336,6 +347,8 @@ async function init() {
   $("pv-side").addEventListener("change", previewMode);
   $("pv-slider").addEventListener("change", previewMode);
   $("pv-range").addEventListener("input", clip);
+  $("pv-cafter").addEventListener("load", fitSlider);
+  $("pv-cbefore").addEventListener("load", fitSlider);
   $("pv-close").addEventListener("click", () => { $("preview").hidden = true; });
   setInterval(() => { redrawOrder(); if (state.batch && !state.batch.finished && !state.batch.paused) drawBatch(); }, 250);
   await browse(snap.roots.length === 1 ? snap.roots[0] : null);
