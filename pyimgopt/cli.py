@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--no-in-place", action="store_true", help="never replace inputs in place")
     u.add_argument("--open", action="store_true", help="open the page in the default browser")
     u.add_argument("-j", "--workers", type=int, default=None, metavar="N", help="sidecar processes")
-    u.add_argument("--state-dir", metavar="DIR", default=None, help="journal folder")
+    u.add_argument("--state-dir", metavar="DIR", default=None,
+                   help="journal folder (default: ui/ in the user state dir); a restart resumes its batch")
     k = sub.add_parser("keys", help="CurveZMQ key pairs: keys generate DIR NAME | keys show FILE")
     k.add_argument("args", nargs=argparse.REMAINDER)
     return p
@@ -363,8 +364,10 @@ def _ui(a: argparse.Namespace) -> int:
         print(f"open {url}", flush=True)
 
     try:
+        # Its own journal by default: a restart shows and resumes the UI's batches only.
+        state = a.state_dir or os.path.join(_state_dir(None), "ui")
         serve(roots, port=a.port, workers=a.workers, in_place=not a.no_in_place,
-              state_dir=_state_dir(a.state_dir), open_browser=a.open, on_ready=ready)
+              state_dir=state, open_browser=a.open, on_ready=ready)
     except OSError as exc:
         print(f"pyimgopt ui: cannot listen on 127.0.0.1:{a.port}: {exc.strerror}", file=sys.stderr)
         return 2

@@ -344,3 +344,104 @@ def test_a_second_batch_while_one_runs_is_refused(ui):
     written = list((root / "many-out").glob("*")) if (root / "many-out").exists() else []
     assert len(written) == final["optimized"] + final["skipped"]
     assert not [p for p in written if p.name.endswith(".pyimgopt-tmp")]
+
+
+def _launch(root, state, port=0):
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "pyimgopt.cli", "ui", "--port", str(port), "--root",
+                             str(root), "-j", "1", "--state-dir", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        m = re.match(r"open http://127\.0\.0\.1:(\d+)/\?token=(\S+)", line)
+        if m:
+            return proc, int(m.group(1)), m.group(2)
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    pytest.fail("pyimgopt ui did not start")
+
+
+class _Remote:
+    """Just enough of UIServer for request() against another process."""
+
+    def __init__(self, port, token):
+        self.server_address = ("127.0.0.1", port)
+        self.token = token
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+@pytest.mark.slow
+def test_ui_killed_mid_batch_resumes_it_after_a_restart(tmp_path):
+    import signal
+
+    root = tmp_path / "root"
+    (root / "in").mkdir(parents=True)
+    n = 16
+    for i in range(n):
+        (root / "in" / f"f{i:02}.png").write_bytes(encode(Image.fromarray(photo(700, 500, seed=i)), "PNG"))
+    state = tmp_path / "state"
+    proc, port, token = _launch(root, state)
+    try:
+        remote = _Remote(port, token)
+        resp, data = request(remote, "POST", "/api/batch", {
+            "paths": [str(root / "in")], "out_dir": str(root / "out"), "settings": {"format": "avif"}})
+        assert resp.status == 200, data
+        bid = json.loads(data)["batch"]
+        deadline = time.monotonic() + 60
+        while json.loads(request(remote, "GET", "/api/state")[1])["batch"]["processed"] < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        sidecars = _children(proc.pid)
+        assert sidecars, "the UI should run its sidecars as child processes"
+        os.kill(proc.pid, signal.SIGKILL)  # no clean shutdown at all
+        proc.wait()
+    finally:
+        proc.stdout.close()
+    deadline = time.monotonic() + 30
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    while any(alive(p) for p in sidecars):
+        assert time.monotonic() < deadline, "sidecars outlived their UI"
+        time.sleep(0.1)
+    done_before = {p.name for p in (root / "out").glob("*.avif")}
+    assert 0 < len(done_before) < n
+
+    proc, port, token = _launch(root, state)
+    try:
+        remote = _Remote(port, token)
+        deadline = time.monotonic() + 120
+        while True:
+            st = json.loads(request(remote, "GET", "/api/state")[1])
+            if st["batch"] and st["batch"]["finished"]:
+                break
+            assert time.monotonic() < deadline, st["batch"]
+            time.sleep(0.1)
+        assert st["batch"]["id"] == bid
+        assert st["batch"]["optimized"] == n and st["batch"]["failed"] == 0
+        assert sorted(p.name for p in (root / "out").iterdir()) == [f"f{i:02}.avif" for i in range(n)]
+        events = read_events(remote, 0, lambda e: e["kind"] == "notice")
+        assert "interrupted by a restart" in events[-1]["data"]["message"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        proc.stdout.close()
