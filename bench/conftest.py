@@ -20,6 +20,11 @@ from types import ModuleType
 # thread: every contender here runs on one core, and the 2-core bench machine
 # is shared.
 os.environ["VIPS_CONCURRENCY"] = "1"
+# The same for the codecs pyimgopt drives (oxipng's rayon pool, libvips'
+# mozjpeg, AVIF): one thread, as in a pool sidecar, so the times compare with
+# single-threaded Pillow.
+os.environ["RAYON_NUM_THREADS"] = "1"
+os.environ["PYIMGOPT_CODEC_THREADS"] = "1"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -81,7 +81,9 @@ class Settings:
     filter:
         Resampling filter for resizing.
     chroma_subsampling:
-        JPEG chroma subsampling; ``auto`` is 4:2:0, or 4:4:4 at quality >= 90.
+        JPEG chroma subsampling; ``auto`` is 4:2:0 for photos, 4:4:4 for
+        graphics and text (few colours) and at quality >= 90. libvips'
+        mozjpeg writes 4:4:4 and 4:2:0; 4:2:2 uses Pillow's encoder.
     keep_metadata:
         Keep EXIF (orientation reset) and an sRGB ICC profile. Default strips
         all metadata.
@@ -97,7 +99,10 @@ class Settings:
         Limits checked from the header before any pixel buffer exists. For
         animations ``max_pixels`` also bounds the sum over all frames.
     effort:
-        Encoder effort 0-9 (PNG compression and WebP/AVIF speed trade-off).
+        Encoder effort 0-9, one speed/size knob: PNG oxipng preset (6: level-2
+        filter search with libdeflate 6, 8: oxipng level 2, 9: every filter
+        with libdeflate 12), JPEG through mozjpeg's trellis from 5 (libjpeg-turbo
+        below), WebP method ``effort - 2``, AVIF speed ``12 - effort``.
     """
 
     format: str = "keep"

@@ -1,7 +1,8 @@
-"""Best-in-class encoders: oxipng, libimagequant, mozjpeg's lossless pass, and their fallbacks."""
+"""Best-in-class encoders: oxipng, libimagequant, mozjpeg (lossless pass, libvips encoder), GIF→WebP, and their fallbacks."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -44,13 +45,19 @@ def test_encoders_lossless_jpeg_keeps_orientation_it_cannot_apply():
 
 
 @pytest.mark.skipif(not boost.available("oxipng"), reason="pyoxipng not installed")
-def test_encoders_png_oxipng_lossless_and_not_larger_than_pillow_optimize():
+def test_encoders_png_oxipng_lossless_and_not_larger_than_pillow():
     arr = np.dstack([photo(400, 300), np.tile(np.linspace(0, 255, 400).astype(np.uint8), (300, 1))])
     src = Image.fromarray(arr)
     data = encode(src, "PNG", compress_level=0)
     out, r = optimize_bytes(data)
     assert np.array_equal(pixels(out), arr)
-    assert len(out) <= len(encode(src, "PNG", optimize=True))
+    # effort 6 uses libdeflate 6, whose greedy parsing loses ~1.5 % to zlib 9 on
+    # noise-like photos (the corpus total is 24 % below Pillow optimize=True);
+    # effort 8 (libdeflate 11) must not lose at all.
+    assert len(out) <= 1.03 * len(encode(src, "PNG", optimize=True))
+    strong, _ = optimize_bytes(data, Settings(effort=8))
+    assert np.array_equal(pixels(strong), arr)
+    assert len(strong) <= len(encode(src, "PNG", optimize=True))
 
 
 @pytest.mark.skipif(not boost.available("imagequant"), reason="imagequant not installed")
@@ -80,6 +87,7 @@ png = io.BytesIO(); Image.fromarray(photo(200, 150)).save(png, "PNG", compress_l
 jpg = io.BytesIO(); Image.fromarray(photo(200, 150)).save(jpg, "JPEG", quality=95)
 out = {}
 for name, data, s in (("png", png.getvalue(), Settings()), ("jpeg", jpg.getvalue(), Settings()),
+                      ("tojpeg", png.getvalue(), Settings(format="jpeg")),
                       ("lossy", png.getvalue(), Settings(lossy_png=True)),
                       ("lossless", jpg.getvalue(), Settings(lossless=True, allow_larger=True))):
     b, r = optimize_bytes(data, s)
@@ -90,7 +98,7 @@ print(json.dumps(out))
 
 
 def test_encoders_missing_optional_packages_fall_back_and_say_so():
-    env = {**os.environ, "PYIMGOPT_DISABLE": "oxipng,mozjpeg,imagequant"}
+    env = {**os.environ, "PYIMGOPT_DISABLE": "oxipng,mozjpeg,imagequant,vips"}
     proc = subprocess.run([sys.executable, "-c", _SCRIPT, os.path.dirname(__file__)], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -98,6 +106,7 @@ def test_encoders_missing_optional_packages_fall_back_and_say_so():
     assert any("pyoxipng not installed" in n for n in res["png"]["notes"]) or res["png"]["status"] == "skipped"
     assert any("mozjpeg-lossless-optimization not installed" in n for n in res["jpeg"]["notes"] + res["lossless"]["notes"])
     assert any("imagequant not installed" in n for n in res["lossy"]["notes"])
+    assert any("pyvips not installed" in n for n in res["tojpeg"]["notes"])
     assert all(v["smaller"] for v in res.values())
 
 
@@ -128,3 +137,162 @@ def test_encoders_graphic_to_webp_lossless_when_smaller():
         assert np.array_equal(np.asarray(decode(out).convert("RGB")), np.asarray(src))
     lossy = encode(src.convert("RGB"), "WEBP", quality=80, method=4)
     assert len(out) <= len(lossy)
+
+
+needs_vips = pytest.mark.skipif(not boost.available("vips"), reason="pyvips not installed")
+
+
+@needs_vips
+@pytest.mark.parametrize("sub, code", [("4:4:4", 0), ("4:2:0", 2), ("4:2:2", 1)])
+def test_encoders_jpeg_mozjpeg_honours_subsampling(sub, code):
+    from PIL import JpegImagePlugin
+
+    src = encode(Image.fromarray(photo(320, 200)), "PNG")
+    out, r = optimize_bytes(src, Settings(format="jpeg", quality=80, chroma_subsampling=sub))
+    got = decode(out)
+    assert got.format == "JPEG" and JpegImagePlugin.get_sampling(got) == code
+    pillow = decode(encode(Image.fromarray(photo(320, 200)), "JPEG", quality=80))
+    if sub == "4:2:2":  # libvips cannot write 4:2:2: Pillow's encoder, said in no note
+        assert got.quantization == pillow.quantization
+    else:  # mozjpeg's table 8, not Pillow's Annex K tables: the libvips path ran
+        assert got.quantization != pillow.quantization
+        assert not any("pyvips" in n for n in r.notes)
+
+
+@needs_vips
+@pytest.mark.parametrize("effort, trellis", [(0, False), (4, False), (5, True), (6, True), (9, True)])
+def test_encoders_jpeg_trellis_from_effort_5(effort, trellis):
+    src = encode(Image.fromarray(photo(320, 200)), "PNG")
+    out, r = optimize_bytes(src, Settings(format="jpeg", quality=80, effort=effort))
+    pillow = decode(encode(Image.fromarray(photo(320, 200)), "JPEG", quality=80))
+    assert (decode(out).quantization != pillow.quantization) is trellis
+    assert not any("pyvips" in n for n in r.notes)  # a choice, not a fallback
+
+
+@needs_vips
+@pytest.mark.parametrize("keep", [True, False])
+def test_encoders_jpeg_mozjpeg_metadata_as_settings_say(keep):
+    from pyimgopt.pipeline.decode import srgb_icc
+
+    src = encode(Image.fromarray(photo(320, 240)), "JPEG", quality=95,
+                 exif=exif_bytes(6, gps=True, make="Canon"))
+    out, r = optimize_bytes(src, Settings(keep_metadata=keep, allow_larger=True))
+    assert "lossless metadata strip (no re-encode)" not in r.notes  # the re-encode is what we test
+    got = decode(out)
+    assert got.size == (240, 320)  # orientation applied
+    exif = got.getexif()
+    if keep:
+        assert exif.get(0x010F) == "Canon" and 0x8825 in exif  # maker and GPS kept
+        assert 0x0112 not in exif  # orientation reset, not rewritten by libvips
+        assert got.info.get("icc_profile") == srgb_icc()
+    else:
+        assert len(exif) == 0 and "icc_profile" not in got.info and b"Canon" not in out
+
+
+def test_encoders_add_jpeg_metadata_round_trips_a_large_icc_profile():
+    from pyimgopt.pipeline.strip import add_jpeg_metadata
+
+    base = encode(Image.fromarray(photo(64, 48)), "JPEG", quality=80)
+    icc = bytes(range(256)) * 600  # 153,600 bytes: three APP2 chunks
+    out = add_jpeg_metadata(base, exif=exif_bytes(1, make="Canon"), icc=icc)
+    got = decode(out)
+    assert got.info["icc_profile"] == icc and got.getexif().get(0x010F) == "Canon"
+    assert np.array_equal(pixels(out), pixels(base))
+
+
+_THREADS_SCRIPT = """
+import io, json, os
+from PIL import Image
+import numpy as np
+from pyimgopt import Settings, optimize_bytes
+from pyimgopt.pipeline import boost
+arr = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+png = io.BytesIO(); Image.fromarray(arr).save(png, "PNG")
+optimize_bytes(png.getvalue(), Settings(allow_larger=True))
+optimize_bytes(png.getvalue(), Settings(format="jpeg"))
+vips = boost._module("vips")
+print(json.dumps({"rayon": os.environ.get("RAYON_NUM_THREADS"),
+                  "vips": None if vips is None else vips.concurrency_get()}))
+"""
+
+
+@pytest.mark.skipif(not (boost.available("vips") and boost.available("oxipng")),
+                    reason="pyvips or pyoxipng not installed")
+def test_encoders_codec_threads_follow_pyimgopt_codec_threads():
+    env = {k: v for k, v in os.environ.items() if k not in ("RAYON_NUM_THREADS", "VIPS_CONCURRENCY")}
+    env["PYIMGOPT_CODEC_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"rayon": "1", "vips": 1}
+
+
+@pytest.mark.skipif(not boost.available("oxipng"), reason="pyoxipng not installed")
+def test_encoders_png_effort_maps_to_oxipng_presets():
+    assert boost.png_options(6)["level"] == 2 and "deflate" in boost.png_options(6)
+    assert boost.png_options(8) == {"level": 2}  # oxipng's own level 2 (libdeflate 11)
+    assert len(boost.png_options(9)["filter"]) == 10  # strongest: every filter
+    src = Image.fromarray(np.dstack([photo(200, 150), np.full((150, 200), 200, np.uint8)]))
+    data = encode(src, "PNG", compress_level=0)
+    for effort in (1, 6, 9):
+        out, _ = optimize_bytes(data, Settings(effort=effort))
+        assert np.array_equal(pixels(out), np.asarray(src))
+
+
+def _animated_gif(loop=2):
+    frames = []
+    for i in range(6):
+        im = Image.new("P", (96, 64), 0)
+        im.putpalette([0, 0, 0, 255, 255, 255, 200, 30, 30, 30, 30, 200] + [0] * 756)
+        from PIL import ImageDraw
+
+        d = ImageDraw.Draw(im)
+        d.rectangle((0, 0, 95, 63), fill=1)
+        d.ellipse((8 * i, 10, 8 * i + 30, 40), fill=2)
+        d.rectangle((60, 40 - 4 * i, 90, 60), fill=3)
+        frames.append(im)
+    durations = [40, 80, 120, 40, 80, 200]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=durations,
+                  loop=loop), durations
+
+
+def _frames(data):
+    with Image.open(io.BytesIO(data)) as im:
+        out = []
+        for i in range(im.n_frames):
+            im.seek(i)
+            out.append((np.asarray(im.convert("RGBA")), im.info.get("duration")))
+        return out, im.info.get("loop")
+
+
+def test_encoders_auto_animated_gif_becomes_webp_when_smaller():
+    data, durations = _animated_gif(loop=2)
+    out, r = optimize_bytes(data, Settings(format="auto"))
+    assert len(out) <= len(data)
+    assert r.format_out == "webp" and r.frames == 6
+    got, loop = _frames(out)
+    src, _ = _frames(data)
+    assert [d for _, d in got] == durations and loop == 2
+    assert len(got) == 6
+    if any("webp-lossless" in n for n in r.notes) and r.ssim == 1.0:
+        assert all(np.array_equal(a[..., :3], b[..., :3]) for (a, _), (b, _) in zip(got, src))
+
+
+def test_encoders_auto_animation_lossy_candidate_must_meet_target_on_frames():
+    data, _ = _animated_gif()
+    out, r = optimize_bytes(data, Settings(format="auto", target_ssim=0.99999))
+    assert len(out) <= len(data)
+    got, _ = _frames(out)
+    src, _ = _frames(data)
+    assert len(got) == len(src)  # only a lossless candidate meets 0.99999: exact frames
+    assert all(np.array_equal(a[..., :3], b[..., :3]) for (a, _), (b, _) in zip(got, src))
+
+
+def test_encoders_measure_frames_reads_frame_mismatch_as_failure():
+    from pyimgopt.pipeline import quality
+    from pyimgopt.pipeline.decode import Decoded
+
+    data, _ = _animated_gif()
+    frames = [f for f, _ in _frames(data)[0]]
+    dec = Decoded(frames=[Image.fromarray(f) for f in frames[:3]])
+    assert quality.measure_frames(data, dec, (255, 255, 255)) == 0.0

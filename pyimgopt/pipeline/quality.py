@@ -3,7 +3,8 @@
 Owns the perceptual search behind ``Settings(target_ssim=...)`` — bisection on
 the encoder quality, each step encoded, decoded and compared to the resized
 source with the native luma SSIM — and the choice behind ``format="auto"``:
-each candidate format at the target, smallest wins. The reference and every
+each candidate format at the target, smallest wins (an animation's lossy
+candidates are checked on a sample of frames). The reference and every
 decoded candidate are flattened onto the background the same way, so alpha
 images are compared as they would be seen.
 """
@@ -21,7 +22,8 @@ from ..settings import Settings
 from .decode import Decoded
 from .encode import Encoded, encode, flatten_rgb, has_avif
 
-__all__ = ["DEFAULT_AUTO_TARGET", "Candidate", "reference", "measure", "encode_to_target", "auto_formats"]
+__all__ = ["DEFAULT_AUTO_TARGET", "Candidate", "reference", "measure", "measure_frames",
+           "encode_to_target", "auto_formats"]
 
 #: The SSIM target ``format="auto"`` uses when ``target_ssim`` is not given.
 DEFAULT_AUTO_TARGET = 0.985
@@ -51,6 +53,35 @@ def measure(data: bytes, ref: np.ndarray, background: tuple[int, int, int]) -> f
     if got.shape != ref.shape:
         return 0.0
     return float(_kernels.ssim_luma(got, ref))
+
+
+#: Frames of an animation compared by :func:`measure_frames`, evenly spaced.
+ANIMATION_SAMPLE = 6
+
+
+def measure_frames(data: bytes, dec: Decoded, background: tuple[int, int, int]) -> float:
+    """Lowest luma SSIM over up to ``ANIMATION_SAMPLE`` evenly spaced frames of an animation.
+
+    Both sides are whole composited frames (the decoder gives them so) flattened
+    onto ``background``; a frame count that differs reads as 0.0. A sample, not
+    every frame, keeps the cost bounded for long animations; the frames between
+    are coded from the same palette and quality, so they rarely differ much.
+    """
+    n = len(dec.frames)
+    picks = sorted({round(i * (n - 1) / max(1, ANIMATION_SAMPLE - 1)) for i in range(min(n, ANIMATION_SAMPLE))})
+    worst = 1.0
+    with Image.open(io.BytesIO(data)) as im:
+        if getattr(im, "n_frames", 1) != n:
+            return 0.0
+        for index in picks:
+            im.seek(index)
+            got = flatten_rgb(im.convert("RGBA"), background)
+            ref = flatten_rgb(dec.frames[index], background)
+            if got.shape != ref.shape:
+                return 0.0
+            if min(ref.shape[:2]) >= _MIN_SIDE:
+                worst = min(worst, float(_kernels.ssim_luma(got, ref)))
+    return worst
 
 
 def searchable(dec: Decoded, fmt: str, lossless: bool) -> bool:

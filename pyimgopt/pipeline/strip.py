@@ -5,7 +5,9 @@ comments, vendor APPn blocks, PNG text/time/EXIF chunks, data after the end
 marker) while keeping every byte of image data. The pipeline offers it as a
 candidate next to a re-encode: it never loses quality, so when it is about as
 small it wins. Only used when no EXIF orientation must be honoured and no
-non-sRGB ICC profile would be lost.
+non-sRGB ICC profile would be lost. Also the reverse for encoders that write
+no metadata themselves: :func:`add_jpeg_metadata` inserts EXIF and ICC
+segments exactly as Pillow's JPEG writer lays them out.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import struct
 import zlib
 
-__all__ = ["strip_jpeg", "strip_png"]
+__all__ = ["strip_jpeg", "strip_png", "add_jpeg_metadata"]
+
+_ICC_CHUNK = 65519  # 65535 - 2 (length) - 12 ("ICC_PROFILE\0") - 2 (sequence, count)
 
 # JPEG markers that carry image data or decoding parameters and must stay.
 _JPEG_KEEP_APP = {0xE0, 0xEE}  # APP0 (JFIF), APP14 (Adobe: colour transform, CMYK)
@@ -94,3 +98,39 @@ def strip_png(data: bytes, *, keep_icc: bool) -> bytes | None:
         if ctype == b"IEND":
             return b"".join(out)
     return None
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def add_jpeg_metadata(data: bytes, *, exif: bytes | None = None, icc: bytes | None = None) -> bytes:
+    """``data`` with an APP1 EXIF segment and APP2 ICC segments inserted after SOI/APP0.
+
+    ``exif`` is a TIFF block with or without the ``Exif\\0\\0`` header
+    (Pillow's ``Exif.tobytes()`` has it); ``icc`` is split into numbered
+    chunks as the ICC spec asks. Nothing is inserted when both are empty.
+
+    Raises
+    ------
+    ValueError
+        ``data`` does not start with SOI, or an EXIF block is over 64 KiB.
+    """
+    if data[:2] != b"\xff\xd8":
+        raise ValueError("not a JPEG: no SOI marker")
+    segments = []
+    if exif:
+        payload = exif if exif.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + exif
+        if len(payload) > 65533:
+            raise ValueError(f"EXIF block of {len(payload)} bytes does not fit one segment")
+        segments.append(_segment(0xE1, payload))
+    if icc:
+        chunks = [icc[i : i + _ICC_CHUNK] for i in range(0, len(icc), _ICC_CHUNK)]
+        for seq, chunk in enumerate(chunks, 1):
+            segments.append(_segment(0xE2, b"ICC_PROFILE\x00" + bytes((seq, len(chunks))) + chunk))
+    if not segments:
+        return data
+    pos = 2
+    if data[2:4] == b"\xff\xe0":  # keep JFIF first, as readers expect
+        pos = 4 + struct.unpack(">H", data[4:6])[0]
+    return data[:pos] + b"".join(segments) + data[pos:]
