@@ -29,11 +29,11 @@ from typing import Any
 import zmq
 
 from . import protocol
-from .errors import IOFailureError, JobTimeoutError, PyimgoptError
+from .errors import IOFailureError, JobTimeoutError, PyimgoptError, ScopeDeniedError
 from .pipeline import TEMP_SUFFIX, output_name, sniff
 from .auth import make_client
 from .result import Result
-from .security import Policy
+from .security import Policy, clobbered_inputs, printable_path, utf8_name
 from .settings import Settings
 
 __all__ = ["Client", "Batch", "Event", "plan_jobs", "collect", "IMAGE_EXTENSIONS"]
@@ -142,6 +142,11 @@ def plan_jobs(
             refused.append(Result(input=src, output=None, status="failed",
                                   error=IOFailureError("no such file or folder", path=src, stage="read")))
             continue
+        if not utf8_name(src):
+            refused.append(Result(input=printable_path(src), output=None, status="failed", error=IOFailureError(
+                "file name is not valid UTF-8: rename it to process it", path=printable_path(src),
+                stage="read")))
+            continue
         dst = None
         if not in_place:
             dst = os.path.join(out_dir, os.path.dirname(rel), output_name(rel, settings))
@@ -160,6 +165,13 @@ def plan_jobs(
             continue
         claimed[key] = src
         jobs.append({"id": "", "input": src, "output": dst})
+    clash = clobbered_inputs([(j["input"], j["output"]) for j in jobs],
+                             any_extension=settings.format == "auto")
+    for i in sorted(clash, reverse=True):
+        j = jobs.pop(i)
+        refused.append(Result(input=j["input"], output=None, status="failed", error=ScopeDeniedError(
+            f"output {j['output']} would replace another input of this batch", path=j["input"],
+            stage="scope")))
     return jobs, refused
 
 

@@ -77,6 +77,9 @@ __all__ = [
     "Policy",
     "canonical_input",
     "canonical_output",
+    "clobbered_inputs",
+    "printable_path",
+    "utf8_name",
     "MAX_COMPONENT_BYTES",
     "MAX_PATH_BYTES",
 ]
@@ -671,3 +674,40 @@ class Policy:
                 "capability 'overwrite' not granted: output exists", path=given_out, stage="scope"
             )
         return inp, out
+
+
+def clobbered_inputs(pairs: list[tuple[str, str | None]], *, any_extension: bool) -> set[int]:
+    """Indexes of (input, output) pairs whose output would replace another input.
+
+    Paths are canonical. ``any_extension`` (``format="auto"``, whose output
+    extension is chosen after encoding) compares outputs with inputs by the
+    name without extension. An output that is its own input (in place) is
+    not a clash. Two inputs never lose each other's bytes this way.
+    """
+    def key(p: str) -> str:
+        return _fold(os.path.splitext(p)[0] if any_extension else p)
+
+    owners: dict[str, set[str]] = {}
+    for inp, _out in pairs:
+        owners.setdefault(key(inp), set()).add(inp)
+    return {i for i, (inp, out) in enumerate(pairs)
+            if out is not None and owners.get(key(out), set()) - {inp}}
+
+
+def utf8_name(path: str) -> bool:
+    """Whether ``path`` is valid UTF-8 (no undecodable bytes held as surrogate escapes).
+
+    Paths cross the wire and the journal as UTF-8; a name that is not is
+    refused per file (with :func:`printable_path` in the message), never for
+    the whole batch.
+    """
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def printable_path(path: str) -> str:
+    """``path`` with undecodable bytes shown as ``\\xff`` escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -372,3 +372,120 @@ def test_security_open_time_recheck_defeats_swapped_symlinks(tmp_path):
         t.join(5)
     assert outcomes["optimized"] and outcomes["scope_denied"], (outcomes, flips[0])
     assert not temp_files(tmp_path)
+
+
+def test_security_missing_output_folders_are_created_under_the_checked_folder_only(tmp_path):
+    """The output folder did not exist at the check; before the write, a
+    symlink to a folder outside is planted where it will be created (at each
+    level). The write refuses; nothing lands outside; without the plant the
+    folders are created and the file written."""
+    from pyimgopt.errors import ScopeDeniedError
+    from pyimgopt.pipeline.write import atomic_write, parent_anchor
+
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = root / "new" / "sub" / "out.png"
+    dev, ino, depth = parent_anchor(str(target))
+    assert (dev, ino) == (os.stat(root).st_dev, os.stat(root).st_ino) and depth == 2
+
+    os.symlink(outside, root / "new")  # planted at the first missing level
+    with pytest.raises(ScopeDeniedError):
+        atomic_write(str(target), b"data", expect_parent=(dev, ino), create_depth=depth)
+    os.unlink(root / "new")
+    (root / "new").mkdir()
+    os.symlink(outside, root / "new" / "sub")  # ... or at the last one
+    with pytest.raises(ScopeDeniedError):
+        atomic_write(str(target), b"data", expect_parent=(dev, ino), create_depth=depth)
+    os.unlink(root / "new" / "sub")
+    assert list(outside.iterdir()) == []
+
+    os.rename(root, tmp_path / "moved")  # the checked folder itself replaced by a link out
+    os.symlink(outside, root)
+    with pytest.raises(ScopeDeniedError):
+        atomic_write(str(target), b"data", expect_parent=(dev, ino), create_depth=depth)
+    os.unlink(root)
+    os.rename(tmp_path / "moved", root)
+    assert list(outside.iterdir()) == []
+
+    atomic_write(str(target), b"data", expect_parent=(dev, ino), create_depth=depth)
+    assert target.read_bytes() == b"data"
+    assert not temp_files(tmp_path)
+
+
+def test_security_pipeline_write_honours_the_recorded_anchor(tmp_path):
+    from pyimgopt.pipeline.write import parent_anchor
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "outside").mkdir()
+    src = tmp_path / "in" / "a.png"
+    src.write_bytes(encode(Image.new("RGB", (64, 64), (0, 200, 0)), "PNG", compress_level=0))
+    dst = tmp_path / "out" / "deep" / "a.png"
+    st = os.stat(src)
+    dev, ino, depth = parent_anchor(str(dst))
+    expect = {"dev": st.st_dev, "ino": st.st_ino, "parent_dev": dev, "parent_ino": ino,
+              "parent_depth": depth}
+    os.symlink(tmp_path / "outside", tmp_path / "out")
+    r = optimize_file(src, dst, Settings(), expect=expect)
+    assert r.status == "failed" and r.error.code == "scope_denied"
+    assert list((tmp_path / "outside").iterdir()) == []
+    os.unlink(tmp_path / "out")
+    r = optimize_file(src, dst, Settings(), expect=expect)
+    assert r.status == "optimized" and dst.exists()
+
+
+@pytest.mark.parametrize("fmt", ["keep", "auto"])
+def test_security_an_output_never_replaces_another_input(tmp_path, fmt):
+    """P/sub/x.jpg written under Q, where Q/sub/x.jpg is itself an input: refused
+    (client early, router authoritative), and Q/sub/x.jpg keeps its bytes."""
+    from pyimgopt.client import Client, plan_jobs
+
+    for d in ("P/sub", "Q/sub"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "P/sub/x.jpg").write_bytes(jpeg(quality=97))
+    other = jpeg(photo(200, 150, seed=7), quality=97)
+    (tmp_path / "Q/sub/x.jpg").write_bytes(other)
+    (tmp_path / "Q/sub/y.png").write_bytes(encode(Image.new("RGB", (40, 40), (9, 9, 9)), "PNG"))
+    paths = [tmp_path / "P", tmp_path / "Q/sub/x.jpg"]
+    s = Settings(format=fmt)
+    jobs, refused = plan_jobs(paths, s, str(tmp_path / "Q"), False)
+    assert [os.path.basename(j["input"]) for j in jobs] == ["x.jpg"]
+    assert jobs[0]["input"].endswith("Q/sub/x.jpg")
+    assert len(refused) == 1 and refused[0].error.code == "scope_denied"
+    assert "another input" in refused[0].error.message
+
+    # The router refuses it too when a client sends the clash anyway.
+    from pyimgopt import protocol
+    with Client.local(workers=0) as c:
+        reply = c._request("submit", batch="b" * 16, priority=0, settings=protocol.pack_settings(s),
+                           in_place=False, jobs=[
+                               {"id": "", "input": str(tmp_path / "P/sub/x.jpg"),
+                                "output": str(tmp_path / "Q/sub/x.jpg")},
+                               {"id": "", "input": str(tmp_path / "Q/sub/x.jpg"),
+                                "output": str(tmp_path / "R/sub/x.jpg")}])
+        assert reply["total"] == 2
+        batch = c.attach("b" * 16)
+        results = batch.wait(60)
+    refused = [r for r in results if r.status == "failed"]
+    assert len(refused) == 1 and refused[0].input.endswith("P/sub/x.jpg")
+    assert refused[0].error.code == "scope_denied"
+    assert (tmp_path / "Q/sub/x.jpg").read_bytes() == other
+
+
+def test_security_a_non_utf8_file_name_fails_alone(tmp_path):
+    """A name with undecodable bytes is one failed file, not a refused batch."""
+    from pyimgopt.client import Client
+
+    (tmp_path / "in").mkdir()
+    good = encode(Image.new("RGB", (64, 64), (0, 200, 0)), "PNG", compress_level=0)
+    (tmp_path / "in" / "ok.png").write_bytes(good)
+    with open(os.path.join(os.fsencode(tmp_path / "in"), b"bad\xff.png"), "wb") as fh:
+        fh.write(good)
+    with Client.local(workers=1) as c:
+        results = c.submit([tmp_path / "in"], out_dir=tmp_path / "out").wait(60)
+    by = {r.status: r for r in results}
+    assert sorted(r.status for r in results) == ["failed", "optimized"]
+    err = by["failed"].error
+    assert err.code == "io_error" and "UTF-8" in err.message and "\\xff" in by["failed"].input
+    assert (tmp_path / "out" / "ok.png").exists()

@@ -163,7 +163,8 @@ def test_browse_lists_images_and_folders_inside_scope(ui):
 
 
 @pytest.mark.parametrize("path", ["/etc", "/", "{outside}", "{root}/escape", "{root}/escape/secret.png",
-                                  "{root}/../", "{root}/pics/../../"])
+                                  "{root}/../", "{root}/pics/../../", "/etc/passwd",
+                                  "/etc/no-such-file-pyimgopt", "{outside}/nope.png"])
 def test_browse_outside_scope_is_refused_with_a_message(ui, path):
     server, root, outside = ui
     p = path.format(root=root, outside=outside)
@@ -208,6 +209,8 @@ def test_submit_outside_scope_is_refused_and_nothing_runs(ui, paths, out):
     ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "priority": 99}, "invalid_settings"),
     ({"paths": ["{root}/pics"], "out_dir": "{root}/pics", "settings": {"format": "webp"}}, "invalid_settings"),
     ({"paths": ["{root}/pics/p0.png"], "out_dir": "{root}/pics/"}, "invalid_settings"),
+    ({"paths": ["{root}/pics/p0.png"], "out_dir": "{root}"}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}"}, "invalid_settings"),
 ])
 def test_bad_requests_get_a_typed_error(ui, body, code):
     server, root, _ = ui
@@ -445,3 +448,107 @@ def test_ui_killed_mid_batch_resumes_it_after_a_restart(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         proc.stdout.close()
+
+
+def _raw(server, payload: bytes, timeout: float = 5.0) -> bytes:
+    import socket
+
+    with socket.create_connection(server.server_address, timeout=timeout) as sock:
+        sock.sendall(payload)
+        chunks = []
+        try:
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        except TimeoutError:
+            pass
+    return b"".join(chunks)
+
+
+def test_a_refused_request_body_is_never_parsed_as_a_second_request(ui):
+    server, _, _ = ui
+    port = server.server_address[1]
+    inner = f"GET /smuggled?token={server.token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    for extra in (b"Origin: http://evil.example\r\nContent-Type: application/json\r\n",
+                  b"Content-Type: text/plain\r\n"):
+        req = (f"POST /api/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Pyimgopt-Token: {server.token}\r\n"
+               f"Content-Length: {len(inner)}\r\n").encode() + extra + b"\r\n" + inner
+        answer = _raw(server, req)
+        assert answer.count(b"HTTP/1.1 ") == 1, answer
+        assert b"/smuggled" not in answer
+
+
+@pytest.mark.parametrize("headers, body, status", [
+    (b"Content-Length: abc\r\nContent-Type: application/json\r\n", b"", 400),
+    (b"Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n", b"2\r\n{}\r\n0\r\n\r\n", 411),
+    (b"Content-Length: 200000\r\nContent-Type: application/json\r\n", b"[" * 200000, 400),
+])
+def test_malformed_posts_get_an_answer_not_a_dropped_connection(ui, headers, body, status):
+    server, _, _ = ui
+    port = server.server_address[1]
+    req = (f"POST /api/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Pyimgopt-Token: {server.token}\r\n"
+           .encode() + headers + b"\r\n" + body)
+    answer = _raw(server, req)
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+    assert b"Content-Security-Policy: " in answer
+    resp, _ = request(server, "GET", "/api/state")  # and it keeps serving
+    assert resp.status == 200
+
+
+def test_head_on_the_event_stream_returns(ui):
+    server, _, _ = ui
+    answer = _raw(server, f"HEAD /api/events?token={server.token} HTTP/1.1\r\nHost: 127.0.0.1:"
+                          f"{server.server_address[1]}\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 200") and b"text/event-stream" in answer
+
+
+def test_preview_refuses_a_fifo_or_symlink_planted_after_the_batch(ui):
+    server, root, outside = ui
+    folder = root / "plant"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"q{i}.png").write_bytes(encode(Image.fromarray(photo(64, 48, seed=20 + i)), "PNG"))
+    seq = json.loads(request(server, "GET", "/api/state")[1])["seq"]
+    resp, data = request(server, "POST", "/api/batch", {"paths": [str(folder)],
+                                                         "out_dir": str(root / "plant-out")})
+    assert resp.status == 200, data
+    bid = json.loads(data)["batch"]
+    read_events(server, seq, lambda e: e["kind"] == "batch" and e["data"]["finished"])
+    rows = json.loads(request(server, "GET", "/api/state")[1])["rows"]
+    out0, out1 = (root / "plant-out" / "q0.png"), (root / "plant-out" / "q1.png")
+    out0.unlink()
+    os.mkfifo(out0)
+    out1.unlink()
+    os.symlink(outside / "secret.png", out1)
+    for r in rows:
+        t = time.monotonic()
+        resp, data = request(server, "GET", f"/api/preview?batch={bid}&row={r['idx']}&which=after")
+        assert resp.status in (403, 404) and time.monotonic() - t < 5
+        assert b"PNG" not in data
+
+
+def test_connections_beyond_the_cap_are_closed_not_queued(tmp_path):
+    import socket
+
+    class Small(UIServer):
+        max_connections = 2
+
+    session = Session(ui_policy([str(tmp_path)]), workers=0)
+    server = Small(session, 0)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        idle = [socket.create_connection(server.server_address) for _ in range(2)]
+        time.sleep(0.3)
+        with socket.create_connection(server.server_address, timeout=5) as extra:
+            extra.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            assert extra.recv(100) == b""  # closed at once
+        for s in idle:
+            s.close()
+        time.sleep(0.3)
+        resp, _ = request(server, "GET", "/api/state")
+        assert resp.status == 200
+    finally:
+        server.close()

@@ -359,8 +359,10 @@ def optimize_file(
     """Optimise the file ``src`` and write it to ``dst`` (``None``: in place).
 
     ``expect`` — ``{"dev", "ino"}`` of the checked input and optionally
-    ``{"parent_dev", "parent_ino"}`` of the checked output folder — makes the
-    read and the write refuse a path that was swapped after it was checked.
+    ``{"parent_dev", "parent_ino", "parent_depth"}`` of the deepest existing
+    folder above the checked output (:func:`~.write.parent_anchor`) — makes
+    the read and the write refuse a path that was swapped after it was
+    checked; missing output folders are created beneath that folder only.
 
     ``progress(stage)`` is called as each stage ends (``read``, ``probe``,
     ``decode``, ``resize``, ``encode``, ``write``); an exception it raises
@@ -392,10 +394,12 @@ def optimize_file(
         if info["status"] == "skipped" and in_place:
             pass  # the original stays exactly as it was
         else:
-            parent = None
+            parent, depth = None, 0
             if expect is not None and expect.get("parent_ino") is not None:
                 parent = (expect["parent_dev"], expect["parent_ino"])
-            atomic_write(dst_s, out, mode=st.st_mode if in_place else None, expect_parent=parent)
+                depth = int(expect.get("parent_depth") or 0)
+            atomic_write(dst_s, out, mode=st.st_mode if in_place else None, expect_parent=parent,
+                         create_depth=depth)
         clock.lap("write")
     except MemoryError:
         return _failed(TooLargeError("out of memory", stage="decode"), src_s, clock, start)

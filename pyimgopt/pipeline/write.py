@@ -17,7 +17,7 @@ import stat
 
 from ..errors import IOFailureError, ScopeDeniedError, TooLargeError
 
-__all__ = ["read_input", "atomic_write", "remove_stale_temps", "TEMP_SUFFIX"]
+__all__ = ["parent_anchor", "read_input", "atomic_write", "remove_stale_temps", "TEMP_SUFFIX"]
 
 #: Every temporary file pyimgopt creates ends with this suffix.
 TEMP_SUFFIX = ".pyimgopt-tmp"
@@ -107,23 +107,50 @@ def _umask() -> int:
     return 0o022
 
 
+def parent_anchor(output: str) -> tuple[int, int, int] | None:
+    """``(st_dev, st_ino, depth)`` of the deepest existing folder above ``output``.
+
+    ``depth`` counts the folders below it that do not exist yet. A checker
+    records this with the approved path; :func:`atomic_write` given it
+    creates the missing folders beneath that very folder and nowhere else.
+    ``None`` when not even ``/`` can be stat-ed.
+    """
+    folder = os.path.dirname(os.path.abspath(output))
+    depth = 0
+    while True:
+        try:
+            st = os.stat(folder)
+            return st.st_dev, st.st_ino, depth
+        except OSError:
+            up = os.path.dirname(folder)
+            if up == folder:
+                return None
+            folder, depth = up, depth + 1
+
+
 def atomic_write(
     path: str,
     data: bytes,
     *,
     mode: int | None = None,
     expect_parent: tuple[int, int] | None = None,
+    create_depth: int = 0,
 ) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
-    The folder is opened once (never through a symlink when
-    ``expect_parent`` = (st_dev, st_ino) of the checked folder is given, and
-    then it must be that folder); the temporary file is created in it with
+    The folder is opened once; the temporary file is created in it with
     ``O_EXCL|O_NOFOLLOW``, written, fsynced and renamed over the target
     relative to that folder handle, so a folder swapped after the check
-    cannot redirect the write. ``mode`` sets the permission bits (an in-place
-    rewrite passes the original's); a new file gets ``0o666`` minus the
-    umask. Missing parent folders are created (only without ``expect_parent``).
+    cannot redirect the write. With ``expect_parent`` = (st_dev, st_ino) of
+    the folder a checker approved — ``path``'s folder, or its ancestor
+    ``create_depth`` levels up when the last ``create_depth`` folders did not
+    exist yet (see :func:`parent_anchor`) — that folder is opened without
+    following a final symlink and must be the one checked; the missing folders
+    are then made and entered one at a time with ``mkdirat`` and
+    ``O_NOFOLLOW``, so a symlink planted on the way is refused, never
+    followed. Without ``expect_parent`` missing folders are simply created.
+    ``mode`` sets the permission bits (an in-place rewrite passes the
+    original's); a new file gets ``0o666`` minus the umask.
 
     Raises
     ------
@@ -131,11 +158,16 @@ def atomic_write(
         The folder cannot be created or written, the disk is full, ...; the
         target is then untouched and no temporary file remains.
     ScopeDeniedError
-        ``expect_parent`` given and the folder is not the one checked.
+        ``expect_parent`` given and a folder on the way is not the one checked.
     """
     folder = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
     dflags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+    missing: list[str] = []
+    if expect_parent is not None and create_depth > 0:
+        for _ in range(create_depth):
+            folder, comp = os.path.split(folder)
+            missing.insert(0, comp)
     try:
         if expect_parent is None:
             os.makedirs(folder, exist_ok=True)
@@ -155,6 +187,24 @@ def atomic_write(
             if (st.st_dev, st.st_ino) != tuple(expect_parent):
                 raise ScopeDeniedError("output folder changed after it was checked",
                                        path=path, stage="write")
+        for comp in missing:
+            try:
+                os.mkdir(comp, 0o777, dir_fd=dfd)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise IOFailureError(f"cannot create output folder: {exc.strerror or exc}",
+                                     path=path, stage="write") from None
+            try:
+                nfd = os.open(comp, dflags, dir_fd=dfd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise ScopeDeniedError("a symlink appeared in the output path after it was "
+                                           "checked", path=path, stage="write") from None
+                raise IOFailureError(f"cannot open output folder: {exc.strerror or exc}",
+                                     path=path, stage="write") from None
+            os.close(dfd)
+            dfd = nfd
         _write_in(dfd, name, data, mode, path)
     finally:
         os.close(dfd)

@@ -39,9 +39,9 @@ from ..errors import (
     WorkerLostError,
 )
 from ..pipeline.encode import EXTENSIONS
-from ..pipeline.write import atomic_write, read_input, remove_stale_temps
+from ..pipeline.write import atomic_write, parent_anchor, read_input, remove_stale_temps
 from ..auth import Authenticator, check_ipc_bind, check_tcp_bind, make_server, peer_key
-from ..security import Policy
+from ..security import Policy, clobbered_inputs, printable_path, utf8_name
 from ..journal import Journal
 from ..logs import event, get_logger
 from ..metrics import RouterMetrics, serve_metrics
@@ -448,6 +448,10 @@ class Router:
         for spec in msg["jobs"]:
             jid = f"{bid}:{next(self._ids)}"
             try:
+                for key in ("input", "output"):
+                    if spec.get(key) is not None and not utf8_name(spec[key]):
+                        raise IOFailureError(f"{key} file name is not valid UTF-8: rename it",
+                                             path=printable_path(spec[key]), stage="scope")
                 if not msg["in_place"] and spec.get("output") is None:
                     raise ScopeDeniedError("no output path and in_place not set: refused",
                                            path=str(spec["input"]), stage="scope")
@@ -457,20 +461,25 @@ class Router:
                                                 path=str(spec["input"]), stage="scope")
                 st = os.stat(inp)
                 expect = {"dev": st.st_dev, "ino": st.st_ino}
-                if out is not None:
-                    try:
-                        pst = os.stat(os.path.dirname(out))
-                        expect.update(parent_dev=pst.st_dev, parent_ino=pst.st_ino)
-                    except OSError:
-                        pass
+                if out is not None:  # the folder the write must happen under
+                    anchor = parent_anchor(out)
+                    if anchor is not None:
+                        expect.update(parent_dev=anchor[0], parent_ino=anchor[1], parent_depth=anchor[2])
                 total_bytes += st.st_size
                 accepted.append(_Job(jid, bid, inp, None if msg["in_place"] else out, expect=expect))
             except PyimgoptError as exc:
-                refused.append((_Job(jid, bid, str(spec["input"]), None, state="failed"), exc))
+                refused.append((_Job(jid, bid, printable_path(str(spec["input"])), None, state="failed"), exc))
             except OSError as exc:
-                refused.append((_Job(jid, bid, str(spec["input"]), None, state="failed"),
+                refused.append((_Job(jid, bid, printable_path(str(spec["input"])), None, state="failed"),
                                 ScopeDeniedError(f"cannot check input: {exc.strerror}",
-                                                 path=str(spec["input"]), stage="scope")))
+                                                 path=printable_path(str(spec["input"])), stage="scope")))
+        clash = clobbered_inputs([(j.input, j.output) for j in accepted],
+                                 any_extension=settings.format == "auto")
+        for i in sorted(clash, reverse=True):
+            job = accepted.pop(i)
+            refused.append((_Job(job.id, bid, job.input, None, state="failed"), ScopeDeniedError(
+                f"output {job.output} would replace another input of this batch", path=job.input,
+                stage="scope")))
         try:
             policy.capabilities.check_batch(len(msg["jobs"]), total_bytes)
         except CapabilityDeniedError as exc:
@@ -826,10 +835,12 @@ class Router:
             if batch.settings.get("format") == "auto" and fmt_out and fmt_out != fmt_in:
                 dst = os.path.splitext(dst)[0] + EXTENSIONS[fmt_out]
         if not (batch.in_place and result.get("status") == "skipped"):
-            parent = None
+            parent, depth = None, 0
             if job.expect is not None and job.expect.get("parent_ino") is not None:
                 parent = (job.expect["parent_dev"], job.expect["parent_ino"])
-            atomic_write(dst, bulk[0], mode=job.mode if batch.in_place else None, expect_parent=parent)
+                depth = int(job.expect.get("parent_depth") or 0)
+            atomic_write(dst, bulk[0], mode=job.mode if batch.in_place else None, expect_parent=parent,
+                         create_depth=depth)
         result["output"] = dst
         return result
 

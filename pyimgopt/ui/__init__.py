@@ -9,6 +9,11 @@ headers; ``static/`` is the page (no build step, no external origin).
 
 from __future__ import annotations
 
+import html
+import os
+import shutil
+import tempfile
+
 from .server import CSP, UIServer
 from .session import Session, ui_policy
 
@@ -32,11 +37,13 @@ def serve(roots: list[str], *, port: int = 0, workers: int | None = None, in_pla
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     thread = threading.Thread(target=server.serve_forever, name="pyimgopt-ui-http", daemon=True)
     thread.start()
+    launcher = None
     try:
         if on_ready is not None:
             on_ready(server.url)
         if open_browser:
-            webbrowser.open(server.url)
+            launcher = _redirect_file(server.url)
+            threading.Thread(target=webbrowser.open, args=(f"file://{launcher}",), daemon=True).start()
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -44,3 +51,18 @@ def serve(roots: list[str], *, port: int = 0, workers: int | None = None, in_pla
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.close()
+        if launcher is not None:
+            shutil.rmtree(os.path.dirname(launcher), ignore_errors=True)
+
+
+def _redirect_file(url: str) -> str:
+    """A 0600 page that redirects to ``url``: the browser is started with its path,
+    so the token never appears on a command line other users can read (``ps``)."""
+    folder = tempfile.mkdtemp(prefix="pyimgopt-ui-")
+    path = os.path.join(folder, "open.html")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f'<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" '
+                 f'content="0;url={html.escape(url, quote=True)}"><title>pyimgopt</title>'
+                 f'<a href="{html.escape(url, quote=True)}">open pyimgopt</a>\n')
+    return path

@@ -57,6 +57,7 @@ def _asset(name: str) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     server: UIServer
     protocol_version = "HTTP/1.1"
+    timeout = 30  # a connection that stops sending is dropped, not kept forever
     server_version = "pyimgopt-ui"
     sys_version = ""
 
@@ -82,6 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode(), "application/json")
 
     def _error(self, status: int, code: str, message: str) -> None:
+        if status >= 400 and not getattr(self, "_body_read", False):
+            self.close_connection = True  # an unread body must never be parsed as a request
         self._json(status, {"error": {"code": code, "message": message}})
 
     def send_error(self, code, message=None, explain=None) -> None:  # stdlib errors get our headers
@@ -125,6 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        if self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True  # a GET body is never read, so never parsed either
         url = self._checked()
         if url is None:
             return
@@ -154,14 +159,23 @@ class _Handler(BaseHTTPRequestHandler):
         if url is None:
             return
         try:
-            n = int(self.headers.get("Content-Length") or 0)
+            if self.headers.get("Transfer-Encoding"):
+                return self._error(411, "invalid_settings", "send a Content-Length, not a chunked body")
+            try:
+                n = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                return self._error(400, "invalid_settings", "bad Content-Length")
             if n > _MAX_BODY or n < 0:
                 return self._error(413, "too_large", "request body too large")
             if not (self.headers.get("Content-Type") or "").startswith("application/json"):
                 return self._error(415, "invalid_settings", "send application/json")
+            raw = self.rfile.read(n)
+            self._body_read = len(raw) == n
+            if not self._body_read:
+                return self._error(400, "invalid_settings", "the body ended early")
             try:
-                body = json.loads(self.rfile.read(n) or b"null")
-            except (ValueError, UnicodeDecodeError):
+                body = json.loads(raw or b"null")
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 return self._error(400, "invalid_settings", "the body is not valid JSON")
             parts = url.path.strip("/").split("/")
             if parts == ["api", "batch"]:
@@ -189,6 +203,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Accel-Buffering", "no")
         self.end_headers()
         self.close_connection = True
+        if self.command == "HEAD":
+            return
         session = self.server.session
         last_ping = time.monotonic()
         try:
@@ -222,14 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
             idx = int(q.get("row", ""))
         except ValueError:
             raise UIError(400, InvalidSettingsError("row must be a number", stage="ui")) from None
-        real = self.server.session.preview_path(q.get("batch", ""), idx, which)
-        try:
-            with open(real, "rb") as fh:
-                data = fh.read(_MAX_PREVIEW + 1)
-        except OSError as exc:
-            raise UIError(404, IOFailureError(f"cannot read {real}: {exc.strerror}", stage="ui")) from None
-        if len(data) > _MAX_PREVIEW:
-            raise UIError(413, IOFailureError("too large to preview", stage="ui"))
+        data = self.server.session.preview(q.get("batch", ""), idx, which, _MAX_PREVIEW)
         fmt = (sniff(data[:64]) or "").lower()
         if fmt in _BROWSER_FORMATS:
             return self._send(200, data, _BROWSER_FORMATS[fmt])
@@ -249,6 +258,8 @@ class UIServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    #: Connections served at once; more are closed at accept (a page needs ~3).
+    max_connections = 64
 
     def __init__(self, session: Session, port: int = 0, *, token: str | None = None,
                  verbose: bool = False) -> None:
@@ -256,7 +267,36 @@ class UIServer(ThreadingHTTPServer):
         self.token = token or secrets.token_urlsafe(24)
         self.verbose = verbose
         self.stopping = threading.Event()
+        self._slots = threading.BoundedSemaphore(self.max_connections)
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # full: refuse rather than queue threads without end
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away is normal; anything else is logged without the request."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            return
+        if self.verbose:
+            super().handle_error(request, client_address)
+        else:
+            print(f"pyimgopt ui: request failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     @property
     def url(self) -> str:

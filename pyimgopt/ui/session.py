@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import stat
 import threading
 import time
 from typing import Any
@@ -251,6 +252,15 @@ class Session:
         try:
             canon = canonical_input(path)
         except PyimgoptError as exc:
+            # Out of scope first: whether a file exists outside is not this UI's to tell.
+            try:
+                outside = not self.policy.read.matches(os.path.realpath(path))
+            except (OSError, ValueError):
+                outside = True
+            if outside:
+                raise UIError(403, ScopeDeniedError(
+                    f"{path} is outside the folders this UI may read ({', '.join(self.roots)})",
+                    path=path, stage="scope")) from None
             raise UIError(403, exc) from None
         if not self.policy.read.matches(canon):
             raise UIError(403, ScopeDeniedError(
@@ -332,9 +342,10 @@ class Session:
                     f"{req['out_dir']} is outside the folders this UI may write "
                     f"({', '.join(self.roots)})", path=req["out_dir"], stage="scope"))
             folders = {c if os.path.isdir(c) else os.path.dirname(c) for c in canon}
-            if out_dir in folders:  # outputs beside their inputs could replace other inputs
+            below = [c for c in canon if c == out_dir or c.startswith(out_dir.rstrip("/") + "/")]
+            if out_dir in folders or below:  # outputs could land on inputs
                 raise UIError(400, InvalidSettingsError(
-                    "the output folder is one of the input folders: choose another, or in place",
+                    "the output folder holds files chosen as inputs: choose another, or in place",
                     stage="ui"))
         with self._lock:
             if self._view is not None and not self._view.finished:
@@ -374,8 +385,14 @@ class Session:
             self._push("batch", v.summary())
         return {"ok": True}
 
-    def preview_path(self, batch_id: str, idx: int, which: str) -> str:
-        """The file to show as ``before`` or ``after`` for row ``idx`` (canonical, in scope)."""
+    def preview(self, batch_id: str, idx: int, which: str, max_bytes: int) -> bytes:
+        """The bytes to show as ``before`` or ``after`` for row ``idx``.
+
+        Opened without following a final symlink and without blocking (a FIFO
+        planted there is refused, not waited on); the file actually opened
+        must be a regular file inside the scope, checked on the open
+        descriptor, so a folder swapped between check and open gains nothing.
+        """
         v = self._view
         if v is None or v.id != batch_id or not 0 <= idx < len(v.rows):
             raise UIError(404, IOFailureError("no such file in this batch", stage="ui"))
@@ -388,10 +405,30 @@ class Session:
             path, scope = r.input, self.policy.read
         else:
             path, scope = r.output or r.input, self.policy.write
-        real = os.path.realpath(path)
-        if not scope.matches(real):
-            raise UIError(403, ScopeDeniedError("the file left the UI's folders", stage="scope"))
-        return real
+        flags = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            raise UIError(404, IOFailureError(f"cannot open the file: {exc.strerror}", stage="ui")) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise UIError(403, IOFailureError("not a regular file any more", stage="ui"))
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # no /proc: the name as resolved now
+                real = os.path.realpath(path)
+            if not scope.matches(real):
+                raise UIError(403, ScopeDeniedError("the file left the UI's folders", stage="scope"))
+            if st.st_size > max_bytes:
+                raise UIError(413, IOFailureError("too large to preview", stage="ui"))
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                return fh.read(max_bytes + 1)[:max_bytes]
+        except OSError as exc:
+            raise UIError(404, IOFailureError(f"cannot read the file: {exc.strerror}", stage="ui")) from None
+        finally:
+            os.close(fd)
 
     def _row_for(self, v: _BatchView, job: str | None, path: str | None) -> Row:
         if job is not None and job in v.by_job:
