@@ -66,7 +66,7 @@ ROUTES = ["/", "/static/app.js", "/static/app.css", "/api/state", "/api/browse",
 
 @pytest.mark.parametrize("path", ROUTES)
 @pytest.mark.parametrize("token", [True, False])
-def test_csp_and_security_headers_on_every_response(ui, path, token):
+def test_ui_csp_and_security_headers_on_every_response(ui, path, token):
     server, _, _ = ui
     resp, _ = request(server, "GET", path, token=token)
     assert resp.getheader("Content-Security-Policy") == CSP
@@ -77,7 +77,7 @@ def test_csp_and_security_headers_on_every_response(ui, path, token):
         assert resp.status == 403
 
 
-def test_page_has_no_inline_script_or_style_and_no_external_origin(ui):
+def test_ui_page_has_no_inline_script_or_style_and_no_external_origin(ui):
     server, _, _ = ui
     resp, data = request(server, "GET", "/")
     page = data.decode()
@@ -92,7 +92,7 @@ def test_page_has_no_inline_script_or_style_and_no_external_origin(ui):
 
 
 @pytest.mark.parametrize("bad", ["", "x", "wrong-token-of-some-length"])
-def test_wrong_or_missing_token_is_403(ui, bad):
+def test_ui_wrong_or_missing_token_is_403(ui, bad):
     server, _, _ = ui
     for path in ("/", "/api/state", "/static/app.js"):
         resp, data = request(server, "GET", path + (f"?token={bad}" if bad else ""), token=False)
@@ -103,7 +103,7 @@ def test_wrong_or_missing_token_is_403(ui, bad):
     assert resp.status == 403
 
 
-def test_token_in_query_is_accepted(ui):
+def test_ui_token_in_query_is_accepted(ui):
     server, _, _ = ui
     resp, _ = request(server, "GET", f"/api/state?token={urllib.parse.quote(server.token)}", token=False)
     assert resp.status == 200
@@ -111,7 +111,7 @@ def test_token_in_query_is_accepted(ui):
 
 @pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:1",
                                     "https://127.0.0.1"])
-def test_foreign_origin_is_403(ui, origin):
+def test_ui_foreign_origin_is_403(ui, origin):
     server, root, _ = ui
     resp, data = request(server, "GET", "/api/state", headers={"Origin": origin})
     assert resp.status == 403 and error_code(data) == "forbidden"
@@ -120,7 +120,7 @@ def test_foreign_origin_is_403(ui, origin):
     assert resp.status == 403
 
 
-def test_same_origin_is_accepted(ui):
+def test_ui_same_origin_is_accepted(ui):
     server, _, _ = ui
     port = server.server_address[1]
     for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
@@ -130,26 +130,26 @@ def test_same_origin_is_accepted(ui):
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "127.0.0.1", "127.0.0.2:{port}",
                                   "attacker.127.0.0.1.nip.io:{port}"])
-def test_foreign_host_is_403_dns_rebinding(ui, host):
+def test_ui_foreign_host_is_403_dns_rebinding(ui, host):
     server, _, _ = ui
     resp, data = request(server, "GET", "/api/state",
                          headers={"Host": host.format(port=server.server_address[1])})
     assert resp.status == 403 and "Host" in json.loads(data)["error"]["message"]
 
 
-def test_cross_site_post_is_refused(ui):
+def test_ui_cross_site_post_is_refused(ui):
     server, root, _ = ui
     resp, _ = request(server, "POST", "/api/batch", {"paths": [str(root)], "out_dir": str(root / "o")},
                       headers={"Sec-Fetch-Site": "cross-site"})
     assert resp.status == 403
 
 
-def test_listens_on_loopback_only(ui):
+def test_ui_listens_on_loopback_only(ui):
     server, _, _ = ui
     assert server.server_address[0] == "127.0.0.1"
 
 
-def test_browse_lists_images_and_folders_inside_scope(ui):
+def test_ui_browse_lists_images_and_folders_inside_scope(ui):
     server, root, _ = ui
     resp, data = request(server, "GET", "/api/browse")
     assert resp.status == 200
@@ -165,7 +165,7 @@ def test_browse_lists_images_and_folders_inside_scope(ui):
 @pytest.mark.parametrize("path", ["/etc", "/", "{outside}", "{root}/escape", "{root}/escape/secret.png",
                                   "{root}/../", "{root}/pics/../../", "/etc/passwd",
                                   "/etc/no-such-file-pyimgopt", "{outside}/nope.png"])
-def test_browse_outside_scope_is_refused_with_a_message(ui, path):
+def test_ui_browse_outside_scope_is_refused_with_a_message(ui, path):
     server, root, outside = ui
     p = path.format(root=root, outside=outside)
     resp, data = request(server, "GET", "/api/browse?path=" + urllib.parse.quote(p))
@@ -183,7 +183,7 @@ def test_browse_outside_scope_is_refused_with_a_message(ui, path):
     (["{root}/pics"], "{root}/escape/out"),
     (["{root}/pics"], "/tmp/elsewhere-pyimgopt-ui"),
 ])
-def test_submit_outside_scope_is_refused_and_nothing_runs(ui, paths, out):
+def test_ui_submit_outside_scope_is_refused_and_nothing_runs(ui, paths, out):
     server, root, outside = ui
     body = {"paths": [p.format(root=root, outside=outside) for p in paths],
             "out_dir": out.format(root=root, outside=outside), "settings": {}}
@@ -212,7 +212,7 @@ def test_submit_outside_scope_is_refused_and_nothing_runs(ui, paths, out):
     ({"paths": ["{root}/pics/p0.png"], "out_dir": "{root}"}, "invalid_settings"),
     ({"paths": ["{root}/pics"], "out_dir": "{root}"}, "invalid_settings"),
 ])
-def test_bad_requests_get_a_typed_error(ui, body, code):
+def test_ui_bad_requests_get_a_typed_error(ui, body, code):
     server, root, _ = ui
     raw = json.loads(json.dumps(body).replace("{root}", str(root)))
     resp, data = request(server, "POST", "/api/batch", raw)
@@ -220,7 +220,7 @@ def test_bad_requests_get_a_typed_error(ui, body, code):
     assert error_code(data) == code
 
 
-def test_non_json_body_is_refused(ui):
+def test_ui_non_json_body_is_refused(ui):
     server, _, _ = ui
     port = server.server_address[1]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -257,7 +257,7 @@ def read_events(server, since: int, until_kind: str, timeout: float = 60):
     return events
 
 
-def test_batch_end_to_end_with_events_previews_and_replay(ui):
+def test_ui_batch_end_to_end_with_events_previews_and_replay(ui):
     server, root, _ = ui
     seq = json.loads(request(server, "GET", "/api/state")[1])["seq"]
     body = {"paths": [str(root / "pics")], "out_dir": str(root / "out"),
@@ -301,7 +301,7 @@ def test_batch_end_to_end_with_events_previews_and_replay(ui):
     assert resp.status == 404
 
 
-def test_in_place_batch_and_its_preview(ui):
+def test_ui_in_place_batch_and_its_preview(ui):
     server, root, _ = ui
     folder = root / "inplace"
     folder.mkdir()
@@ -325,7 +325,7 @@ def test_in_place_batch_and_its_preview(ui):
     assert resp.status == 200 and data == now
 
 
-def test_a_second_batch_while_one_runs_is_refused(ui):
+def test_ui_a_second_batch_while_one_runs_is_refused(ui):
     server, root, _ = ui
     folder = root / "many"
     folder.mkdir()
@@ -467,7 +467,7 @@ def _raw(server, payload: bytes, timeout: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
-def test_a_refused_request_body_is_never_parsed_as_a_second_request(ui):
+def test_ui_a_refused_request_body_is_never_parsed_as_a_second_request(ui):
     server, _, _ = ui
     port = server.server_address[1]
     inner = f"GET /smuggled?token={server.token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
@@ -485,7 +485,7 @@ def test_a_refused_request_body_is_never_parsed_as_a_second_request(ui):
     (b"Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n", b"2\r\n{}\r\n0\r\n\r\n", 411),
     (b"Content-Length: 200000\r\nContent-Type: application/json\r\n", b"[" * 200000, 400),
 ])
-def test_malformed_posts_get_an_answer_not_a_dropped_connection(ui, headers, body, status):
+def test_ui_malformed_posts_get_an_answer_not_a_dropped_connection(ui, headers, body, status):
     server, _, _ = ui
     port = server.server_address[1]
     req = (f"POST /api/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Pyimgopt-Token: {server.token}\r\n"
@@ -497,14 +497,14 @@ def test_malformed_posts_get_an_answer_not_a_dropped_connection(ui, headers, bod
     assert resp.status == 200
 
 
-def test_head_on_the_event_stream_returns(ui):
+def test_ui_head_on_the_event_stream_returns(ui):
     server, _, _ = ui
     answer = _raw(server, f"HEAD /api/events?token={server.token} HTTP/1.1\r\nHost: 127.0.0.1:"
                           f"{server.server_address[1]}\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.1 200") and b"text/event-stream" in answer
 
 
-def test_preview_refuses_a_fifo_or_symlink_planted_after_the_batch(ui):
+def test_ui_preview_refuses_a_fifo_or_symlink_planted_after_the_batch(ui):
     server, root, outside = ui
     folder = root / "plant"
     folder.mkdir()
@@ -529,7 +529,7 @@ def test_preview_refuses_a_fifo_or_symlink_planted_after_the_batch(ui):
         assert b"PNG" not in data
 
 
-def test_connections_beyond_the_cap_are_closed_not_queued(tmp_path):
+def test_ui_connections_beyond_the_cap_are_closed_not_queued(tmp_path):
     import socket
 
     class Small(UIServer):

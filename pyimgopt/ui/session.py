@@ -1,20 +1,18 @@
 """The web UI's state: one embedded client, the current batch, a replayable log.
 
-Owns what the page shows, independent of HTTP: the UI's own :class:`Policy`
-(capabilities and read/write scopes, checked again here before anything is
-submitted, whatever the browser sends), turning form fields into
-:class:`Settings`, listing folders inside the read scope, one batch at a time
-with a row per file, and a numbered log of changes that Server-Sent Events
-replay from any point (a reloaded page fetches :meth:`Session.snapshot`, then
-follows the log from its ``seq``). The client's event stream is consumed on
-one thread per batch; router figures (sidecars, memory) are polled once a
-second.
+Owns what the page shows, independent of HTTP: the checks of every request
+against the UI's own :class:`Policy` (again here, whatever the browser sends),
+listing folders inside the read scope, one batch at a time, and a numbered log
+of changes that Server-Sent Events replay from any point (a reloaded page
+fetches :meth:`Session.snapshot`, then follows the log from its ``seq``). The
+client's event stream is consumed on one thread per batch; router figures
+(sidecars, memory) are polled once a second; a batch a killed UI left is
+shown again, as its router resumes it from the journal.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import stat
 import threading
@@ -29,165 +27,15 @@ from ..errors import (
     PyimgoptError,
     ScopeDeniedError,
 )
-from ..security import Capabilities, Policy, Scope, canonical_input, canonical_output
-from ..settings import FITS, OUTPUT_FORMATS, Settings
+from ..security import Policy, canonical_input, canonical_output
+from ..settings import FITS, OUTPUT_FORMATS
+from .forms import UIError, settings_from_form, ui_policy
+from .rows import FINAL, BatchView, Row, relative
 
 __all__ = ["Session", "ui_policy", "settings_from_form", "UIError"]
 
-#: Form fields the page may send, and the Settings field each sets.
-_FORM_FIELDS = ("format", "quality", "target_ssim", "max_width", "max_height", "fit",
-                "keep_metadata", "lossy_png", "effort")
 #: How many log entries a reconnecting page can replay before it must refetch.
 LOG_SIZE = 20_000
-_FINAL = ("optimized", "skipped", "failed", "cancelled")
-
-
-class UIError(Exception):
-    """A refused UI request: HTTP ``status`` plus a typed error for the page."""
-
-    def __init__(self, status: int, err: PyimgoptError) -> None:
-        super().__init__(str(err))
-        self.status = status
-        self.err = err
-
-    def to_json(self) -> dict[str, Any]:
-        return {"error": {"code": self.err.code, "message": self.err.message}}
-
-
-def ui_policy(roots: list[str], *, in_place: bool = True) -> Policy:
-    """Read and write inside ``roots`` (canonical folders), every format, no priority."""
-    canon = [os.path.realpath(r) for r in roots]
-    scope = Scope(allow=tuple(os.path.join(r, "**") for r in canon))
-    caps = dataclasses.replace(Capabilities.full(), in_place=in_place, max_priority=0)
-    return Policy(caps, scope, scope)
-
-
-def _int_field(form: dict, name: str, lo: int, hi: int) -> int | None:
-    v = form.get(name)
-    if v is None or v == "":
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, str)):
-        raise InvalidSettingsError(f"Expected an integer between {lo} and {hi} for {name}"
-                                   f" but received {v!r}", stage="ui")
-    try:
-        n = int(v)
-    except ValueError:
-        raise InvalidSettingsError(f"Expected an integer between {lo} and {hi} for {name}"
-                                   f" but received {v!r}", stage="ui") from None
-    return n
-
-
-def settings_from_form(form: Any) -> Settings:
-    """Build :class:`Settings` from the page's JSON; unknown keys and bad values refused."""
-    if not isinstance(form, dict):
-        raise InvalidSettingsError("settings must be a JSON object", stage="ui")
-    unknown = sorted(set(form) - set(_FORM_FIELDS))
-    if unknown:
-        raise InvalidSettingsError(f"unknown setting {unknown[0]!r}", stage="ui")
-    kw: dict[str, Any] = {}
-    if form.get("format", "keep") not in OUTPUT_FORMATS:
-        raise InvalidSettingsError(f"format must be one of {', '.join(OUTPUT_FORMATS)}", stage="ui")
-    kw["format"] = form.get("format", "keep")
-    if form.get("fit", "inside") not in FITS:
-        raise InvalidSettingsError(f"fit must be one of {', '.join(FITS)}", stage="ui")
-    kw["fit"] = form.get("fit", "inside")
-    for name, lo, hi in (("quality", 1, 100), ("max_width", 1, 1 << 20), ("max_height", 1, 1 << 20),
-                         ("effort", 0, 9)):
-        n = _int_field(form, name, lo, hi)
-        if n is not None:
-            kw[name] = n
-    ssim = form.get("target_ssim")
-    if ssim not in (None, ""):
-        try:
-            kw["target_ssim"] = float(ssim)
-        except (TypeError, ValueError):
-            raise InvalidSettingsError(f"target_ssim must be a number, not {ssim!r}", stage="ui") from None
-    for name in ("keep_metadata", "lossy_png"):
-        v = form.get(name, False)
-        if not isinstance(v, bool):
-            raise InvalidSettingsError(f"{name} must be true or false", stage="ui")
-        kw[name] = v
-    return Settings(**kw)  # range checks and messages are Settings' own
-
-
-def _relative(path: str, base: str) -> str:
-    try:
-        rel = os.path.relpath(path, base)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
-
-
-@dataclasses.dataclass
-class Row:
-    """One file of the batch as the page shows it."""
-
-    idx: int
-    input: str
-    name: str = ""  # the input relative to the folder the batch was chosen from
-    job: str | None = None
-    output: str | None = None
-    status: str = "queued"  # queued running retrying optimized skipped failed cancelled
-    bytes_in: int | None = None
-    bytes_out: int | None = None
-    format_in: str | None = None
-    format_out: str | None = None
-    width: int | None = None
-    height: int | None = None
-    seconds: float | None = None
-    code: str | None = None
-    message: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-class _BatchView:
-    def __init__(self, batch, form: dict, out_dir: str | None, in_place: bool) -> None:
-        self.batch = batch
-        self.id = batch.id
-        self.total = batch.total
-        self.form = form
-        self.out_dir = out_dir
-        self.in_place = in_place
-        self.base = "/"
-        self.started = time.time()
-        self.ended: float | None = None
-        self.rows: list[Row] = []
-        self.by_job: dict[str, Row] = {}
-        self.paused = False
-        self.cancelled = False
-        self.finished = False
-        self.counts = dict.fromkeys(_FINAL, 0)
-        self.bytes_in = 0
-        self.bytes_out = 0
-
-    def settle(self, r: Row, status: str) -> None:
-        """Move ``r`` to ``status``, keeping the totals (O(1) per event, not per row)."""
-        if r.status in _FINAL:
-            self.counts[r.status] -= 1
-            if r.status in ("optimized", "skipped"):
-                self.bytes_in -= r.bytes_in or 0
-                self.bytes_out -= r.bytes_out or 0
-        r.status = status
-        if status in _FINAL:
-            self.counts[status] += 1
-            if status in ("optimized", "skipped"):
-                self.bytes_in += r.bytes_in or 0
-                self.bytes_out += r.bytes_out or 0
-
-    def summary(self) -> dict[str, Any]:
-        c = self.counts
-        return {
-            "id": self.id, "total": self.total, "processed": sum(c.values()),
-            "optimized": c["optimized"], "skipped": c["skipped"], "failed": c["failed"],
-            "cancelled_files": c["cancelled"],
-            "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-            "saved": self.bytes_in - self.bytes_out,
-            "paused": self.paused, "cancelled": self.cancelled, "finished": self.finished,
-            "elapsed": (self.ended or time.time()) - self.started,
-            "out_dir": self.out_dir, "in_place": self.in_place, "settings": self.form,
-        }
 
 
 class Session:
@@ -202,7 +50,7 @@ class Session:
         self.changed = threading.Condition(self._lock)
         self._log: collections.deque[tuple[int, str, dict]] = collections.deque(maxlen=LOG_SIZE)
         self._seq = 0
-        self._view: _BatchView | None = None
+        self._view: BatchView | None = None
         self.status: dict[str, Any] = {"sidecars": 0, "rss": 0, "memory_budget": 0, "memory_in_use": 0}
         self.closed = threading.Event()
         self._recover(state_dir)
@@ -354,7 +202,7 @@ class Session:
             batch = self._client.submit(canon, settings, out_dir=out_dir, in_place=in_place)
         except PyimgoptError as exc:
             raise UIError(403 if exc.code in ("scope_denied", "capability_denied") else 400, exc) from None
-        view = _BatchView(batch, req.get("settings") or {}, out_dir, in_place)
+        view = BatchView(batch, req.get("settings") or {}, out_dir, in_place)
         view.base = os.path.commonpath([c if os.path.isdir(c) else os.path.dirname(c) for c in canon])
         with self._lock:
             self._view = view
@@ -430,16 +278,16 @@ class Session:
         finally:
             os.close(fd)
 
-    def _row_for(self, v: _BatchView, job: str | None, path: str | None) -> Row:
+    def _row_for(self, v: BatchView, job: str | None, path: str | None) -> Row:
         if job is not None and job in v.by_job:
             return v.by_job[job]
-        r = Row(len(v.rows), path or "?", _relative(path or "?", v.base), job)
+        r = Row(len(v.rows), path or "?", relative(path or "?", v.base), job)
         v.rows.append(r)
         if job is not None:
             v.by_job[job] = r
         return r
 
-    def _follow(self, v: _BatchView) -> None:
+    def _follow(self, v: BatchView) -> None:
         try:
             for ev in v.batch.events():
                 with self._lock:
@@ -451,12 +299,12 @@ class Session:
                 self._push("notice", {"message": f"lost the batch: {exc.message}"})
                 self._push("batch", v.summary())
 
-    def _apply(self, v: _BatchView, ev) -> None:  # lock held
+    def _apply(self, v: BatchView, ev) -> None:  # lock held
         k = ev.kind
         d = ev.data
         if k in ("queued", "started", "progress", "retrying"):
             r = self._row_for(v, ev.job, d.get("input"))
-            if r.status not in _FINAL and k in ("started", "retrying"):  # a replay never reopens a row
+            if r.status not in FINAL and k in ("started", "retrying"):  # a replay never reopens a row
                 r.status = "running" if k == "started" else "retrying"
             self._push("row", r.to_json())
         elif k in ("result", "failed"):
@@ -482,7 +330,7 @@ class Session:
             self._push("batch", v.summary())
         elif k == "batch_done":
             for r in v.rows:
-                if r.status not in _FINAL:
+                if r.status not in FINAL:
                     v.settle(r, "cancelled" if v.cancelled else "failed")
                     self._push("row", r.to_json())
             v.total = max(v.total, len(v.rows))
@@ -519,7 +367,7 @@ class Session:
             batch = self._client.attach(bid)
         except PyimgoptError:
             return
-        view = _BatchView(batch, {}, None, bool(row.get("in_place")))
+        view = BatchView(batch, {}, None, bool(row.get("in_place")))
         view.paused, view.cancelled = open_[-1]["paused"], open_[-1]["cancelled"]
         if inputs:
             view.base = os.path.commonpath([os.path.dirname(p) for p in inputs])
