@@ -489,7 +489,7 @@ def test_ui_malformed_posts_get_an_answer_not_a_dropped_connection(ui, headers, 
     server, _, _ = ui
     port = server.server_address[1]
     req = (f"POST /api/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Pyimgopt-Token: {server.token}\r\n"
-           .encode() + headers + b"\r\n" + body)
+           "Connection: close\r\n".encode() + headers + b"\r\n" + body)
     answer = _raw(server, req)
     assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
     assert b"Content-Security-Policy: " in answer
