@@ -389,7 +389,9 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_ui_killed_mid_batch_resumes_it_after_a_restart(tmp_path):
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_ui_killed_mid_batch_resumes_it_after_a_restart(tmp_path, how):
+    """Killed (no cleanup at all) or stopped (Ctrl-C/SIGTERM): the next start resumes the batch."""
     import signal
 
     root = tmp_path / "root"
@@ -411,8 +413,8 @@ def test_ui_killed_mid_batch_resumes_it_after_a_restart(tmp_path):
             time.sleep(0.05)
         sidecars = _children(proc.pid)
         assert sidecars, "the UI should run its sidecars as child processes"
-        os.kill(proc.pid, signal.SIGKILL)  # no clean shutdown at all
-        proc.wait()
+        os.kill(proc.pid, getattr(signal, how))
+        assert proc.wait(30) in (-signal.SIGKILL, 0)
     finally:
         proc.stdout.close()
     deadline = time.monotonic() + 30

@@ -400,15 +400,14 @@ class Session:
                     self._push("status", fig)
 
     def close(self) -> None:
-        """Stop polling, cancel a running batch, stop the embedded router and pool."""
+        """Stop polling and the embedded router and pool.
+
+        A running batch is left unfinished in the journal, not cancelled: the
+        next ``pyimgopt ui`` on the same state folder resumes it (stopping the
+        UI is not a decision about the batch; the Cancel button is).
+        """
         self.closed.set()
         with self._lock:
             self.changed.notify_all()
-        v = self._view
-        if v is not None and not v.finished:
-            try:
-                v.batch.cancel()
-            except PyimgoptError:
-                pass
         self._poller.join(3)
         self._client.close()
