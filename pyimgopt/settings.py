@@ -70,6 +70,9 @@ class Settings:
     lossy_png:
         Allow a lossy palette PNG (libimagequant, dithered, alpha kept) when it
         is smaller — and, with ``target_ssim``, only when it meets the target.
+        A ``target_ssim`` alone also allows the palette when it meets the
+        target (a perceptual target is consent to that much loss);
+        ``lossless=True`` never.
     max_width, max_height:
         Bounding box in pixels; ``None`` means unbounded on that axis.
     fit:

@@ -76,6 +76,21 @@ def test_encoders_lossy_png_keeps_alpha_and_meets_target():
     assert np.array_equal(pixels(strict), arr)
 
 
+def test_encoders_ssim_target_allows_a_palette_png_that_meets_it():
+    """No lossy_png, but a target: the palette is tried, kept only when it meets it;
+    with neither, or with lossless=True, PNG stays exact."""
+    arr = photo(160, 120)
+    data = encode(Image.fromarray(arr), "PNG")
+    out, r = optimize_bytes(data, Settings(format="png", target_ssim=0.85))  # dithered: ~0.88 here
+    assert "lossy palette (libimagequant)" in r.notes and r.ssim is not None and r.ssim >= 0.85
+    assert len(out) < len(optimize_bytes(data, Settings(format="png"))[0])
+    for s in (Settings(format="png"), Settings(format="png", target_ssim=0.9),
+              Settings(format="png", target_ssim=0.85, lossless=True)):
+        exact, r2 = optimize_bytes(data, s)
+        assert "lossy palette (libimagequant)" not in r2.notes
+        assert np.array_equal(pixels(exact)[..., :3], arr)
+
+
 _SCRIPT = """
 import io, json, sys
 from PIL import Image

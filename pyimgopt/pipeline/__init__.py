@@ -241,7 +241,8 @@ def _encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool) -> 
         )
     enc = encode(dec, fmt, s, source_format=fmt_in, source_lossless=src_lossless)
     ssim_value = 1.0 if enc.lossless else None
-    if s.target_ssim is not None and ssim_value is None and quality.searchable(dec, fmt, False):
+    if s.target_ssim is not None and ssim_value is None and (
+            quality.searchable(dec, fmt, False) or (fmt == "png" and len(dec.frames) == 1)):
         ssim_value = quality.measure(enc.data, quality.reference(dec, s.background_rgb), s.background_rgb)
     elif s.target_ssim is not None and ssim_value is None and len(dec.frames) > 1:
         # a lossy animation (e.g. GIF -> WebP under auto): checked on sampled frames

@@ -179,14 +179,17 @@ def encode(
             if len(reduced) > 1 and len({f.mode for f in reduced}) > 1:
                 reduced = frames  # APNG frames must share one mode
             data = _png(reduced, s, anim, meta, notes)
-            if s.lossy_png and len(frames) == 1 and reduced[0].mode not in ("P", "1"):
+            # A palette is a visible change: asked for (lossy_png), or allowed by an
+            # SSIM target the caller set (and then kept only when it meets it).
+            may_lose = s.lossy_png or (s.target_ssim is not None and s.lossless is not True)
+            if may_lose and len(frames) == 1 and reduced[0].mode not in ("P", "1"):
                 pal = boost.quantize(frames[0])
                 if pal is None:
                     notes.append(boost.missing_note("imagequant"))
                 else:
                     lossy = _png([pal], s, {}, meta, notes)
-                    good = s.target_ssim is None or _ssim_rgb(frames[0], pal, s) >= s.target_ssim
-                    if good and len(lossy) < len(data):
+                    if len(lossy) < len(data) and (
+                            s.target_ssim is None or _ssim_rgb(frames[0], pal, s) >= s.target_ssim):
                         data, lossless = lossy, False
                         notes.append("lossy palette (libimagequant)")
         elif out_fmt == "webp":
