@@ -377,6 +377,10 @@ def _ui(a: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
+    if args.command in ("optimize", "resume", "ui"):
+        from .logs import configure
+
+        configure(level="WARNING")  # the pool's warnings as readable lines on stderr
     if args.command == "optimize":
         return _optimize(args)
     if args.command == "router":

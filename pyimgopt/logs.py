@@ -30,7 +30,8 @@ __all__ = [
 LOGGER_NAME = "pyimgopt"
 ENV_VAR = "PYIMGOPT_LOG_JSON"
 # The structured fields a record may carry (via ``extra=``), in output order.
-FIELDS = ("batch", "job", "sidecar", "duration", "error_code", "stage", "count", "path")
+FIELDS = ("batch", "job", "sidecar", "duration", "error_code", "stage", "count", "path", "encoder",
+          "reason")
 
 _MARK = "_pyimgopt_handler"  # set on the handler configure() installs, so it can replace it
 

@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     # (The router starts pool sidecars with MALLOC_ARENA_MAX=2 in their
     # environment: glibc reads it at start-up, too early to set it here.)
+    from pyimgopt.logs import configure
+
     from .worker import Sidecar
+
+    configure(level="WARNING")  # warnings (e.g. an encoder fallback) as lines with their fields
 
     if a.max_address_space_mb:
         import resource

@@ -248,6 +248,7 @@ class Sidecar:
         last_heard = time.monotonic()
         recycling = False
         code = 0
+        linger = 0
         try:
             while True:
                 now = time.monotonic()
@@ -288,6 +289,7 @@ class Sidecar:
                     sock.send_multipart(frames)
                 if recycling and not self._running:
                     sock.send_multipart(protocol.encode("shutdown", reason="recycle"))
+                    linger = 1000  # the router is there to hear it: let it leave
                     break
                 if sock in events:
                     while True:
@@ -329,7 +331,9 @@ class Sidecar:
                 run.abort.set()
             for t in threads:
                 t.join(timeout=5)
-            sock.close(0)
+            # A recycle's goodbye gets a moment to leave; otherwise the router sees
+            # the exit first and reports a loss.
+            sock.close(linger)
             wake_rx.close(0)
             self._wake_tx.close(0)
         return code

@@ -96,6 +96,8 @@ import io, json, sys
 from PIL import Image
 import numpy as np
 from pyimgopt import Settings, optimize_bytes
+from pyimgopt.logs import configure
+configure(level="WARNING")
 sys.path.insert(0, sys.argv[1])
 from conftest import photo
 png = io.BytesIO(); Image.fromarray(photo(200, 150)).save(png, "PNG", compress_level=0)
@@ -123,6 +125,10 @@ def test_encoders_missing_optional_packages_fall_back_and_say_so():
     assert any("imagequant not installed" in n for n in res["lossy"]["notes"])
     assert any("pyvips not installed" in n for n in res["tojpeg"]["notes"])
     assert all(v["smaller"] for v in res.values())
+    # ... and logged, once per encoder for the process (not once per file)
+    for enc in ("oxipng", "mozjpeg", "imagequant", "vips"):
+        lines = [ln for ln in proc.stderr.splitlines() if "encoder_fallback" in ln and f"encoder={enc}" in ln]
+        assert len(lines) == 1, (enc, proc.stderr)
 
 
 def _screenshot():

@@ -76,10 +76,25 @@ def available(name: str) -> bool:
 
 
 def missing_note(name: str) -> str:
-    """The note a result carries when the optional encoder ``name`` was not used."""
+    """The note a result carries when the optional encoder ``name`` was not used.
+
+    The first call per encoder and process also logs a warning
+    (``encoder_fallback``), so a pool says it once per sidecar, not per file.
+    """
+    _log_fallback_once(name)
     if name == "vips":
         return "pyvips not installed: Pillow JPEG encoder used (no trellis quantisation)"
     return f"{_PACKAGES[name]} not installed: Pillow fallback used"
+
+
+@functools.lru_cache(maxsize=None)
+def _log_fallback_once(name: str) -> None:
+    import logging
+
+    from ..logs import event, get_logger
+
+    event(get_logger("encoders"), "encoder_fallback", logging.WARNING, encoder=name,
+          reason=f"{_PACKAGES[name]} missing or disabled (PYIMGOPT_DISABLE): Pillow used")
 
 
 # oxipng presets measured on the corpus PNGs (bench/README.md): the deflate

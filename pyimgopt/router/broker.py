@@ -849,7 +849,10 @@ class Router:
         self._sidecars.pop(sc.identity, None)
         self.counters["sidecars_lost"] += 1
         self.metrics.sidecar_lost()
-        event(self._log, "sidecar_lost", logging.WARNING, sidecar=sc.name, count=len(sc.busy))
+        # With no job on it, a lost sidecar costs nothing (e.g. a recycled one whose
+        # goodbye was overtaken by its exit): information, not a warning.
+        event(self._log, "sidecar_lost", logging.WARNING if sc.busy else logging.INFO,
+              sidecar=sc.name, count=len(sc.busy), reason=why)
         proc = self._procs.get(sc.pid)
         if proc is not None and proc.poll() is None:
             proc.kill()
