@@ -29,7 +29,7 @@ from .decode import decode, read_orientation
 from .encode import ANIMATED_FORMATS, EXTENSIONS, encode, output_format
 from .probe import probe, sniff
 from .strip import strip_jpeg, strip_png
-from .write import TEMP_SUFFIX, atomic_write, read_input
+from .write import TEMP_SUFFIX, atomic_write, expected_parent, read_input
 
 __all__ = ["optimize_bytes", "optimize_file", "output_name", "EXTENSIONS", "TEMP_SUFFIX", "sniff"]
 
@@ -241,12 +241,13 @@ def _encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool) -> 
         )
     enc = encode(dec, fmt, s, source_format=fmt_in, source_lossless=src_lossless)
     ssim_value = 1.0 if enc.lossless else None
-    if s.target_ssim is not None and ssim_value is None and (
-            quality.searchable(dec, fmt, False) or (fmt == "png" and len(dec.frames) == 1)):
-        ssim_value = quality.measure(enc.data, quality.reference(dec, s.background_rgb), s.background_rgb)
-    elif s.target_ssim is not None and ssim_value is None and len(dec.frames) > 1:
-        # a lossy animation (e.g. GIF -> WebP under auto): checked on sampled frames
-        ssim_value = quality.measure_frames(enc.data, dec, s.background_rgb)
+    if s.target_ssim is not None and ssim_value is None:
+        if quality.searchable(dec, fmt, False) or (fmt == "png" and len(dec.frames) == 1):
+            ssim_value = quality.measure(enc.data, quality.reference(dec, s.background_rgb),
+                                         s.background_rgb)
+        elif len(dec.frames) > 1:
+            # a lossy animation (e.g. GIF -> WebP under auto): checked on sampled frames
+            ssim_value = quality.measure_frames(enc.data, dec, s.background_rgb)
     return quality.Candidate(enc, ssim_value, [])
 
 
@@ -395,10 +396,7 @@ def optimize_file(
         if info["status"] == "skipped" and in_place:
             pass  # the original stays exactly as it was
         else:
-            parent, depth = None, 0
-            if expect is not None and expect.get("parent_ino") is not None:
-                parent = (expect["parent_dev"], expect["parent_ino"])
-                depth = int(expect.get("parent_depth") or 0)
+            parent, depth = expected_parent(expect)
             atomic_write(dst_s, out, mode=st.st_mode if in_place else None, expect_parent=parent,
                          create_depth=depth)
         clock.lap("write")

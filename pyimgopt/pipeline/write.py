@@ -17,7 +17,7 @@ import stat
 
 from ..errors import IOFailureError, ScopeDeniedError, TooLargeError
 
-__all__ = ["parent_anchor", "read_input", "atomic_write", "remove_stale_temps", "TEMP_SUFFIX"]
+__all__ = ["parent_anchor", "expected_parent", "read_input", "atomic_write", "remove_stale_temps", "TEMP_SUFFIX"]
 
 #: Every temporary file pyimgopt creates ends with this suffix.
 TEMP_SUFFIX = ".pyimgopt-tmp"
@@ -126,6 +126,15 @@ def parent_anchor(output: str) -> tuple[int, int, int] | None:
             if up == folder:
                 return None
             folder, depth = up, depth + 1
+
+
+def expected_parent(expect: dict | None) -> tuple[tuple[int, int] | None, int]:
+    """``(expect_parent, create_depth)`` for :func:`atomic_write` from a checker's
+    ``expect`` dict (``parent_dev``, ``parent_ino``, ``parent_depth``); ``(None, 0)``
+    when it recorded no folder."""
+    if expect is None or expect.get("parent_ino") is None:
+        return None, 0
+    return (expect["parent_dev"], expect["parent_ino"]), int(expect.get("parent_depth") or 0)
 
 
 def atomic_write(

@@ -39,7 +39,8 @@ from ..errors import (
     WorkerLostError,
 )
 from ..pipeline.encode import EXTENSIONS
-from ..pipeline.write import atomic_write, parent_anchor, read_input, remove_stale_temps
+from ..pipeline.write import (atomic_write, expected_parent, parent_anchor, read_input,
+                              remove_stale_temps)
 from ..auth import Authenticator, check_ipc_bind, check_tcp_bind, make_server, peer_key
 from ..security import Policy, clobbered_inputs, printable_path, utf8_name
 from ..journal import Journal
@@ -835,10 +836,7 @@ class Router:
             if batch.settings.get("format") == "auto" and fmt_out and fmt_out != fmt_in:
                 dst = os.path.splitext(dst)[0] + EXTENSIONS[fmt_out]
         if not (batch.in_place and result.get("status") == "skipped"):
-            parent, depth = None, 0
-            if job.expect is not None and job.expect.get("parent_ino") is not None:
-                parent = (job.expect["parent_dev"], job.expect["parent_ino"])
-                depth = int(job.expect.get("parent_depth") or 0)
+            parent, depth = expected_parent(job.expect)
             atomic_write(dst, bulk[0], mode=job.mode if batch.in_place else None, expect_parent=parent,
                          create_depth=depth)
         result["output"] = dst

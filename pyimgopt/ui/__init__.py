@@ -15,7 +15,8 @@ import shutil
 import tempfile
 
 from .server import CSP, UIServer
-from .session import Session, ui_policy
+from .forms import ui_policy
+from .session import Session
 
 __all__ = ["CSP", "Session", "UIServer", "ui_policy", "serve"]
 

@@ -26,7 +26,8 @@ from importlib import resources
 
 from ..errors import IOFailureError, InvalidSettingsError
 from ..pipeline import sniff
-from .session import Session, UIError
+from .forms import UIError
+from .session import Session
 
 __all__ = ["UIServer", "CSP"]
 

@@ -29,10 +29,10 @@ from ..errors import (
 )
 from ..security import Policy, canonical_input, canonical_output
 from ..settings import FITS, OUTPUT_FORMATS
-from .forms import UIError, settings_from_form, ui_policy
+from .forms import UIError, settings_from_form
 from .rows import FINAL, BatchView, Row, relative
 
-__all__ = ["Session", "ui_policy", "settings_from_form", "UIError"]
+__all__ = ["Session"]
 
 #: How many log entries a reconnecting page can replay before it must refetch.
 LOG_SIZE = 20_000
@@ -165,6 +165,7 @@ class Session:
         if not isinstance(paths, list) or not paths or len(paths) > 10_000:
             raise UIError(400, InvalidSettingsError("choose at least one file or folder", stage="ui"))
         canon = [self._check_read(p) for p in paths]
+        bases = [c if os.path.isdir(c) else os.path.dirname(c) for c in canon]  # the chosen folders
         try:
             settings = settings_from_form(req.get("settings") or {})
         except PyimgoptError as exc:
@@ -189,7 +190,7 @@ class Session:
                 raise UIError(403, ScopeDeniedError(
                     f"{req['out_dir']} is outside the folders this UI may write "
                     f"({', '.join(self.roots)})", path=req["out_dir"], stage="scope"))
-            folders = {c if os.path.isdir(c) else os.path.dirname(c) for c in canon}
+            folders = set(bases)
             below = [c for c in canon if c == out_dir or c.startswith(out_dir.rstrip("/") + "/")]
             if out_dir in folders or below:  # outputs could land on inputs
                 raise UIError(400, InvalidSettingsError(
@@ -203,7 +204,7 @@ class Session:
         except PyimgoptError as exc:
             raise UIError(403 if exc.code in ("scope_denied", "capability_denied") else 400, exc) from None
         view = BatchView(batch, req.get("settings") or {}, out_dir, in_place)
-        view.base = os.path.commonpath([c if os.path.isdir(c) else os.path.dirname(c) for c in canon])
+        view.base = os.path.commonpath(bases)
         with self._lock:
             self._view = view
             self._push("batch", view.summary())
