@@ -1,13 +1,19 @@
 """Chaos: a local pool keeps its promises while its sidecars are SIGKILLed.
 
-One batch of 1,000 small real images (JPEG q95 and PNG, 64-160 px) runs on
-three sidecars while a thread kills a random live sidecar every 1-2 s until
-the batch is done. The promises checked: every job ends exactly once and
-none fails (a job is only poisoned after ``poison_kills`` sidecars died under
-it, which random kills do not reach), each input has exactly one output,
-byte-identical to an undisturbed in-process run; no temporary file is left in
-the output tree; the pool is back to full strength afterwards; and once the
-client is closed no sidecar process remains.
+A batch of small real images (JPEG q95 and PNG, 64-160 px, default format
+at effort 4) runs on three sidecars while a thread kills a random live
+sidecar every 0.4-0.8 s for ``CHAOS_SECONDS``; then the batch is cancelled
+(if it is still running). The test is sized by time, not by a job count, so
+it costs the same whatever the encoders cost per job. The promises checked:
+every job ends exactly once (a result, or cancelled) and none fails (a job is
+only poisoned after ``poison_kills`` sidecars died under it, which random
+kills do not reach); each finished input has exactly one output,
+byte-identical to an undisturbed in-process run, and a cancelled one at most
+a complete one; no temporary file is left in the output tree; the pool is
+back to full strength afterwards; and once the client is closed no sidecar
+process remains.
+
+It exercises the pool, not the kernels, so it runs on the native backend only.
 """
 
 from __future__ import annotations
@@ -25,33 +31,42 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pyimgopt import Settings, optimize_file
+from pyimgopt import Settings, backend, optimize_file
 from pyimgopt.client import Client, Event
+from pyimgopt.errors import JobTimeoutError
 from pyimgopt.router import RouterConfig
 
 from conftest import photo, temp_files
 
-N_IMAGES = 1000
+pytestmark = pytest.mark.skipif(
+    backend != "native", reason="the chaos test exercises the pool, not the kernels: native backend only"
+)
+
+#: More jobs than three sidecars finish in CHAOS_SECONDS here (about 100/s on
+#: 2 cores): the batch outlasts the chaos and is then cancelled. On a much
+#: faster machine it may end first; the kills then stop with it.
+N_IMAGES = 2400
 WORKERS = 3
-# format="auto" (encode JPEG, WebP, AVIF, PNG at the SSIM target, keep the smallest):
-# ~40 ms a job here, so the batch lasts long enough for a dozen kills; with the
-# default settings 1,000 jobs of this size finish in about a second. effort=4
-# keeps JPEG on libjpeg-turbo: mozjpeg's trellis (effort >= 5) doubles the
-# time per job and brought the batch near its timeout.
-SETTINGS = Settings(format="auto", effort=4)
-BATCH_TIMEOUT = 120.0  # seconds; an undisturbed run takes about 20 s on 2 cores
+CHAOS_SECONDS = 8.0
+SETTINGS = Settings(effort=4)  # JPEG through libjpeg-turbo, PNG through oxipng level 1
+BATCH_TIMEOUT = 60.0  # seconds for the batch to end after the chaos window (cancel included)
 EXIT_TIMEOUT = 10.0  # seconds for every sidecar to be gone after close()
 
 
 def _make_inputs(root: pathlib.Path, n: int) -> list[pathlib.Path]:
-    """``n`` small photo-like images in four subfolders: 3/4 JPEG q95, 1/4 PNG."""
+    """``n`` small photo-like images in four subfolders: 3/4 JPEG q95, 1/4 PNG.
+
+    Cut from a few large generated photos at random offsets (cheap), so no two
+    files are alike.
+    """
     rng = random.Random(1234)
+    bases = [photo(480, 360, seed=s) for s in range(8)]
     paths = []
     for i in range(n):
         w, h = rng.randint(64, 160), rng.randint(64, 160)
-        arr = photo(w, h, seed=i)
-        # Shift the pattern per image so no two files are alike.
-        arr = np.roll(arr, (rng.randrange(h), rng.randrange(w)), axis=(0, 1))
+        base = bases[i % len(bases)]
+        top, left = rng.randrange(base.shape[0] - h), rng.randrange(base.shape[1] - w)
+        arr = np.ascontiguousarray(base[top : top + h, left : left + w])
         sub = root / f"set{i % 4}"
         sub.mkdir(exist_ok=True)
         if i % 4 == 3:
@@ -99,7 +114,7 @@ def _gone(pid: int) -> bool:
 
 
 class _Killer(threading.Thread):
-    """SIGKILLs a random live pool sidecar every 1-2 s until stopped."""
+    """SIGKILLs a random live pool sidecar every 0.4-0.8 s until stopped."""
 
     def __init__(self, client: Client) -> None:
         super().__init__(name="chaos-killer", daemon=True)
@@ -112,7 +127,7 @@ class _Killer(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self.stop.wait(self.rng.uniform(1.0, 2.0)):
+            while not self.stop.wait(self.rng.uniform(0.4, 0.8)):
                 pids = [s["pid"] for s in self.client.status()["sidecars"] if not s.get("local")]
                 self.seen.update(pids)
                 if not pids:
@@ -130,26 +145,12 @@ class _Killer(threading.Thread):
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_chaos_pool_survives_random_sidecar_kills(tmp_path, monkeypatch):
-    # Pool sidecars run each codec on one thread; a multi-threaded AVIF encode
-    # can differ in bytes, so the reference runs with the same setting.
+    # Pool sidecars run each codec on one thread; the in-process reference
+    # below runs with the same setting so the bytes can be compared.
     monkeypatch.setenv("PYIMGOPT_CODEC_THREADS", "1")
     src_root = tmp_path / "in"
     src_root.mkdir()
     inputs = _make_inputs(src_root, N_IMAGES)
-
-    # The undisturbed reference: the same pipeline in this process, one file at a time.
-    # (format="auto" picks each output's extension, so names come from the reference.)
-    ref_root = tmp_path / "ref"
-    ref_statuses: Counter[str] = Counter()
-    for p in inputs:
-        dst = ref_root / p.relative_to(src_root)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        res = optimize_file(p, dst, SETTINGS)
-        assert res.error is None, res.error
-        ref_statuses[res.status] += 1
-    assert ref_statuses["optimized"] > N_IMAGES // 2, ref_statuses  # the jobs do real work
-    expected = {p.relative_to(ref_root) for p in ref_root.rglob("*") if p.is_file()}
-    assert len(expected) == N_IMAGES
 
     out_root = tmp_path / "out"
     events: list[Event] = []
@@ -167,10 +168,16 @@ def test_chaos_pool_survives_random_sidecar_kills(tmp_path, monkeypatch):
         batch = client.submit([src_root], SETTINGS, out_dir=out_root, on_event=events.append)
         killer.start()
         try:
-            results = batch.wait(BATCH_TIMEOUT)
+            batch.wait(CHAOS_SECONDS)
+            ended_early = True
+        except JobTimeoutError:
+            ended_early = False
         finally:
             killer.stop.set()
             killer.join(10)
+        if not ended_early:
+            batch.cancel()
+        results = batch.wait(BATCH_TIMEOUT)
         assert not killer.errors, killer.errors
         seen |= killer.seen
 
@@ -192,32 +199,52 @@ def test_chaos_pool_survives_random_sidecar_kills(tmp_path, monkeypatch):
         client.close()
 
     # The chaos really happened, and the router noticed it (figures shown with -rP).
-    print(f"chaos: {len(killer.killed)} kills, counters {counters}")
+    done = [r for r in results if r.error is None]
+    cancelled = [r for r in results if r.error is not None and r.error.code == "cancelled"]
+    print(f"chaos: {len(killer.killed)} kills, {len(done)} done, {len(cancelled)} cancelled, "
+          f"ended early: {ended_early}, counters {counters}")
     assert len(killer.killed) >= 3, f"only {len(killer.killed)} kills: the batch ran too fast"
     assert counters["sidecars_lost"] >= 1, counters
     assert counters["spawned"] >= WORKERS + 1, counters
+    assert len(done) >= 50, f"only {len(done)} jobs finished: the pool made no progress under chaos"
 
-    # Every job ended exactly once, and none failed.
+    # Every job ended exactly once, and none failed but by the cancel.
     terminal = Counter(ev.job for ev in events if ev.kind in ("result", "failed"))
     assert len(terminal) == N_IMAGES, len(terminal)
     assert set(terminal.values()) == {1}, [j for j, n in terminal.items() if n != 1]
     assert [ev.kind for ev in events].count("batch_done") == 1
-    failed = [(r.input, r.error.code, r.error.message) for r in results if r.error is not None]
+    failed = [(r.input, r.error.code, r.error.message) for r in results
+              if r.error is not None and r.error.code != "cancelled"]
     assert failed == [], failed
     assert len(results) == N_IMAGES
     assert sorted(r.input for r in results) == sorted(str(p.resolve()) for p in inputs)
-    assert counters["jobs_done"] == N_IMAGES and counters["jobs_failed"] == 0, counters
+    if ended_early:
+        assert cancelled == []
 
-    # One output per input, byte-identical to the undisturbed run; no temp files.
+    # No temp files; one output per finished input, byte-identical to the
+    # undisturbed pipeline in this process; a cancelled job left nothing, or a
+    # complete output (it may have been written just before the abort arrived).
     leftovers = sorted(str(p) for p in temp_files(tmp_path))
     assert leftovers == [], leftovers
+    ref_root = tmp_path / "ref"
     outputs = {p.relative_to(out_root) for p in out_root.rglob("*") if p.is_file()}
+    expected: set[pathlib.Path] = set()
+    differ = []
+    for r, finished in [(r, True) for r in done] + [(r, False) for r in cancelled]:
+        rel = pathlib.Path(r.input).relative_to(src_root.resolve())
+        out = out_root / rel
+        if not finished and not out.exists():
+            continue
+        ref = ref_root / rel
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        res = optimize_file(r.input, ref, SETTINGS)
+        assert res.error is None, res.error
+        if finished:
+            assert r.output == str(out.resolve()) or r.output == str(out), (r.output, out)
+        expected.add(rel)
+        if out.read_bytes() != ref.read_bytes():
+            differ.append(str(rel))
     assert outputs == expected, (sorted(outputs - expected)[:5], sorted(expected - outputs)[:5])
-    differ = [
-        str(rel)
-        for rel in sorted(expected)
-        if (out_root / rel).read_bytes() != (ref_root / rel).read_bytes()
-    ]
     assert differ == [], f"{len(differ)} outputs differ from the in-process run: {differ[:5]}"
 
     # No orphans: every sidecar this run saw is gone once the client is closed.
