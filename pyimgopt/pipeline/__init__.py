@@ -24,11 +24,11 @@ from ..errors import (
 )
 from ..result import Result
 from ..settings import Settings
-from . import boost, geometry, quality
-from .decode import decode, read_orientation
+from . import boost, deep, geometry, pngfile, quality
+from .decode import decode, read_orientation, source_bits
 from .encode import ANIMATED_FORMATS, EXTENSIONS, encode, output_format
-from .probe import probe, sniff
-from .strip import strip_jpeg, strip_png
+from .probe import probe, sniff, webp_is_lossless
+from .strip import strip_jpeg
 from .write import TEMP_SUFFIX, atomic_write, expected_parent, read_input
 
 __all__ = ["optimize_bytes", "optimize_file", "output_name", "EXTENSIONS", "TEMP_SUFFIX", "sniff"]
@@ -56,11 +56,6 @@ class _Clock:
         self._t = now
         if self._progress is not None:
             self._progress(stage)
-
-
-def _webp_lossless(data: bytes) -> bool:
-    head = data[:4096]
-    return b"VP8L" in head and b"VP8 " not in head
 
 
 def _run(
@@ -108,6 +103,39 @@ def _run(
         draft = (geo.resize_to[1], geo.resize_to[0]) if swap else geo.resize_to
     if s.lossless is True and fmt_in == "jpeg" and out_fmt == "jpeg" and not geo.changes_pixels:
         return _jpeg_lossless(data, s, pr, orientation, info, clock)
+    src_lossless = fmt_in in ("png", "gif", "bmp", "tiff") or (
+        fmt_in == "webp" and webp_is_lossless(data)
+    )
+    # Same format, no pixel change, lossless output: the original values (and a
+    # non-sRGB profile with them) are kept; anywhere else pixels become sRGB.
+    unchanged = not auto and not geo.changes_pixels and out_fmt == fmt_in and not all_frames
+    keep_icc = unchanged and (
+        fmt_in in ("png", "tiff")
+        or (fmt_in == "webp" and (s.lossless if s.lossless is not None else src_lossless))
+    )
+    bits = source_bits(pr)
+    if bits == 16 and not geo.changes_pixels and not auto and orientation == 1 and (
+            out_fmt in ("png", "tiff") and (fmt_in == out_fmt or s.lossless is True)):
+        if fmt_in == "png" and out_fmt == "png" and pr.frames == 1:
+            pass  # the original-bytes route below keeps every 16-bit sample
+        else:
+            kept = deep.lossless_16(pr, out_fmt, s)
+            if kept is not None:
+                return _finish_exact(kept, data, s, pr, info, clock)
+            if s.lossless is True:
+                raise deep.refusal(pr, out_fmt, path)
+    elif (bits == 16 and s.lossless is True and not geo.changes_pixels and out_fmt != "png"
+          and not auto and deep.really_16(pr)):
+        raise deep.refusal(pr, out_fmt, path)
+    png_route = None
+    may_lose = s.lossless is not True and (s.lossy_png or s.target_ssim is not None)
+    if fmt_in == "png" and unchanged and orientation == 1 and pr.frames == 1:
+        png_route = pngfile.optimise_original(data, effort=s.effort, keep_metadata=s.keep_metadata)
+        pillow_only = s.effort == 0 or not boost.available("oxipng")
+        if png_route is not None and not may_lose and (bits == 16 or not pillow_only):
+            if pillow_only:
+                _validate(pr, path)
+            return _finish_exact(png_route, data, s, pr, info, clock)
     keep_palette = (
         not auto
         and not geo.changes_pixels
@@ -120,15 +148,13 @@ def _run(
         draft_size=draft,
         keep_palette=keep_palette,
         keep_exif=s.keep_metadata,
+        keep_icc=keep_icc,
         path=path,
     )
     clock.lap("decode")
     if geo.changes_pixels:
         _apply_geometry(dec, geo, s, "jpeg" if auto else out_fmt)
         clock.lap("resize")
-    src_lossless = fmt_in in ("png", "gif", "bmp", "tiff") or (
-        fmt_in == "webp" and _webp_lossless(data)
-    )
     if auto:
         choice = _best_auto(dec, s, fmt_in, src_lossless, in_place)
     else:
@@ -143,10 +169,9 @@ def _run(
         and out_fmt == fmt_in
         and orientation == 1
         and not dec.icc_converted
-        and fmt_in in ("jpeg", "png")
+        and fmt_in == "jpeg"
     ):
-        stripper = strip_jpeg if fmt_in == "jpeg" else strip_png
-        stripped = stripper(data, keep_icc=dec.icc_nonsrgb)
+        stripped = strip_jpeg(data, keep_icc=dec.icc_nonsrgb)
         if stripped is not None and fmt_in == "jpeg":
             moz = boost.jpeg_lossless(stripped, keep_markers=dec.icc_nonsrgb)
             if moz is not None and len(moz) < len(stripped):
@@ -157,6 +182,16 @@ def _run(
             enc.quality = dec.source_quality if fmt_in == "jpeg" else None
             ssim_value = 1.0
             notes.append("lossless metadata strip (no re-encode)")
+    if png_route is not None:
+        # The original route is exact by construction; a re-encode (Pillow-only
+        # effort, or a lossy palette that was asked for) wins only when smaller,
+        # and a lossless one only when it lost nothing Pillow cannot write.
+        route, route_notes = png_route
+        faithful = not enc.lossless or (bits == 8 and not pngfile.display_chunks(data))
+        if len(route) <= len(out) or not faithful:
+            out, ssim_value, enc.quality = route, 1.0, None
+            enc.lossless = True
+            notes = [n for n in notes if n != "lossy palette (libimagequant)"] + route_notes
     clock.lap("encode")
     width, height = dec.size
     info.update(
@@ -182,15 +217,43 @@ def _run(
     return out, info
 
 
+def _validate(pr, path: str | None) -> None:
+    """Decode once to prove the image data is sound (a route that copies it must not pass junk)."""
+    from ..errors import DecodeError
+
+    try:
+        pr.image.load()
+    except Exception as exc:
+        kind = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+        raise DecodeError(f"{kind} {pr.format} data: {exc}", path=path, stage="decode") from None
+
+
+def _finish_exact(route: tuple[bytes, list[str]], data: bytes, s: Settings, pr, info: dict,
+                  clock: _Clock) -> tuple[bytes, dict]:
+    """Result of a route that keeps every sample: same size, SSIM 1, skipped when not smaller."""
+    out, notes = route
+    clock.lap("encode")
+    fmt = info["format_in"] if not out.startswith(b"\x89PNG") else "png"
+    info.update(format_out=fmt, width=pr.width, height=pr.height, frames=1, quality=None,
+                ssim=1.0, notes=tuple(notes))
+    if len(out) >= len(data) and fmt == info["format_in"] and not s.allow_larger:
+        info.update(status="skipped", ssim=None)
+        info["notes"] = (*info["notes"], "output was not smaller than the input")
+        return data, info
+    info["status"] = "optimized"
+    return out, info
+
+
 def _jpeg_lossless(data: bytes, s: Settings, pr, orientation: int, info: dict, clock: _Clock):
     """JPEG to JPEG with zero pixel change: strip metadata, re-optimise the entropy coding."""
-    from .decode import _icc_info, estimate_jpeg_quality
+    from .colour import icc_info
+    from .decode import estimate_jpeg_quality
 
     icc = pr.image.info.get("icc_profile")
     icc_nonsrgb = False
     if icc:
         try:
-            icc_nonsrgb = not _icc_info(icc)[1]
+            icc_nonsrgb = not icc_info(icc)[1]
         except Exception:
             icc_nonsrgb = True  # unreadable: keep it rather than change colours
     keep_all = s.keep_metadata or orientation != 1  # EXIF orientation must survive

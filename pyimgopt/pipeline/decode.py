@@ -2,11 +2,17 @@
 
 Owns decoding (with JPEG DCT shrink-on-load through Pillow's ``draft``),
 animation frames and their timing, EXIF auto-orientation (invalid values mean
-no rotation), conversion of embedded ICC profiles to sRGB through LittleCMS,
-CMYK/Lab/16-bit/float to 8-bit RGB or L without clipping, and alpha (kept,
-or dropped when every pixel is opaque). Output frames are Pillow images in
-mode L, LA, RGB or RGBA — or the untouched palette/bilevel image when the
-caller asks to keep it for a lossless re-encode.
+no rotation), conversion of embedded ICC profiles to sRGB (:mod:`.colour`:
+every mode, palette and gray included; skipped when the caller keeps the
+profile with the original values), CMYK/Lab/16-bit/float to 8-bit RGB or L
+without clipping (16-bit rounded: ``v * 255 / 65535``; 16-bit colour PNG and
+TIFF are read through libvips because Pillow truncates them), and
+transparency carried as data in the pixels — an alpha band, or a palette
+whose entries have alpha — never in Pillow's ``info`` side channel (a
+``tRNS`` colour key becomes alpha; a low-bit gray key is scaled as the
+samples are). Alpha is dropped only when every pixel is opaque. Output frames
+are Pillow images in mode L, LA, RGB or RGBA — or the palette/bilevel/gray
+image when the caller keeps it for a lossless re-encode.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ import numpy as np
 from PIL import Image, ImageCms
 
 from ..errors import DecodeError, TooLargeError
+from . import boost
+from .colour import icc_info, is_srgb, srgb_icc, to_srgb
+from .pngfile import png_header
 from .probe import Probe
 
-__all__ = ["Decoded", "read_orientation", "decode", "srgb_icc", "estimate_jpeg_quality"]
+__all__ = ["Decoded", "read_orientation", "decode", "srgb_icc", "estimate_jpeg_quality",
+           "source_bits", "icc_info"]
 
 _ORIENT_OPS = {
     2: (Image.Transpose.FLIP_LEFT_RIGHT,),
@@ -53,6 +63,9 @@ class Decoded:
     exif: bytes | None = None
     icc_converted: bool = False
     icc_nonsrgb: bool = False
+    #: The source's non-sRGB profile, when the frames keep its original values
+    #: (the encoder must embed it).
+    icc: bytes | None = None
     source_quality: int | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -89,34 +102,6 @@ def estimate_jpeg_quality(im: Image.Image) -> int | None:
     return int(min(100, max(1, round(quality))))
 
 
-@functools.lru_cache(maxsize=1)
-def srgb_icc() -> bytes:
-    """Bytes of the sRGB profile pyimgopt embeds when metadata is kept."""
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-
-
-@functools.lru_cache(maxsize=1)
-def _srgb_profile() -> ImageCms.ImageCmsProfile:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-
-
-@functools.lru_cache(maxsize=32)
-def _transform(icc: bytes, in_mode: str, out_mode: str):
-    src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    return ImageCms.buildTransform(
-        src, _srgb_profile(), in_mode, out_mode, ImageCms.Intent.RELATIVE_COLORIMETRIC
-    )
-
-
-@functools.lru_cache(maxsize=32)
-def _icc_info(icc: bytes) -> tuple[str, bool]:
-    """(colour space, is sRGB) of an ICC profile; raises on a broken profile."""
-    prof = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    space = (prof.profile.xcolor_space or "").strip().upper()
-    desc = (ImageCms.getProfileDescription(prof) or "").lower()
-    return space, ("srgb" in desc or "srgb" in (ImageCms.getProfileName(prof) or "").lower())
-
-
 def _to_8bit_gray(im: Image.Image) -> Image.Image:
     arr = np.asarray(im)
     if im.mode == "F":
@@ -131,61 +116,140 @@ def _to_8bit_gray(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
-def _normalise(im: Image.Image, icc: bytes | None, notes: list[str]) -> tuple[Image.Image, bool]:
-    """Return (image in L/LA/RGB/RGBA sRGB, whether an ICC conversion happened)."""
-    mode = im.mode
-    space, is_srgb = None, True
-    if icc:
+def source_bits(pr: Probe) -> int:
+    """Bits per sample of the source as stored (16 for 16-bit PNG/TIFF, else 8)."""
+    data = pr.data
+    if pr.format == "PNG":
+        hdr = png_header(data)
+        return 16 if hdr is not None and hdr.depth == 16 else 8
+    if pr.format == "TIFF":
         try:
-            space, is_srgb = _icc_info(icc)
+            bps = pr.image.tag_v2.get(258)  # type: ignore[attr-defined]
         except Exception:
-            notes.append("embedded ICC profile is unreadable; ignored")
-            icc = None
-    converted = False
-    if mode in ("RGB", "RGBA", "RGBX", "RGBa") and icc and space == "RGB" and not is_srgb:
-        base = im.convert("RGB")
-        alpha = im.getchannel("A") if mode in ("RGBA", "RGBa") else None
-        if mode == "RGBa":
-            alpha = im.convert("RGBA").getchannel("A")
-            base = im.convert("RGBA").convert("RGB")
-        try:
-            base = ImageCms.applyTransform(base, _transform(icc, "RGB", "RGB"))
-            converted = True
-        except Exception as exc:
-            notes.append(f"ICC conversion failed ({exc}); colours left as stored")
-        if alpha is not None:
-            base.putalpha(alpha)
-        return base, converted
+            return 8
+        values = bps if isinstance(bps, tuple) else (bps,)
+        return 16 if any(isinstance(v, int) and v > 8 for v in values) else 8
+    return 8
+
+
+def _needs_vips(pr: Probe) -> bool:
+    """16-bit colour (or gray+alpha) PNG/TIFF: Pillow would truncate it to 8 bits."""
+    if source_bits(pr) != 16:
+        return False
+    if pr.format == "PNG":
+        hdr = png_header(pr.data)
+        return hdr is not None and hdr.color_type in (2, 4, 6)
+    return pr.format == "TIFF" and pr.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "L")
+
+
+def round16(arr: np.ndarray) -> np.ndarray:
+    """16-bit samples to 8 bits, rounded (``v * 255 / 65535``), never truncated."""
+    return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _vips_frame(data: bytes) -> Image.Image | None:
+    """The first image of ``data`` through libvips, rounded to 8 bits, tRNS as alpha."""
+    vips = boost._module("vips")
+    if vips is None:
+        return None
+    im = vips.Image.new_from_buffer(data, "", access="sequential", fail=True)
+    arr = im.numpy().reshape(im.height, im.width, im.bands)
+    if arr.dtype == np.uint16:
+        arr = round16(arr)
+    elif arr.dtype != np.uint8:
+        return None
+    if arr.shape[2] == 1:
+        arr = arr[..., 0]
+    return Image.fromarray(np.ascontiguousarray(arr))
+
+
+def _low_gray_key(key: int, pr: Probe) -> int:
+    """A PNG gray ``tRNS`` key on the 0-255 scale Pillow gives 1/2/4-bit gray samples."""
+    hdr = png_header(pr.data) if pr.format == "PNG" else None
+    if hdr is not None and hdr.color_type == 0 and hdr.depth < 8:
+        return key * 255 // ((1 << hdr.depth) - 1)
+    return key
+
+
+def _explicit_transparency(im: Image.Image, info: dict, pr: Probe) -> Image.Image:
+    """Move Pillow's ``info["transparency"]`` into the pixels (palette alpha or an alpha band)."""
+    key = info.get("transparency")
+    if key is None:
+        return im
+    if im.mode == "P":
+        pal = im.getpalette("RGB") or []
+        n = max(len(pal) // 3, 1)
+        alpha = [255] * n
+        if isinstance(key, (bytes, bytearray)):
+            for i, a in enumerate(key[:n]):
+                alpha[i] = a
+        elif isinstance(key, int) and 0 <= key < n:
+            alpha[key] = 0
+        out = im.copy()
+        rgba = bytearray()
+        for i in range(n):
+            rgba += bytes(pal[3 * i : 3 * i + 3]) + bytes((alpha[i],))
+        out.putpalette(bytes(rgba), rawmode="RGBA")
+        out.info = {}
+        return out
+    if im.mode in ("1", "L") and isinstance(key, int):
+        gray = im.convert("L")
+        value = 255 if (im.mode == "1" and key) else _low_gray_key(key, pr)
+        mask = np.asarray(gray) != value
+        return Image.fromarray(np.dstack([np.asarray(gray), mask.astype(np.uint8) * 255]), "LA")
+    if im.mode.startswith("I") and isinstance(key, int):
+        arr = np.asarray(im)
+        gray = round16(np.clip(arr, 0, 65535)) if int(arr.max(initial=0)) > 255 or im.mode.startswith(
+            "I;16") else arr.astype(np.uint8)
+        mask = (arr != key).astype(np.uint8) * 255
+        return Image.fromarray(np.dstack([gray, mask]), "LA")
+    if im.mode == "RGB" and isinstance(key, tuple) and len(key) == 3:
+        arr = np.asarray(im)
+        mask = ~(arr == np.array(key, dtype=np.int64)).all(axis=-1)
+        return Image.fromarray(np.dstack([arr, mask.astype(np.uint8) * 255]), "RGBA")
+    return im
+
+
+def _to_working(im: Image.Image) -> Image.Image:
+    """Any decoded mode to L, LA, RGB or RGBA (no colour management)."""
+    mode = im.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return im
     if mode == "CMYK":
-        if icc and space == "CMYK":
-            try:
-                return ImageCms.applyTransform(im, _transform(icc, "CMYK", "RGB")), True
-            except Exception as exc:
-                notes.append(f"CMYK ICC conversion failed ({exc}); naive CMYK->RGB used")
-        return im.convert("RGB"), False
+        return im.convert("RGB")
     if mode == "LAB":
         lab = ImageCms.buildTransform(
-            ImageCms.createProfile("LAB"), _srgb_profile(), "LAB", "RGB"
+            ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
         )
-        return ImageCms.applyTransform(im, lab), True
-    if mode in ("L", "LA", "RGB", "RGBA"):
-        return im, False
-    if mode == "RGBX":
-        return im.convert("RGB"), False
+        return ImageCms.applyTransform(im, lab)
+    if mode in ("RGBX",):
+        return im.convert("RGB")
     if mode == "RGBa":
-        return im.convert("RGBA"), False
+        return im.convert("RGBA")
     if mode == "La":
-        return im.convert("LA"), False
+        return im.convert("LA")
     if mode == "1":
-        return im.convert("L"), False
+        return im.convert("L")
     if mode in ("P", "PA"):
-        has_alpha = mode == "PA" or "transparency" in im.info
-        if not has_alpha and im.palette is not None and im.palette.mode == "RGBA":
-            has_alpha = True
-        return im.convert("RGBA" if has_alpha else "RGB"), False
+        return im.convert("RGBA" if im.has_transparency_data else "RGB")
     if mode.startswith("I") or mode == "F":
-        return _to_8bit_gray(im), False
-    return im.convert("RGB"), False  # YCbCr, HSV and anything else Pillow can convert
+        return _to_8bit_gray(im)
+    return im.convert("RGB")  # YCbCr, HSV and anything else Pillow can convert
+
+
+def _normalise(im: Image.Image, icc: bytes | None, notes: list[str]) -> tuple[Image.Image, bool]:
+    """Return (image in L/LA/RGB/RGBA sRGB, whether an ICC conversion happened)."""
+    converted = False
+    if icc and not is_srgb(icc):
+        if im.mode.startswith("I") or im.mode == "F":
+            im = _to_8bit_gray(im)
+        im, converted = to_srgb(im, icc, notes)
+    elif icc:
+        try:
+            icc_info(icc)
+        except Exception:
+            notes.append("embedded ICC profile is unreadable; ignored")
+    return _to_working(im), converted
 
 
 def _drop_opaque_alpha(frames: list[Image.Image]) -> list[Image.Image]:
@@ -212,6 +276,7 @@ def decode(
     draft_size: tuple[int, int] | None,
     keep_palette: bool,
     keep_exif: bool,
+    keep_icc: bool = False,
     path: str | None = None,
 ) -> Decoded:
     """Decode ``pr`` into upright sRGB working frames.
@@ -229,6 +294,10 @@ def decode(
         an image whose pixels do not change).
     keep_exif:
         Collect the EXIF block (orientation removed) for re-embedding.
+    keep_icc:
+        Keep a non-sRGB profile with the original values (``Decoded.icc``)
+        instead of converting to sRGB: for a lossless output of the same
+        format whose pixels do not change.
     """
     im = pr.image
     notes: list[str] = []
@@ -252,14 +321,21 @@ def decode(
             raw: list[Image.Image] = []
             durations: list[int] = []
             count = pr.frames if all_frames else 1
+            deep = _vips_frame(pr.data) if count == 1 and _needs_vips(pr) else None
+            if count == 1 and _needs_vips(pr) and deep is None:
+                notes.append("16-bit samples truncated to 8 bits by Pillow (pyvips unavailable)")
             for index in range(count):
                 if index:
                     im.seek(index)
                 im.load()
                 frame = im
-                if count > 1:
+                if deep is not None:
+                    frame = deep
+                elif count > 1:
                     frame = im.convert("RGBA")
                     durations.append(int(im.info.get("duration") or 100))
+                else:
+                    frame = _explicit_transparency(im, im.info, pr)
                 raw.append(frame)
             if count > 1:
                 out.durations = durations
@@ -276,17 +352,18 @@ def decode(
             f"{kind} {pr.format} data: {exc}", path=path, stage="decode"
         ) from None
 
-    if icc:
-        try:
-            out.icc_nonsrgb = not _icc_info(icc)[1]
-        except Exception:
-            out.icc_nonsrgb = False
+    out.icc_nonsrgb = bool(icc) and not is_srgb(icc)
+    keep_values = keep_icc and out.icc_nonsrgb
+    if keep_values:
+        out.icc = icc
     frames: list[Image.Image] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for frame in raw:
-            if keep_palette and frame.mode in ("P", "1", "L") and not out.icc_nonsrgb:
+            if keep_palette and frame.mode in ("P", "1", "L") and (keep_values or not out.icc_nonsrgb):
                 norm = frame
+            elif keep_values:
+                norm = _to_working(frame)
             else:
                 norm, conv = _normalise(frame, icc, notes)
                 out.icc_converted |= conv

@@ -154,10 +154,13 @@ def encode(
     if out_fmt == "avif" and not has_avif():
         raise UnsupportedFormatError("this Pillow build cannot write AVIF", stage="encode")
     meta: dict = {}
+    if dec.icc and out_fmt in ("png", "webp", "tiff"):
+        meta["icc_profile"] = dec.icc  # the original values kept: their profile must travel too
     if s.keep_metadata:
         if dec.exif and out_fmt in ("jpeg", "png", "webp", "avif", "tiff"):
             meta["exif"] = dec.exif
-        if out_fmt in ("jpeg", "png", "webp", "avif", "tiff") and frames[0].mode not in ("L", "LA", "1"):
+        if ("icc_profile" not in meta and out_fmt in ("jpeg", "png", "webp", "avif", "tiff")
+                and frames[0].mode not in ("L", "LA", "1")):
             meta["icc_profile"] = srgb_icc()
     anim: dict = {}
     if len(frames) > 1:
@@ -230,14 +233,18 @@ def encode(
             data = _save(conv, "avif", **params, **anim, **meta)
         elif out_fmt == "gif":
             lossless = True
-            data = _save(frames, "gif", optimize=True, **({**anim, "disposal": 2} if anim else {}))
+            data = _save(frames, "gif", optimize=True, **({**anim, "disposal": 2} if anim else {}),
+                         **_gif_transparency(frames[0]))
         elif out_fmt == "tiff":
             lossless = True
             data = _save(frames[:1], "tiff", compression="tiff_adobe_deflate", **meta)
         elif out_fmt == "bmp":
             lossless = True
             im = frames[0]
-            data = _save([im if im.mode in ("1", "L", "P", "RGB", "RGBA") else im.convert("RGB")], "bmp")
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and im.has_transparency_data):
+                data = _bmp_rgba(im.convert("RGBA"))
+            else:
+                data = _save([im if im.mode in ("1", "L", "P", "RGB") else im.convert("RGB")], "bmp")
         else:
             raise UnsupportedFormatError(f"unknown output format {out_fmt!r}", stage="encode")
     except (UnsupportedFormatError, MemoryError):
@@ -322,6 +329,37 @@ def _png(frames: list[Image.Image], s: Settings, anim: dict, meta: dict, notes: 
             notes.append(boost.missing_note("oxipng"))
     level = 9 if s.effort >= 4 else max(1, s.effort + 3)
     return _save(frames, "png", optimize=s.effort >= 4, compress_level=level, **anim, **meta)
+
+
+def _gif_transparency(im: Image.Image) -> dict:
+    """``transparency=index`` for a palette frame whose palette says an entry is clear.
+
+    Decoded frames carry transparency in the palette's alpha (not in Pillow's
+    ``info``), and Pillow's GIF writer reads only ``transparency``.
+    """
+    if im.mode != "P" or im.palette is None or im.palette.mode != "RGBA":
+        return {}
+    alpha = im.getpalette("RGBA")[3::4]
+    clear = [i for i, a in enumerate(alpha) if a == 0]
+    return {"transparency": clear[0]} if clear else {}
+
+
+def _bmp_rgba(im: Image.Image) -> bytes:
+    """A 32-bit BMP with a BITMAPV4HEADER whose alpha mask makes the alpha count.
+
+    Pillow writes RGBA as a plain 32-bit BMP whose fourth byte readers
+    (Pillow included) ignore; the V4 header's masks say it is alpha.
+    """
+    import struct
+
+    w, h = im.size
+    bgra = np.asarray(im)[::-1, :, [2, 1, 0, 3]]
+    pix = np.ascontiguousarray(bgra).tobytes()
+    info = struct.pack("<IiiHHIIiiII", 108, w, h, 1, 32, 3, len(pix), 2835, 2835, 0, 0)
+    info += struct.pack("<IIII", 0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000)
+    info += b"BGRs" + bytes(36) + bytes(12)  # LCS_sRGB ("sRGB" little-endian), no endpoints/gamma
+    offset = 14 + len(info)
+    return b"BM" + struct.pack("<IHHI", offset + len(pix), 0, 0, offset) + info + pix
 
 
 def flatten_rgb(im: Image.Image, background: tuple[int, int, int]) -> np.ndarray:

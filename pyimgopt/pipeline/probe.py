@@ -18,7 +18,7 @@ from PIL import Image
 from ..errors import DecodeError, TooLargeError, UnsupportedFormatError
 from ..settings import Settings
 
-__all__ = ["Probe", "sniff", "probe", "count_gif_frames", "INPUT_FORMATS"]
+__all__ = ["Probe", "sniff", "probe", "count_gif_frames", "webp_is_lossless", "INPUT_FORMATS"]
 
 #: Pillow plugin names pyimgopt reads. Restricting ``Image.open`` to these
 #: keeps every other decoder (EPS via Ghostscript, PSD, ...) out of reach of
@@ -115,9 +115,42 @@ def count_gif_frames(data: bytes, limit: int) -> int:
     return frames
 
 
+def _riff_chunks(data: bytes, pos: int, end: int):
+    while pos + 8 <= end:
+        fourcc = data[pos : pos + 4]
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = pos + 8
+        if body + size > end:
+            size = end - body  # truncated: what is there
+        yield fourcc, body, size
+        pos = body + size + (size & 1)
+
+
+def webp_is_lossless(data: bytes) -> bool:
+    """True when every image bitstream of a WebP file is lossless (``VP8L``).
+
+    Walks the RIFF chunks (and the frames of an animation) from the header
+    on, so a large ICC or EXIF chunk before the image data changes nothing.
+    A lossy ``VP8 `` bitstream anywhere (with or without ``ALPH``) makes it
+    lossy; no bitstream at all is not lossless.
+    """
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return False
+    end = min(len(data), 8 + int.from_bytes(data[4:8], "little"))
+    kinds: set[bytes] = set()
+    for fourcc, body, size in _riff_chunks(data, 12, end):
+        if fourcc in (b"VP8L", b"VP8 "):
+            kinds.add(fourcc)
+        elif fourcc == b"ANMF" and size >= 16:
+            for sub, _, _ in _riff_chunks(data, body + 16, body + size):
+                if sub in (b"VP8L", b"VP8 "):
+                    kinds.add(sub)
+    return kinds == {b"VP8L"}
+
+
 @dataclass
 class Probe:
-    """What the header says. ``image`` is Pillow's lazily opened image."""
+    """What the header says. ``image`` is Pillow's lazily opened image; ``data`` the input bytes."""
 
     format: str
     width: int
@@ -125,6 +158,7 @@ class Probe:
     frames: int
     mode: str
     image: Image.Image
+    data: bytes = b""
 
     @property
     def animated(self) -> bool:
@@ -202,4 +236,5 @@ def probe(data: bytes, settings: Settings, path: str | None = None) -> Probe:
             path=path,
             stage="probe",
         )
-    return Probe(format=fmt, width=width, height=height, frames=frames, mode=im.mode, image=im)
+    return Probe(format=fmt, width=width, height=height, frames=frames, mode=im.mode, image=im,
+                 data=data)

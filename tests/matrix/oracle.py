@@ -1,0 +1,169 @@
+"""The oracle: what a colour-managed viewer shows, decoded without pyimgopt.
+
+Files are decoded with libvips (pyvips: libspng, libjpeg-turbo, libwebp,
+libnsgif, libtiff, libheif), which shares no decoding code with the pipeline's
+Pillow, oriented by their EXIF orientation, and rendered to sRGB through their
+embedded ICC profile (LittleCMS inside libvips, relative colorimetric). CMYK
+without a profile is converted naively (multiplicative), as browsers do. BMP
+(which this libvips does not read) is decoded by Pillow, only for outputs.
+Comparisons: SSIM (7x7 box windows, written here), per-patch mean colour,
+exact RGBA.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pyvips
+from PIL import Image
+
+__all__ = ["View", "view", "ssim", "composite", "resize_ref", "patch_means", "read_exif"]
+
+
+@dataclass
+class View:
+    rgba: np.ndarray        # H x W x 4 float, 0..255, rendered to sRGB, upright
+    raw: np.ndarray         # H x W x C as stored (uint8/uint16), upright, no profile applied
+    bits: int               # 8 or 16 (per sample, as decoded)
+    icc: bytes | None
+    pages: int
+    fmt: str
+    orientation: int
+
+
+def _to_rgba(arr: np.ndarray, interp: str) -> np.ndarray:
+    arr = arr.astype(np.float64)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    scale = 255.0 / 65535.0 if interp in ("rgb16", "grey16") else 1.0
+    arr = arr * scale
+    c = arr.shape[2]
+    if c == 1:
+        arr = np.concatenate([arr] * 3 + [np.full(arr.shape[:2] + (1,), 255.0)], axis=-1)
+    elif c == 2:
+        arr = np.concatenate([arr[..., :1]] * 3 + [arr[..., 1:]], axis=-1)
+    elif c == 3:
+        arr = np.concatenate([arr, np.full(arr.shape[:2] + (1,), 255.0)], axis=-1)
+    return arr[..., :4]
+
+
+def _np(im: pyvips.Image) -> np.ndarray:
+    return im.numpy().reshape(im.height, im.width, im.bands)
+
+
+def _pillow_view(data: bytes) -> View:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        raw = np.asarray(im.convert("RGBA"))
+        fmt = im.format.lower()
+    return View(raw.astype(float), raw, 8, None, 1, fmt, 1)
+
+
+def view(data: bytes, page: int = 0) -> View:
+    """Decode ``data`` as a viewer would (see the module docstring)."""
+    if data[:2] == b"BM":
+        return _pillow_view(data)
+    paged = data[:6] in (b"GIF87a", b"GIF89a") or data[:4] in (b"II*\x00", b"MM\x00*") or (
+        data[:4] == b"RIFF" or data[4:8] == b"ftyp")
+    opts = {"page": page} if paged else {}
+    im = pyvips.Image.new_from_buffer(data, "", access="random", fail=True, **opts)
+    loader = im.get("vips-loader")
+    pages = im.get("n-pages") if im.get_typeof("n-pages") else 1
+    orientation = im.get("orientation") if im.get_typeof("orientation") else 1
+    icc = im.get("icc-profile-data") if im.get_typeof("icc-profile-data") else None
+    if im.get_typeof("page-height") and im.get("page-height") != im.height:
+        im = im.crop(0, 0, im.width, im.get("page-height"))
+    im = im.autorot()
+    interp = im.interpretation
+    raw = im.numpy().reshape(im.height, im.width, im.bands)
+    if interp == "cmyk":
+        ink = raw.astype(np.float64)
+        if icc is not None:
+            rendered = im.icc_transform("srgb", embedded=True, intent="relative")
+            rgba = _to_rgba(_np(rendered), "srgb")
+        else:
+            k = 255.0 - ink[..., 3:4]
+            rgb = (255.0 - ink[..., :3]) * k / 255.0
+            rgba = _to_rgba(np.round(rgb), "srgb")
+    elif icc is not None:
+        depth = 16 if im.format == "ushort" else 8
+        rendered = im.icc_transform("srgb", embedded=True, intent="relative", depth=depth)
+        rgba = _to_rgba(_np(rendered), rendered.interpretation)
+    else:
+        if im.format == "ushort" and interp not in ("rgb16", "grey16"):
+            interp = "rgb16" if im.bands >= 3 else "grey16"
+        rgba = _to_rgba(raw, interp)
+    bits = 16 if im.format == "ushort" else 8
+    return View(rgba, raw, bits, icc, pages, loader.split("load")[0], orientation)
+
+
+def composite(rgba: np.ndarray, bg: tuple[float, float, float]) -> np.ndarray:
+    a = rgba[..., 3:4] / 255.0
+    return rgba[..., :3] * a + np.asarray(bg, float) * (1 - a)
+
+
+def _box(x: np.ndarray, r: int) -> np.ndarray:
+    """Mean over (2r+1)^2 windows, valid region only."""
+    k = 2 * r + 1
+    c = np.cumsum(np.cumsum(np.pad(x, ((1, 0), (1, 0))), axis=0), axis=1)
+    return (c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]) / (k * k)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM (7x7 box windows) over channels of two float arrays in 0..255."""
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    h, w = a.shape[:2]
+    if min(h, w) < 7:
+        return 1.0 - float(np.abs(a - b).mean()) / 255.0
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    vals = []
+    for ch in range(a.shape[2]):
+        x, y = a[..., ch].astype(np.float64), b[..., ch].astype(np.float64)
+        mx, my = _box(x, 3), _box(y, 3)
+        sxx = _box(x * x, 3) - mx * mx
+        syy = _box(y * y, 3) - my * my
+        sxy = _box(x * y, 3) - mx * my
+        s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+        vals.append(float(s.mean()))
+    return float(np.mean(vals))
+
+
+def resize_ref(rgba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``rgba`` resized to ``size`` by libvips (lanczos3, premultiplied)."""
+    h, w = rgba.shape[:2]
+    im = pyvips.Image.new_from_array(np.ascontiguousarray(rgba.astype(np.float32))).copy(
+        interpretation="srgb")
+    im = im.premultiply().resize(size[0] / w, vscale=size[1] / h, kernel="lanczos3")
+    out = im.unpremultiply().numpy().astype(np.float64)
+    out = out[: size[1], : size[0]]
+    if out.shape[:2] != (size[1], size[0]):  # rounding: pad by edge replication
+        out = np.pad(out, ((0, size[1] - out.shape[0]), (0, size[0] - out.shape[1]), (0, 0)),
+                     mode="edge")
+    return np.clip(out, 0, 255)
+
+
+def patch_means(rgb: np.ndarray, cols: int = 4, rows: int = 3) -> np.ndarray:
+    """Mean colour of the inner half of each patch of a ``cols`` x ``rows`` grid."""
+    h, w = rgb.shape[:2]
+    out = []
+    for r in range(rows):
+        for c in range(cols):
+            y0, y1 = r * h // rows, (r + 1) * h // rows
+            x0, x1 = c * w // cols, (c + 1) * w // cols
+            dy, dx = (y1 - y0) // 4, (x1 - x0) // 4
+            out.append(rgb[y0 + dy: y1 - dy, x0 + dx: x1 - dx].reshape(-1, rgb.shape[2]).mean(0))
+    return np.array(out)
+
+
+def read_exif(data: bytes) -> dict:
+    """EXIF tags of ``data`` (IFD0 and GPS) through Pillow's EXIF parser (metadata only)."""
+    with Image.open(io.BytesIO(data)) as im:
+        ex = im.getexif()
+        tags = dict(ex)
+        gps = dict(ex.get_ifd(0x8825))
+    if gps:
+        tags["gps"] = gps
+    return tags
