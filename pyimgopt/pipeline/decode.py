@@ -17,8 +17,6 @@ image when the caller keeps it for a lossless re-encode.
 
 from __future__ import annotations
 
-import functools
-import io
 import warnings
 from dataclasses import dataclass, field
 

@@ -12,7 +12,6 @@ itself.)
 
 from __future__ import annotations
 
-import numpy as np
 
 from ..errors import UnsupportedFormatError
 from ..settings import Settings

@@ -1,0 +1,183 @@
+"""Regression tests for the pixel bugs the matrix found (issues 12 and 13), one per bug.
+
+Each builds its input here and judges the output with the libvips oracle of
+``tests/matrix`` (never with pyimgopt's own decoder).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pyimgopt import Settings, optimize_bytes
+from pyimgopt.errors import UnsupportedFormatError
+from pyimgopt.pipeline.colour import icc_info
+from pyimgopt.pipeline.probe import webp_is_lossless
+
+from matrix import icc as icclib
+from matrix import oracle
+from matrix.png import iccp_chunk, write_png
+
+
+def _palette_trns_png() -> tuple[bytes, np.ndarray]:
+    idx = np.zeros((16, 24), np.uint8)
+    idx[:, 8:] = 1
+    idx[4:12, 10:20] = 2
+    pal = np.array([[250, 250, 250], [20, 90, 200], [200, 30, 30]], np.uint8)
+    return write_png(idx, 3, 8, palette=pal, trns=b"\x00\x80"), idx
+
+
+@pytest.mark.parametrize("settings", [Settings(), Settings(format="png"), Settings(effort=9)])
+def test_pixels_palette_trns_survives_png(settings):
+    data, idx = _palette_trns_png()
+    out, _ = optimize_bytes(data, settings)
+    alpha = oracle.view(out).rgba[..., 3]
+    assert np.array_equal(alpha, np.array([0, 128, 255])[idx])
+
+
+@pytest.mark.parametrize("fmt", ["keep", "png"])
+def test_pixels_gif_transparency_kept(fmt):
+    idx = np.full((12, 20), 3, np.uint8)
+    idx[:, :10] = 7
+    im = Image.fromarray(idx, "P")
+    im.putpalette(bytes(range(48)) * 16)
+    buf = io.BytesIO()
+    im.save(buf, "GIF", transparency=7)
+    out, _ = optimize_bytes(buf.getvalue(), Settings(format=fmt))
+    alpha = oracle.view(out).rgba[..., 3]
+    assert (alpha[:, :10] == 0).all() and (alpha[:, 10:] == 255).all()
+
+
+def test_pixels_low_bit_gray_key_becomes_alpha():
+    g = np.tile(np.arange(4, dtype=np.uint8), (6, 3))  # 2-bit gray, key 3 = white
+    data = write_png(g, 0, 2, trns=struct.pack(">H", 3))
+    out, _ = optimize_bytes(data, Settings(format="webp", lossless=True))
+    alpha = oracle.view(out).rgba[..., 3]
+    assert np.array_equal(alpha, np.where(g == 3, 0, 255))
+
+
+def test_pixels_16bit_rgb_colour_key_kept():
+    rgb = np.zeros((8, 8, 3), np.uint16)
+    rgb[..., 0] = 0x1234
+    rgb[:4] = (0x8001, 0x0002, 0xFFFF)
+    data = write_png(rgb, 2, 16, trns=struct.pack(">3H", 0x8001, 0x0002, 0xFFFF))
+    for s in (Settings(), Settings(format="webp")):
+        out, _ = optimize_bytes(data, s)
+        alpha = oracle.view(out).rgba[..., 3]
+        assert (alpha[:4] < 10).all() and (alpha[4:] == 255).all(), s
+
+
+def test_pixels_nonsrgb_iccp_kept_with_original_values_on_png():
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    rgb[:, :16] = (200, 50, 30)
+    rgb[:, 16:] = (30, 180, 90)
+    icc = icclib.profile("display-p3")
+    data = write_png(rgb, 2, 8, before_plte=[iccp_chunk("P3", icc)],
+                     after_plte=[(b"tEXt", b"Comment\0x" * 200)])
+    out, res = optimize_bytes(data, Settings())
+    v = oracle.view(out)
+    assert v.icc is not None and not icc_info(v.icc)[1]
+    assert np.array_equal(v.raw[..., :3], rgb)
+    assert b"tEXt" not in out
+
+
+def test_pixels_palette_with_prophoto_profile_is_colour_managed():
+    idx = np.zeros((16, 16), np.uint8)
+    pal = np.array([[240, 220, 100]], np.uint8)
+    data = write_png(idx, 3, 8, palette=pal, before_plte=[iccp_chunk("pp", icclib.profile("prophoto"))])
+    want = oracle.view(data).rgba[0, 0, :3]
+    for fmt in ("jpeg", "webp"):
+        out, _ = optimize_bytes(data, Settings(format=fmt, quality=95))
+        got = oracle.view(out).rgba[..., :3].reshape(-1, 3).mean(axis=0)
+        assert np.abs(got - want).max() <= 3, (fmt, got, want)
+
+
+def test_pixels_gray_profile_is_colour_managed():
+    g = np.full((16, 16), 60, np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(g).save(buf, "JPEG", quality=98, icc_profile=icclib.profile("gray-g18"))
+    want = oracle.view(buf.getvalue()).rgba[0, 0, :3]
+    out, _ = optimize_bytes(buf.getvalue(), Settings(format="webp", lossless=True))
+    got = oracle.view(out).rgba[..., :3].reshape(-1, 3).mean(axis=0)
+    assert np.abs(got - want).max() <= 3, (got, want)
+
+
+@pytest.mark.parametrize("key,srgb", [("linear-srgb", False), ("elle-g10", False),
+                                      ("display-p3", False), ("srgb-unnamed", True),
+                                      ("srgb-lcms", True), ("gray-g18", False), ("gray-srgb", True)])
+def test_pixels_srgb_decided_by_profile_contents(key, srgb):
+    assert icc_info(icclib.profile(key))[1] is srgb
+
+
+def test_pixels_linear_srgb_profile_converted():
+    rgb = np.full((16, 16, 3), 64, np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=98, icc_profile=icclib.profile("linear-srgb"))
+    want = oracle.view(buf.getvalue()).rgba[0, 0, :3]  # ~137: linear 64 is a mid-tone
+    out, _ = optimize_bytes(buf.getvalue(), Settings(format="webp", quality=95))
+    got = oracle.view(out).rgba[..., :3].reshape(-1, 3).mean(axis=0)
+    assert np.abs(got - want).max() <= 3, (got, want)
+
+
+def test_pixels_16bit_png_keeps_16_bits_and_lossless_webp_refuses():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 65536, (9, 11, 3)).astype(np.uint16)
+    data = write_png(rgb, 2, 16)
+    for s in (Settings(), Settings(format="png", lossless=True)):
+        out, _ = optimize_bytes(data, s)
+        v = oracle.view(out)
+        assert v.bits == 16 and np.array_equal(v.raw, rgb)
+    with pytest.raises(UnsupportedFormatError, match="16-bit"):
+        optimize_bytes(data, Settings(format="webp", lossless=True))
+
+
+def test_pixels_16bit_to_8bit_rounds():
+    import pyvips
+    rgb = np.full((4, 4, 3), 0x12FF, np.uint16)  # 18.92 on the 8-bit scale: 19, not 18
+    data = pyvips.Image.new_from_array(rgb).cast("ushort").copy(interpretation="rgb16") \
+        .tiffsave_buffer(compression="deflate")
+    out, _ = optimize_bytes(data, Settings(format="png"))
+    assert (oracle.view(out).rgba[..., :3] == 19).all()
+
+
+def test_pixels_lossless_webp_detected_behind_a_big_icc_chunk():
+    rgb = np.random.default_rng(1).integers(0, 256, (20, 20, 3)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "WEBP", lossless=True, icc_profile=icclib.profile("srgb-big"))
+    data = buf.getvalue()
+    assert data.find(b"VP8L") > 4096 and webp_is_lossless(data)
+    out, _ = optimize_bytes(data, Settings(allow_larger=True))
+    assert np.array_equal(oracle.view(out).rgba[..., :3], rgb)
+
+
+def test_pixels_bmp_alpha_kept():
+    rgba = np.zeros((5, 7, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = np.linspace(0, 255, 7).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgba).save(buf, "PNG")
+    out, _ = optimize_bytes(buf.getvalue(), Settings(format="png"))
+    src = Image.open(io.BytesIO(out))
+    from pyimgopt.pipeline.encode import _bmp_rgba
+    back = Image.open(io.BytesIO(_bmp_rgba(src.convert("RGBA"))))
+    assert back.mode == "RGBA" and np.array_equal(np.asarray(back), rgba)
+
+
+def test_pixels_oracle_floors_catch_gross_errors():
+    """A lost alpha, a mirror or a 180 rotation scores far under the matrix's floors."""
+    from test_matrix import ALPHA_FLOOR, SSIM_FLOOR
+
+    from matrix.inputs import alpha_pattern, content, to_rgba
+    ref = to_rgba(content(48, 40), alpha_pattern(48, 40, "partial"))
+    opaque = ref.copy()
+    opaque[..., 3] = 255
+    black = (0, 0, 0)
+    assert oracle.ssim(oracle.composite(opaque, black), oracle.composite(ref, black)) < SSIM_FLOOR
+    assert oracle.ssim(opaque[..., 3], ref[..., 3]) < ALPHA_FLOOR
+    white = (255, 255, 255)
+    for bad in (ref[:, ::-1], ref[::-1, ::-1]):
+        assert oracle.ssim(oracle.composite(bad, white), oracle.composite(ref, white)) < SSIM_FLOOR
