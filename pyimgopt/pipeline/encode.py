@@ -7,8 +7,10 @@ is smaller; chroma subsampling by content; never a higher quality than the
 source JPEG's own tables), PNG (lossless, with a lossless palette or gray
 reduction when the pixels allow it, then oxipng by effort), WebP (lossy or
 lossless, animated), AVIF (when Pillow has it, animated), and the formats
-``keep`` may preserve (GIF, TIFF with deflate, BMP). Metadata is written only
-when asked: EXIF without orientation and the sRGB profile the pixels are in.
+``keep`` may preserve (GIF, TIFF with deflate, BMP with alpha). A non-sRGB
+profile whose original values the frames keep (``Decoded.icc``) is always
+written with them; other metadata only when asked: EXIF without orientation
+and the sRGB profile the pixels are in.
 """
 
 from __future__ import annotations
