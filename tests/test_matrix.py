@@ -245,3 +245,11 @@ def _check_lossy(case, got: oracle.View, want: np.ndarray, fmt: str, resize: boo
         pr = oracle.patch_means(oracle.composite(want, (255, 255, 255)))
         err = np.abs(pw - pr).mean(axis=1)
         assert err.max() <= PATCH_TOL, f"patch colour error {err.round(1).tolist()}"
+
+
+def test_matrix_includes_a_440_jpeg():
+    """4:4:0 JPEG comes from ``jpegtran -transpose`` (Debian libjpeg-turbo-progs); Pillow cannot write it."""
+    if inputs.JPEGTRAN is None:
+        pytest.skip("jpegtran not found (apt-get install libjpeg-turbo-progs): the 4:4:0 JPEG case is left out")
+    assert "jpeg-rgb-4:4:0" in BY_ID
+    assert oracle.view(BY_ID["jpeg-rgb-4:4:0"].data).rgba.shape[:2] == (48, 64)
