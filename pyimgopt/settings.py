@@ -16,16 +16,22 @@ from typing import Any
 
 from .errors import InvalidSettingsError
 
-__all__ = ["Settings", "OUTPUT_FORMATS", "FITS", "FILTERS", "SUBSAMPLINGS"]
+__all__ = ["Settings", "OUTPUT_FORMATS", "FITS", "FILTERS", "SUBSAMPLINGS", "AUTO_FORMATS",
+           "BROWSER_FORMATS"]
 
 #: Values accepted by ``Settings.format``. ``keep`` re-encodes in the input's
 #: own format (GIF, TIFF and BMP inputs included).
-OUTPUT_FORMATS = ("keep", "auto", "jpeg", "png", "webp", "avif")
+OUTPUT_FORMATS = ("keep", "auto", "jpeg", "png", "webp", "avif", "jxl")
+#: Formats ``format="auto"`` may be allowed to choose (``formats_allowed``).
+AUTO_FORMATS = ("jpeg", "png", "webp", "avif", "gif", "jxl")
+#: The default ``formats_allowed``: what every current browser displays.
+#: JPEG XL is left out: Chrome, Edge and Firefox (by default) do not show it.
+BROWSER_FORMATS = ("jpeg", "png", "webp", "avif", "gif")
 FITS = ("inside", "cover", "contain", "fill")
 FILTERS = ("lanczos3", "bicubic", "bilinear", "box", "nearest")
 SUBSAMPLINGS = ("auto", "4:4:4", "4:2:2", "4:2:0")
 
-_FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff"}
+_FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff", "jpegxl": "jxl"}
 
 
 def _fail(name: str, expected: str, value: Any) -> InvalidSettingsError:
@@ -54,7 +60,10 @@ class Settings:
         Output format: ``keep`` (default, the input's own format), ``auto``
         (try JPEG, WebP, AVIF — and PNG or lossless WebP where the image needs
         lossless or has few colours — at the SSIM target and keep the
-        smallest), ``jpeg``, ``png``, ``webp`` or ``avif``.
+        smallest; only formats in ``formats_allowed``), ``jpeg``, ``png``,
+        ``webp``, ``avif`` or ``jxl`` (JPEG XL; with ``lossless=True`` a JPEG
+        input is recompressed without decoding, and can be rebuilt from the
+        JPEG XL byte for byte).
     quality:
         Encoder quality 1-100 for lossy formats; ``None`` picks the format's
         default (JPEG 80, WebP 80, AVIF 60). A JPEG is never re-encoded at a
@@ -65,8 +74,9 @@ class Settings:
         meets it; ``quality`` then caps the search. ``format="auto"`` uses
         0.985 when this is ``None``.
     lossless:
-        Encode WebP/AVIF losslessly. ``None`` means lossless only when the
-        input is lossless WebP kept as WebP.
+        Encode WebP/AVIF/JPEG XL losslessly. ``None`` means lossless only
+        when the input is lossless WebP (or lossless JPEG XL) kept in its
+        format.
     lossy_png:
         Allow a lossy palette PNG (libimagequant, dithered, alpha kept) when it
         is smaller — and, with ``target_ssim``, only when it meets the target.
@@ -101,11 +111,17 @@ class Settings:
     max_pixels, max_frames, max_input_bytes:
         Limits checked from the header before any pixel buffer exists. For
         animations ``max_pixels`` also bounds the sum over all frames.
+    formats_allowed:
+        The formats ``format="auto"`` may choose among (any of
+        ``jpeg png webp avif gif jxl``); default: the formats every browser
+        shows (``jpeg png webp avif gif``). Add ``jxl`` to let auto choose
+        JPEG XL (for archives, or apps that decode it themselves).
     effort:
         Encoder effort 0-9, one speed/size knob: PNG oxipng preset (6: level-2
         filter search with libdeflate 6, 8: oxipng level 2, 9: every filter
         with libdeflate 12), JPEG through mozjpeg's trellis from 5 (libjpeg-turbo
-        below), WebP method ``effort - 2``, AVIF speed ``12 - effort``.
+        below), WebP method ``effort - 2``, AVIF speed ``12 - effort``,
+        JPEG XL effort ``effort + 1`` (libjxl's 1-9; 6 is libjxl's default 7).
     """
 
     format: str = "keep"
@@ -127,6 +143,7 @@ class Settings:
     max_frames: int = 1000
     max_input_bytes: int = 256 * 1024 * 1024
     effort: int = 6
+    formats_allowed: tuple[str, ...] = BROWSER_FORMATS
 
     def __post_init__(self) -> None:
         fmt = self.format
@@ -175,6 +192,21 @@ class Settings:
         _check_int("max_frames", self.max_frames, 1, None, optional=False)
         _check_int("max_input_bytes", self.max_input_bytes, 1, None, optional=False)
         _check_int("effort", self.effort, 0, 9, optional=False)
+        allowed = self.formats_allowed
+        if isinstance(allowed, (str, bytes)) or not isinstance(allowed, (list, tuple, frozenset, set)):
+            raise _fail("formats_allowed", f"a list of names among {', '.join(AUTO_FORMATS)}",
+                        allowed)
+        names = []
+        for name in allowed:
+            key = _FORMAT_ALIASES.get(name.lower(), name.lower()) if isinstance(name, str) else name
+            if key not in AUTO_FORMATS:
+                raise _fail("formats_allowed", f"names among {', '.join(AUTO_FORMATS)}", name)
+            if key not in names:
+                names.append(key)
+        if not names:
+            raise _fail("formats_allowed", "at least one format", allowed)
+        # canonical order, so equal sets compare (and round-trip) equal
+        object.__setattr__(self, "formats_allowed", tuple(f for f in AUTO_FORMATS if f in names))
 
     @property
     def background_rgb(self) -> tuple[int, int, int]:
@@ -191,8 +223,10 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a dict of plain values."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Return the settings as a dict of plain values (``formats_allowed`` as a list)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["formats_allowed"] = list(self.formats_allowed)
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Settings":

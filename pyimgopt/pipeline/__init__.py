@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 
 from ..errors import (
+    EncodeError,
     InternalError,
     InvalidSettingsError,
     PyimgoptError,
@@ -24,7 +25,7 @@ from ..errors import (
 )
 from ..result import Result
 from ..settings import Settings
-from . import boost, deep, geometry, pngfile, quality
+from . import boost, deep, geometry, jxl, pngfile, quality
 from .decode import decode, read_orientation, source_bits
 from .encode import ANIMATED_FORMATS, EXTENSIONS, encode, output_format
 from .probe import probe, sniff, webp_is_lossless
@@ -103,9 +104,19 @@ def _run(
         draft = (geo.resize_to[1], geo.resize_to[0]) if swap else geo.resize_to
     if s.lossless is True and fmt_in == "jpeg" and out_fmt == "jpeg" and not geo.changes_pixels:
         return _jpeg_lossless(data, s, pr, orientation, info, clock)
+    deep_bits = getattr(pr.header, "bits", 8) if fmt_in in ("jxl", "heif") else 8
+    if deep_bits > 8 and s.lossless is True:
+        raise UnsupportedFormatError(
+            f"a {deep_bits}-bit {pr.format} is read as 8 bits; lossless=True would lose that",
+            path=path, stage="probe")
+    recompress_notes: list[str] = []
+    if s.lossless is True and fmt_in == "jpeg" and out_fmt == "jxl" and not geo.changes_pixels:
+        done = _jpeg_to_jxl(data, s, pr, orientation, info, clock, recompress_notes)
+        if done is not None:
+            return done
     src_lossless = fmt_in in ("png", "gif", "bmp", "tiff") or (
         fmt_in == "webp" and webp_is_lossless(data)
-    )
+    ) or (fmt_in == "jxl" and not pr.header.xyb)  # type: ignore[union-attr]
     # Same format, no pixel change, lossless output: the original values (and a
     # non-sRGB profile with them) are kept; anywhere else pixels become sRGB.
     unchanged = not auto and not geo.changes_pixels and out_fmt == fmt_in and not all_frames
@@ -136,6 +147,10 @@ def _run(
             if pillow_only:
                 _validate(pr, path)
             return _finish_exact(png_route, data, s, pr, info, clock)
+    if fmt_in == "heif" and out_fmt == "heif" and geo.changes_pixels:
+        raise UnsupportedFormatError(
+            "pyimgopt does not write HEIF: a resized HEIF needs another format "
+            "(format avif, jpeg or auto)", path=path, stage="encode")
     keep_palette = (
         not auto
         and not geo.changes_pixels
@@ -155,12 +170,15 @@ def _run(
     if geo.changes_pixels:
         _apply_geometry(dec, geo, s, "jpeg" if auto else out_fmt)
         clock.lap("resize")
+    if fmt_in == "heif" and (out_fmt == "heif" or (auto and in_place)):
+        return _heif_kept(data, pr, info, dec.notes, clock)
     if auto:
-        choice = _best_auto(dec, s, fmt_in, src_lossless, in_place)
+        jpeg_probe = pr if fmt_in == "jpeg" and not geo.changes_pixels and not in_place else None
+        choice = _best_auto(dec, s, fmt_in, src_lossless, in_place, jpeg_probe, orientation)
     else:
         choice = _encode_one(dec, out_fmt, s, fmt_in, src_lossless)
     enc, ssim_value = choice.encoded, choice.ssim
-    notes = list(dict.fromkeys([*dec.notes, *choice.notes, *enc.notes]))
+    notes = list(dict.fromkeys([*recompress_notes, *dec.notes, *choice.notes, *enc.notes]))
     out = enc.data
     out_fmt = enc.format
     if (
@@ -275,6 +293,57 @@ def _jpeg_lossless(data: bytes, s: Settings, pr, orientation: int, info: dict, c
     return out, info
 
 
+def _jpeg_for_jxl(data: bytes, s: Settings, pr, orientation: int) -> tuple[bytes, str]:
+    """The JPEG to recompress as JPEG XL: metadata stripped losslessly unless kept, and a note."""
+    from .colour import icc_info
+
+    icc = pr.image.info.get("icc_profile")
+    icc_nonsrgb = False
+    if icc:
+        try:
+            icc_nonsrgb = not icc_info(icc)[1]
+        except Exception:
+            icc_nonsrgb = True  # unreadable: keep it rather than change colours
+    # libjxl takes the orientation from EXIF into the codestream: it must survive.
+    if s.keep_metadata or orientation != 1:
+        return data, "the original JPEG"
+    return strip_jpeg(data, keep_icc=icc_nonsrgb) or data, "the metadata-stripped JPEG"
+
+
+def _jpeg_to_jxl(data: bytes, s: Settings, pr, orientation: int, info: dict, clock: _Clock,
+                 notes: list[str]):
+    """JPEG to JPEG XL without decoding: kept only when the JPEG is rebuilt byte for byte.
+
+    Returns ``None`` (with a note in ``notes``) when libjxl cannot recompress
+    this JPEG (CMYK, for one) or the rebuilt JPEG differs: the caller then
+    encodes the decoded pixels losslessly instead.
+    """
+    base, which = _jpeg_for_jxl(data, s, pr, orientation)
+    try:
+        out = jxl.from_jpeg(base, effort=s.effort)
+    except EncodeError as exc:
+        notes.append(f"lossless JPEG recompression not kept ({exc.message}): "
+                     "pixels encoded losslessly instead")
+        return None
+    header = jxl.parse_header(out)
+    clock.lap("encode")
+    info.update(format_out="jxl", width=header.width, height=header.height, frames=1,
+                quality=None, ssim=1.0, status="optimized",
+                notes=(f"lossless JPEG recompression: {which} is rebuilt from the JPEG XL "
+                       "byte for byte (checked)",))
+    return out, info
+
+
+def _heif_kept(data: bytes, pr, info: dict, notes: list[str], clock: _Clock):
+    """HEIF kept as HEIF: pyimgopt does not write HEIF, so the (decoded, valid) original stays."""
+    clock.lap("encode")
+    info.update(format_out="heif", width=pr.width, height=pr.height, frames=1, quality=None,
+                ssim=None, status="skipped",
+                notes=(*notes, "HEIF is not written by pyimgopt (AVIF is smaller at equal SSIM): "
+                       "the original is kept; use format avif, jpeg or auto to convert"))
+    return data, info
+
+
 def _apply_geometry(dec, geo: geometry.Plan, s: Settings, out_fmt: str) -> None:
     frames = []
     for frame in dec.frames:
@@ -297,7 +366,8 @@ def _apply_geometry(dec, geo: geometry.Plan, s: Settings, out_fmt: str) -> None:
 
 def _encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool) -> quality.Candidate:
     """One format: at the target when ``target_ssim`` is set, else at ``quality``."""
-    lossless = bool(s.lossless) or (fmt == "webp" and s.lossless is None and fmt_in == "webp" and src_lossless)
+    lossless = bool(s.lossless) or (
+        fmt in ("webp", "jxl") and s.lossless is None and fmt_in == fmt and src_lossless)
     if s.target_ssim is not None and quality.searchable(dec, fmt, lossless):
         return quality.encode_to_target(
             dec, fmt, s, s.target_ssim, source_format=fmt_in, source_lossless=src_lossless
@@ -314,16 +384,30 @@ def _encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool) -> 
     return quality.Candidate(enc, ssim_value, [])
 
 
-def _best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool, in_place: bool) -> quality.Candidate:
-    """``format="auto"``: every candidate at the target; the smallest that meets it wins."""
+def _best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool, in_place: bool,
+               jpeg_probe=None, orientation: int = 1) -> quality.Candidate:
+    """``format="auto"``: every candidate at the target; the smallest that meets it wins.
+
+    With JPEG XL allowed, a JPEG whose pixels do not change is also tried as a
+    lossless recompression (SSIM 1, the JPEG rebuilt from it checked).
+    """
     target = s.target_ssim if s.target_ssim is not None else quality.DEFAULT_AUTO_TARGET
     st = s.replace(target_ssim=target, lossless=None)
     tried: list[quality.Candidate] = []
-    for fmt in quality.auto_formats(dec, fmt_in, in_place):
+    formats = quality.auto_formats(dec, fmt_in, in_place, s.formats_allowed)
+    if not formats:
+        raise UnsupportedFormatError(
+            f"none of formats_allowed ({', '.join(s.formats_allowed)}) can hold this image "
+            f"({len(dec.frames)} frames)", stage="encode")
+    for fmt in formats:
         cand = _encode_one(dec, fmt, st, fmt_in, src_lossless)
         tried.append(cand)
-        if fmt == "webp" and src_lossless and not in_place:
-            tried.append(_encode_one(dec, "webp", st.replace(lossless=True), fmt_in, src_lossless))
+        if fmt in ("webp", "jxl") and src_lossless and not in_place and not cand.encoded.lossless:
+            tried.append(_encode_one(dec, fmt, st.replace(lossless=True), fmt_in, src_lossless))
+        if fmt == "jxl" and jpeg_probe is not None:
+            cand = _auto_jpeg_to_jxl(jpeg_probe, s, orientation)
+            if cand is not None:
+                tried.append(cand)
     meeting = [c for c in tried if c.ssim is None or c.ssim >= target]
     pool = meeting or [max(tried, key=lambda c: c.ssim or 0.0)]
     best = min(pool, key=lambda c: len(c.encoded.data))
@@ -333,6 +417,19 @@ def _best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool, in_place: bool
     )
     best.notes = [*best.notes, f"auto candidates: {sizes}"]
     return best
+
+
+def _auto_jpeg_to_jxl(pr, s: Settings, orientation: int) -> quality.Candidate | None:
+    """The lossless JPEG XL recompression of a JPEG as an auto candidate, or ``None``."""
+    from .encode import Encoded
+
+    base, which = _jpeg_for_jxl(pr.data, s, pr, orientation)
+    try:
+        out = jxl.from_jpeg(base, effort=s.effort)
+    except EncodeError:
+        return None
+    note = f"lossless JPEG recompression: {which} is rebuilt from the JPEG XL byte for byte (checked)"
+    return quality.Candidate(Encoded(out, "jxl", None, True, [note]), 1.0, [])
 
 
 def _failed(exc: BaseException, path: str | None, clock: _Clock, start: float, **kw) -> Result:

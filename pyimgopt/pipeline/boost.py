@@ -36,9 +36,12 @@ _MODULES = {
     "imagequant": "imagequant",
     "mozjpeg": "mozjpeg_lossless_optimization",
     "vips": "pyvips",
+    "heif": "pillow_heif",  # HEIC/HEIF codec (pipeline/heif.py); no Pillow fallback
+    "jxl": "pillow_jxl",  # JPEG XL codec (pipeline/jxl.py); no Pillow fallback
 }
 _PACKAGES = {"oxipng": "pyoxipng", "imagequant": "imagequant",
-             "mozjpeg": "mozjpeg-lossless-optimization", "vips": "pyvips"}
+             "mozjpeg": "mozjpeg-lossless-optimization", "vips": "pyvips",
+             "heif": "pillow-heif", "jxl": "pillow-jxl-plugin"}
 #: The environment variable each codec's own thread pool reads.
 _THREAD_ENV = {"oxipng": "RAYON_NUM_THREADS", "vips": "VIPS_CONCURRENCY"}
 #: Set PYIMGOPT_DISABLE=oxipng,mozjpeg,vips to force the Pillow fallbacks (tests, debugging).
@@ -71,7 +74,7 @@ def _module(name: str):
 
 
 def available(name: str) -> bool:
-    """Whether the optional encoder ``name`` (oxipng, imagequant, mozjpeg, vips) is usable."""
+    """Whether the optional codec ``name`` (oxipng, imagequant, mozjpeg, vips, heif, jxl) is usable."""
     return _module(name) is not None
 
 

@@ -76,8 +76,13 @@ class Decoded:
         return self.frames[0].size
 
 
-def read_orientation(im: Image.Image) -> int:
-    """EXIF orientation 1-8 from the header; anything invalid or unreadable is 1."""
+def read_orientation(im: Image.Image | None) -> int:
+    """EXIF orientation 1-8 from the header; anything invalid or unreadable is 1.
+
+    ``None`` (HEIF and JPEG XL, whose decoders apply the orientation) is 1.
+    """
+    if im is None:
+        return 1
     try:
         value = im.getexif().get(0x0112)
     except Exception:
@@ -267,6 +272,16 @@ def _orient(im: Image.Image, orientation: int) -> Image.Image:
     return im
 
 
+def _own_decode(pr: Probe, notes: list[str], path: str | None) -> Image.Image:
+    """HEIF / JPEG XL through their own modules: one upright, loaded image."""
+    from . import heif, jxl
+
+    codec = heif if pr.format == "HEIF" else jxl
+    im, more = codec.decode(pr.data, pr.header, path=path)  # type: ignore[attr-defined]
+    notes.extend(more)
+    return im
+
+
 def decode(
     pr: Probe,
     *,
@@ -297,8 +312,8 @@ def decode(
         instead of converting to sRGB: for a lossless output of the same
         format whose pixels do not change.
     """
-    im = pr.image
     notes: list[str] = []
+    im = pr.image if pr.image is not None else _own_decode(pr, notes, path)
     orientation = read_orientation(im)
     icc = im.info.get("icc_profile") or None
     out = Decoded(frames=[], orientation=orientation, notes=notes)

@@ -6,7 +6,8 @@ else Pillow plus mozjpeg's lossless pass; progressive or baseline, whichever
 is smaller; chroma subsampling by content; never a higher quality than the
 source JPEG's own tables), PNG (lossless, with a lossless palette or gray
 reduction when the pixels allow it, then oxipng by effort), WebP (lossy or
-lossless, animated), AVIF (when Pillow has it, animated), and the formats
+lossless, animated), AVIF (when Pillow has it, animated), JPEG XL (lossy or
+lossless, through :mod:`.jxl` when ``pillow-jxl-plugin`` is present), and the formats
 ``keep`` may preserve (GIF, TIFF with deflate, BMP with alpha). A non-sRGB
 profile whose original values the frames keep (``Decoded.icc``) is always
 written with them; other metadata only when asked: EXIF without orientation
@@ -24,7 +25,7 @@ from PIL import Image, features
 
 from ..errors import EncodeError, UnsupportedFormatError
 from ..settings import Settings
-from . import boost
+from . import boost, jxl
 from .decode import Decoded, srgb_icc
 
 __all__ = ["Encoded", "output_format", "encode", "EXTENSIONS", "ANIMATED_FORMATS", "has_avif"]
@@ -37,9 +38,10 @@ EXTENSIONS = {
     "gif": ".gif",
     "tiff": ".tiff",
     "bmp": ".bmp",
+    "jxl": ".jxl",
 }
 ANIMATED_FORMATS = frozenset({"gif", "png", "webp", "avif"})
-_PIL_NAMES = {k: k.upper() for k in EXTENSIONS}
+_PIL_NAMES = {k: k.upper() for k in EXTENSIONS if k != "jxl"}  # JPEG XL: pipeline/jxl.py
 _DEFAULT_QUALITY = {"jpeg": 80, "webp": 80, "avif": 60}
 _SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 _SMALL_PIXELS = 250_000  # below this, try baseline and progressive JPEG and keep the smaller
@@ -145,7 +147,8 @@ def encode(
     Raises
     ------
     UnsupportedFormatError
-        AVIF asked for but this Pillow cannot write it, or several frames for a
+        AVIF asked for but this Pillow cannot write it, JPEG XL without
+        ``pillow-jxl-plugin`` (the message names it), or several frames for a
         format that cannot animate.
     EncodeError
         The encoder refused the image.
@@ -233,6 +236,12 @@ def encode(
             if lossless:
                 params["subsampling"] = "4:4:4"
             data = _save(conv, "avif", **params, **anim, **meta)
+        elif out_fmt == "jxl":
+            lossless = s.lossless if s.lossless is not None else (
+                source_format == "jxl" and source_lossless)
+            quality = None if lossless else (s.quality or jxl.DEFAULT_QUALITY)
+            data = jxl.encode(frames[0], quality=quality, lossless=lossless, effort=s.effort,
+                              exif=meta.get("exif"), fast=fast)
         elif out_fmt == "gif":
             lossless = True
             data = _save(frames, "gif", optimize=True, **({**anim, "disposal": 2} if anim else {}),
@@ -249,7 +258,7 @@ def encode(
                 data = _save([im if im.mode in ("1", "L", "P", "RGB") else im.convert("RGB")], "bmp")
         else:
             raise UnsupportedFormatError(f"unknown output format {out_fmt!r}", stage="encode")
-    except (UnsupportedFormatError, MemoryError):
+    except (UnsupportedFormatError, EncodeError, MemoryError):
         raise
     except Exception as exc:
         raise EncodeError(f"{out_fmt.upper()} encoder failed: {exc}", stage="encode") from None

@@ -17,12 +17,15 @@ from PIL import Image
 
 from ..errors import DecodeError, TooLargeError, UnsupportedFormatError
 from ..settings import Settings
+from . import heif, jxl
 
 __all__ = ["Probe", "sniff", "probe", "count_gif_frames", "webp_is_lossless", "INPUT_FORMATS"]
 
 #: Pillow plugin names pyimgopt reads. Restricting ``Image.open`` to these
 #: keeps every other decoder (EPS via Ghostscript, PSD, ...) out of reach of
-#: hostile input.
+#: hostile input. HEIF and JPEG XL are read by :mod:`.heif` and :mod:`.jxl`
+#: after their own header checks, never through ``Image.open`` (the JPEG XL
+#: plugin decodes every pixel when a file is opened).
 INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF")
 
 _KNOWN_UNSUPPORTED = (
@@ -31,8 +34,6 @@ _KNOWN_UNSUPPORTED = (
     (b"%PDF", "PDF"),
     (b"8BPS", "PSD"),
     (b"\x00\x00\x01\x00", "ICO"),
-    (b"\xff\x0a", "JPEG XL"),
-    (b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
     (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
     (b"\xff\x4f\xff\x51", "JPEG 2000"),
     (b"%!PS", "PostScript"),
@@ -42,7 +43,8 @@ _KNOWN_UNSUPPORTED = (
 def sniff(head: bytes) -> str | None:
     """Return the pyimgopt format name for the leading bytes, or ``None``.
 
-    Names: ``JPEG PNG WEBP GIF TIFF BMP AVIF``. Decided by content alone.
+    Names: ``JPEG PNG WEBP GIF TIFF BMP AVIF HEIF JXL``. Decided by content
+    alone (whether the optional HEIF/JPEG XL codecs are installed or not).
     """
     if head[:3] == b"\xff\xd8\xff":
         return "JPEG"
@@ -61,6 +63,10 @@ def sniff(head: bytes) -> str | None:
         brands = head[8 : max(16, min(box, len(head)))]
         if b"avif" in brands or b"avis" in brands:
             return "AVIF"
+        if heif.is_heif_brand(head):
+            return "HEIF"
+    if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
+        return "JXL"
     return None
 
 
@@ -70,8 +76,8 @@ def _describe_unknown(head: bytes) -> str:
         if stripped.startswith(magic) or head.startswith(magic):
             return f"{name} is not a format pyimgopt reads"
     if head[4:8] == b"ftyp":
-        return "HEIF/ISO-BMFF file that is not AVIF; pyimgopt does not read it"
-    return "not a recognised image format (JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF)"
+        return "ISO-BMFF file that is neither AVIF nor HEIF; pyimgopt does not read it"
+    return "not a recognised image format (JPEG, PNG, WebP, GIF, TIFF, BMP, AVIF, HEIF, JPEG XL)"
 
 
 def count_gif_frames(data: bytes, limit: int) -> int:
@@ -150,15 +156,22 @@ def webp_is_lossless(data: bytes) -> bool:
 
 @dataclass
 class Probe:
-    """What the header says. ``image`` is Pillow's lazily opened image; ``data`` the input bytes."""
+    """What the header says. ``image`` is Pillow's lazily opened image; ``data`` the input bytes.
+
+    HEIF and JPEG XL are parsed by :mod:`.heif` / :mod:`.jxl` instead: their
+    ``image`` is ``None`` (they are decoded by those modules, upright), their
+    ``header`` the codec's parsed header, ``width``/``height`` as displayed
+    and ``mode`` empty when the header does not say.
+    """
 
     format: str
     width: int
     height: int
     frames: int
     mode: str
-    image: Image.Image
+    image: Image.Image | None
     data: bytes = b""
+    header: object | None = None
 
     @property
     def animated(self) -> bool:
@@ -182,6 +195,8 @@ def probe(data: bytes, settings: Settings, path: str | None = None) -> Probe:
     fmt = sniff(data[:64])
     if fmt is None:
         raise UnsupportedFormatError(_describe_unknown(data[:64]), path=path, stage="probe")
+    if fmt in ("HEIF", "JXL"):
+        return _probe_own(fmt, data, settings, path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -238,3 +253,37 @@ def probe(data: bytes, settings: Settings, path: str | None = None) -> Probe:
         )
     return Probe(format=fmt, width=width, height=height, frames=frames, mode=im.mode, image=im,
                  data=data)
+
+
+def _probe_own(fmt: str, data: bytes, settings: Settings, path: str | None) -> Probe:
+    """HEIF / JPEG XL: the header parsed here, limits checked before the codec decodes."""
+    codec = heif if fmt == "HEIF" else jxl
+    codec.require("probe", path)  # a clear unsupported_format naming the wheel when missing
+    try:
+        header = codec.parse_header(data)
+    except TooLargeError as exc:
+        exc.path = path
+        raise
+    except ValueError as exc:
+        name = "HEIF" if fmt == "HEIF" else "JPEG XL"
+        raise DecodeError(f"corrupt {name} header: {exc}", path=path, stage="probe") from None
+    if isinstance(header, jxl.JxlHeader):
+        jxl.check_limits(header, settings.max_pixels, path)
+        if header.animated:
+            raise UnsupportedFormatError(
+                "animated JPEG XL is not read (its decoder composites every frame and returns "
+                "only the last)", path=path, stage="probe")
+        return Probe(format=fmt, width=header.width, height=header.height, frames=1, mode="",
+                     image=None, data=data, header=header)
+    heif.check_limits(header, settings.max_pixels, settings.max_frames, path)
+    header.first_frame, header.max_pixels = settings.first_frame, settings.max_pixels
+    try:
+        header.chosen(settings.first_frame)
+    except ValueError as exc:
+        raise DecodeError(f"corrupt HEIF header: {exc}", path=path, stage="probe") from None
+    width, height = heif.displayed_size(data, header, path=path)
+    if width * height > settings.max_pixels:
+        raise TooLargeError(f"{width}x{height} = {width * height:,} pixels is over "
+                            f"max_pixels={settings.max_pixels:,}", path=path, stage="probe")
+    return Probe(format=fmt, width=width, height=height, frames=1, mode="", image=None,
+                 data=data, header=header)

@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 
 from .. import _kernels
-from ..settings import Settings
+from ..settings import BROWSER_FORMATS, Settings
+from . import jxl
 from .decode import Decoded
 from .encode import Encoded, encode, flatten_rgb, has_avif
 
@@ -87,7 +88,7 @@ def measure_frames(data: bytes, dec: Decoded, background: tuple[int, int, int]) 
 def searchable(dec: Decoded, fmt: str, lossless: bool) -> bool:
     """Whether a quality search applies: a lossy format, one frame, big enough to measure."""
     w, h = dec.size
-    return fmt in ("jpeg", "webp", "avif") and not lossless and len(dec.frames) == 1 and min(w, h) >= _MIN_SIDE
+    return fmt in ("jpeg", "webp", "avif", "jxl") and not lossless and len(dec.frames) == 1 and min(w, h) >= _MIN_SIDE
 
 
 def encode_to_target(
@@ -139,10 +140,20 @@ def encode_to_target(
     return Candidate(enc, value, notes)
 
 
-def auto_formats(dec: Decoded, source_format: str, in_place: bool) -> list[str]:
-    """The candidate formats ``format="auto"`` tries for this image."""
+def auto_formats(dec: Decoded, source_format: str, in_place: bool,
+                 allowed: tuple[str, ...] = BROWSER_FORMATS) -> list[str]:
+    """The candidate formats ``format="auto"`` tries for this image, among ``allowed``.
+
+    In place the source format is kept whatever ``allowed`` says. JPEG XL is
+    tried only when allowed and its codec is installed.
+    """
     if in_place:
         return [source_format]
+    return [f for f in _auto_formats(dec, source_format) if f in allowed
+            and (f != "jxl" or jxl.available())]
+
+
+def _auto_formats(dec: Decoded, source_format: str) -> list[str]:
     mode = dec.mode
     has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in dec.frames[0].info)
     if len(dec.frames) > 1:
@@ -154,6 +165,7 @@ def auto_formats(dec: Decoded, source_format: str, in_place: bool) -> list[str]:
     out.append("webp")
     if has_avif():
         out.append("avif")
+    out.append("jxl")
     few_colours = dec.frames[0].getcolors(256) is not None
     if has_alpha or few_colours or source_format in ("png", "gif", "bmp", "tiff"):
         out.append("png")
