@@ -18,7 +18,7 @@ import time
 from . import __version__
 from .errors import InvalidSettingsError, PyimgoptError
 from .result import Result
-from .settings import FILTERS, FITS, OUTPUT_FORMATS, Settings
+from .settings import AUTO_FORMATS, BROWSER_FORMATS, FILTERS, FITS, OUTPUT_FORMATS, Settings
 
 __all__ = ["main"]
 
@@ -37,7 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("-q", "--quality", type=int, metavar="N", help="1-100 (lossy formats)")
     o.add_argument("--target-ssim", type=float, metavar="T",
                    help="search the quality for the smallest output with SSIM >= T (e.g. 0.985)")
-    o.add_argument("--lossless", action="store_true", help="lossless WebP/AVIF")
+    o.add_argument("--lossless", action="store_true",
+                   help="lossless WebP/AVIF/JPEG XL (a JPEG to --format jxl is recompressed, "
+                        "not decoded, and rebuildable byte for byte)")
+    o.add_argument("--formats-allowed", metavar="LIST", default=None,
+                   help="formats --format auto may choose, comma-separated, among "
+                        f"{','.join(AUTO_FORMATS)} (default: {','.join(BROWSER_FORMATS)})")
     o.add_argument("--max-width", type=int, metavar="W")
     o.add_argument("--max-height", type=int, metavar="H")
     o.add_argument("--fit", choices=FITS, default="inside")
@@ -120,6 +125,8 @@ def _settings(a: argparse.Namespace) -> Settings:
         allow_larger=a.allow_larger,
         effort=a.effort,
         max_pixels=a.max_pixels,
+        **({} if getattr(a, "formats_allowed", None) is None else
+           {"formats_allowed": [f.strip() for f in a.formats_allowed.split(",") if f.strip()]}),
     )
 
 

@@ -69,7 +69,7 @@ from .errors import (
     IOFailureError,
     ScopeDeniedError,
 )
-from .settings import OUTPUT_FORMATS, Settings
+from .settings import BROWSER_FORMATS, OUTPUT_FORMATS, Settings
 
 __all__ = [
     "Capabilities",
@@ -139,7 +139,9 @@ class Capabilities:
         Replace the input itself.
     formats:
         Allowed ``Settings.format`` values (``keep``, ``auto``, ``jpeg``,
-        ``png``, ``webp``, ``avif``).
+        ``png``, ``webp``, ``avif``, ``jxl``). With ``auto``, a
+        ``formats_allowed`` entry beyond the browser formats (``jxl``) must
+        be granted here too.
     keep_metadata:
         ``Settings.keep_metadata`` may be true.
     resize:
@@ -234,6 +236,11 @@ class Capabilities:
             raise self._deny("capability 'read' not granted")
         if s.format not in self.formats:
             raise self._deny(f"capability 'formats' does not include {s.format!r}")
+        # auto may write only what was granted beyond the browser formats (e.g. jxl)
+        extra = sorted(set(s.formats_allowed) - set(BROWSER_FORMATS) - self.formats)
+        if s.format == "auto" and extra:
+            raise self._deny(f"capability 'formats' does not include {extra[0]!r} "
+                             "(in formats_allowed)")
         if s.keep_metadata and not self.keep_metadata:
             raise self._deny("capability 'keep_metadata' not granted")
         if s.needs_resize_box() and not self.resize:

@@ -331,7 +331,9 @@ def _truncated(data: bytes) -> bytes:
         ("bad IHDR crc", lambda: (lambda d: d[:29] + bytes([d[29] ^ 0xFF]) + d[30:])(encode(Image.fromarray(photo(30, 20)), "PNG")), DecodeError),
         ("text file", lambda: b"this is not an image, just some text\n" * 3, UnsupportedFormatError),
         ("svg", lambda: b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>', UnsupportedFormatError),
-        ("heic-like", lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 40, UnsupportedFormatError),
+        # HEIC is read since issue 19: an ftyp with no meta box is a corrupt HEIF
+        ("heic-like", lambda: b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 40, DecodeError),
+        ("bmff-unknown", lambda: b"\x00\x00\x00\x18ftypqt  \x00\x00\x00\x00qt  isom" + b"\x00" * 40, UnsupportedFormatError),
         ("jpeg sof bomb", lambda: _sof_bomb(), TooLargeError),
     ],
 )

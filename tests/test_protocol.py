@@ -36,7 +36,7 @@ from pyimgopt.protocol import (
     unpack_settings,
 )
 from pyimgopt.result import STATUSES, Result
-from pyimgopt.settings import FILTERS, FITS, OUTPUT_FORMATS, SUBSAMPLINGS, Settings
+from pyimgopt.settings import AUTO_FORMATS, FILTERS, FITS, OUTPUT_FORMATS, SUBSAMPLINGS, Settings
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -218,6 +218,7 @@ def settings_st(draw) -> Settings:
         max_frames=draw(st.integers(1, 2**32)),
         max_input_bytes=draw(st.integers(1, 2**63)),
         effort=draw(st.integers(0, 9)),
+        formats_allowed=draw(st.lists(st.sampled_from(AUTO_FORMATS), min_size=1, unique=True)),
     )
 
 

@@ -147,7 +147,8 @@ def _run(
             if pillow_only:
                 _validate(pr, path)
             return _finish_exact(png_route, data, s, pr, info, clock)
-    if fmt_in == "heif" and out_fmt == "heif" and geo.changes_pixels:
+    heif_kept = fmt_in == "heif" and ((out_fmt == "heif" and not auto) or (auto and in_place))
+    if heif_kept and geo.changes_pixels:
         raise UnsupportedFormatError(
             "pyimgopt does not write HEIF: a resized HEIF needs another format "
             "(format avif, jpeg or auto)", path=path, stage="encode")
@@ -170,7 +171,7 @@ def _run(
     if geo.changes_pixels:
         _apply_geometry(dec, geo, s, "jpeg" if auto else out_fmt)
         clock.lap("resize")
-    if fmt_in == "heif" and (out_fmt == "heif" or (auto and in_place)):
+    if heif_kept:
         return _heif_kept(data, pr, info, dec.notes, clock)
     if auto:
         jpeg_probe = pr if fmt_in == "jpeg" and not geo.changes_pixels and not in_place else None

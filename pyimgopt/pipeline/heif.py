@@ -21,6 +21,7 @@ wheel (libheif with libde265), reached lazily through :mod:`.boost`
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,10 +33,11 @@ from . import boost
 __all__ = ["HeifHeader", "parse_header", "decode", "available", "require", "MAX_ITEMS",
            "is_heif_brand"]
 
-#: Most items a HEIF file may declare. A 48 MP phone photo has about 200
-#: (512x512 grid tiles, thumbnails, depth, EXIF); a 100 MP image in 256x256
-#: tiles about 1600. Past this the file is refused before libheif parses it.
-MAX_ITEMS = 4096
+#: Most items a HEIF file may declare: libheif's own security limit (1.23),
+#: checked here first so the answer is ``too_large`` before libheif parses the
+#: file. A 48 MP phone photo has about 200 (512x512 grid tiles, thumbnails,
+#: depth, EXIF).
+MAX_ITEMS = 1000
 #: Item types that are coded images (anything else — Exif, mime, hvt1... — is data).
 _IMAGE_TYPES = {b"hvc1", b"av01", b"grid", b"iden", b"iovl", b"jpeg", b"unci", b"j2k1",
                 b"vvc1", b"avc1", b"tili"}
@@ -71,6 +73,9 @@ def require(stage: str, path: str | None = None):
     mod.options.THUMBNAILS = False
     mod.options.DEPTH_IMAGES = False
     mod.options.AUX_IMAGES = False
+    threads = os.environ.get("PYIMGOPT_CODEC_THREADS", "")
+    if threads.isdigit():
+        mod.options.DECODE_THREADS = max(1, int(threads))
     return mod
 
 
@@ -269,7 +274,11 @@ def displayed_size(data: bytes, header: HeifHeader, *, path: str | None = None
         header.bits = int(img.info.get("bit_depth") or 8)
         return img.size
     except Exception as exc:
-        raise DecodeError(f"corrupt HEIF header: {exc}", path=path, stage="probe") from None
+        text = " ".join(str(exc).split())
+        if "security limit" in text.lower():
+            raise TooLargeError(f"HEIF over libheif's security limits: {text}", path=path,
+                                stage="probe") from None
+        raise DecodeError(f"corrupt HEIF header: {text}", path=path, stage="probe") from None
 
 
 def decode(data: bytes, header: HeifHeader, *, path: str | None = None
@@ -299,8 +308,9 @@ def decode(data: bytes, header: HeifHeader, *, path: str | None = None
     except MemoryError:
         raise TooLargeError("not enough memory to decode", path=path, stage="decode") from None
     except Exception as exc:
-        kind = "truncated" if "truncat" in str(exc).lower() or "end of" in str(exc).lower() else "corrupt"
-        raise DecodeError(f"{kind} HEIF data: {exc}", path=path, stage="decode") from None
+        text = " ".join(str(exc).split())
+        kind = "truncated" if "truncat" in text.lower() or "end of file" in text.lower() else "corrupt"
+        raise DecodeError(f"{kind} HEIF data: {text}", path=path, stage="decode") from None
     if len(hf) > 1:
         which = "first" if first_frame else "primary"
         notes.append(f"HEIF holds {len(hf)} images: the {which} one was used")

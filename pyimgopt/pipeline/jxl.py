@@ -279,6 +279,12 @@ def _upright_jpeg(jpeg: bytes) -> Image.Image:
     return im
 
 
+def _reason(exc: Exception) -> str:
+    """libjxl's error, without the Rust wrapper's build advice."""
+    text = " ".join(str(exc).split())
+    return text.split(". Please build")[0].rstrip(".") or type(exc).__name__
+
+
 def decode(data: bytes, header: JxlHeader, *, path: str | None = None
            ) -> tuple[Image.Image, list[str]]:
     """Decode ``data`` (already checked by :func:`parse_header`) to one upright image.
@@ -296,8 +302,8 @@ def decode(data: bytes, header: JxlHeader, *, path: str | None = None
     except MemoryError:
         raise TooLargeError("not enough memory to decode", path=path, stage="decode") from None
     except Exception as exc:
-        kind = "truncated" if "truncat" in str(exc).lower() or "eof" in str(exc).lower() else "corrupt"
-        raise DecodeError(f"{kind} JPEG XL data: {exc}", path=path, stage="decode") from None
+        raise DecodeError(f"corrupt or truncated JPEG XL data (libjxl: {_reason(exc)})",
+                          path=path, stage="decode") from None
     if reconstructed:
         im = _upright_jpeg(pixels)
     else:

@@ -246,12 +246,26 @@ class _Handler(BaseHTTPRequestHandler):
         try:  # TIFF and friends: first frame as a lossless PNG, same pixels
             from PIL import Image
 
-            with Image.open(io.BytesIO(data), formats=["TIFF"]) as im:
-                out = io.BytesIO()
-                im.save(out, "PNG", compress_level=1)
+            out = io.BytesIO()
+            if fmt in ("heif", "jxl"):  # decoded with the pipeline's header limits first
+                _decoded_frame(data).save(out, "PNG", compress_level=1)
+            else:
+                with Image.open(io.BytesIO(data), formats=["TIFF"]) as im:
+                    im.save(out, "PNG", compress_level=1)
         except Exception as exc:  # a file the browser cannot show either way
             raise UIError(415, IOFailureError(f"cannot preview this file: {exc}", stage="ui")) from None
         self._send(200, out.getvalue(), "image/png")
+
+
+def _decoded_frame(data: bytes):
+    """HEIF / JPEG XL for a preview: probed (limits first), decoded upright in sRGB."""
+    from ..pipeline.decode import decode
+    from ..pipeline.probe import probe
+    from ..settings import Settings
+
+    pr = probe(data, Settings())
+    return decode(pr, all_frames=False, draft_size=None, keep_palette=False,
+                  keep_exif=False).frames[0]
 
 
 class UIServer(ThreadingHTTPServer):
