@@ -31,6 +31,7 @@ from pyimgopt._validate import (
 
 __all__ = [
     "FILTERS",
+    "chroma_error",
     "premultiply",
     "reduce_box",
     "resize",
@@ -230,3 +231,26 @@ def reduce_box(img: npt.NDArray[np.uint8], fx: int, fy: int) -> npt.NDArray[np.u
         out = (2 * block_sums(wide) + n) // (2 * n)
     out = out.astype(np.uint8)
     return out[..., 0] if img.ndim == 2 else out
+
+
+# BT.601 full-range chroma weights times 1e6 (csrc/pio_chroma.h): rows Cb, Cr.
+_CHROMA_WEIGHTS = np.array([[-168736, -331264, 500000], [500000, -418688, -81312]], dtype=np.int64)
+_CHROMA_SCALE = 1_000_000
+
+
+def chroma_error(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
+    """Mean over pixels of ``|dCb| + |dCr|`` (BT.601 full-range chroma, unrounded).
+
+    Same arguments and result as the native kernel: R, G, B are channels 0-2,
+    alpha is ignored, gray images give 0.0; the total is the same exact
+    integer, divided the same way.
+    """
+    a3 = check_image(a, "a")
+    b3 = check_image(b, "b")
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"Expected images of the same shape but received {np.shape(a)} and {np.shape(b)}")
+    if a3.shape[2] < 3:
+        return 0.0
+    diff = a3[..., :3].astype(np.int64) - b3[..., :3].astype(np.int64)
+    total = int(np.abs(diff @ _CHROMA_WEIGHTS.T).sum(dtype=np.int64))
+    return float(total) / (float(a3.shape[0] * a3.shape[1]) * _CHROMA_SCALE)

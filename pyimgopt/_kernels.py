@@ -22,6 +22,7 @@ import os
 from types import ModuleType
 
 PUBLIC_API = [
+    "chroma_error",
     "premultiply",
     "unpremultiply",
     "resize",
@@ -86,11 +87,13 @@ resize = _impl.resize
 ssim = _impl.ssim
 ssim_luma = _impl.ssim_luma
 reduce_box = _impl.reduce_box
+chroma_error = _impl.chroma_error
 FILTERS: tuple[str, ...] = _impl.FILTERS
 
 __all__ = [
     "FILTERS",
     "PUBLIC_API",
+    "chroma_error",
     "backend",
     "load_backend",
     "native_available",

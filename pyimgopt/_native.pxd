@@ -1,7 +1,7 @@
 # cython: language_level=3
 """C declarations of the kernels in csrc/ (the only place they are declared)."""
 
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint64_t
 
 
 cdef extern from "pio_common.h" nogil:
@@ -47,3 +47,10 @@ cdef extern from "pio_ssim.h" nogil:
 
 cdef extern from "pio_reduce.h" nogil:
     int pio_reduce_box_u8(const pio_view_u8 *src, const pio_view_u8 *dst, int fx, int fy)
+
+
+cdef extern from "pio_chroma.h" nogil:
+    enum:
+        PIO_CHROMA_SCALE
+
+    int pio_chroma_error_u8(const pio_view_u8 *a, const pio_view_u8 *b, uint64_t *out)

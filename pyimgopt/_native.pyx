@@ -11,7 +11,7 @@ one C call, and turn its status into an exception with ``_check``.
 
 import numpy as np
 
-from libc.stdint cimport uint8_t
+from libc.stdint cimport uint8_t, uint64_t
 
 from pyimgopt._validate import (
     DEFAULT_FILTER,
@@ -25,6 +25,7 @@ from pyimgopt._validate import (
 
 __all__ = [
     "FILTERS",
+    "chroma_error",
     "premultiply",
     "reduce_box",
     "resize",
@@ -263,3 +264,37 @@ def reduce_box(img, fx, fy):
         status = pio_reduce_box_u8(&src, &dst, factor_x, factor_y)
     _check(status)
     return out.reshape(out_h, out_w) if img.ndim == 2 else out
+
+
+def chroma_error(a, b):
+    """Mean over pixels of ``|dCb| + |dCr|`` (BT.601 full-range chroma, unrounded).
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        uint8 arrays of the same shape, (H, W) or (H, W, C) with C in 1..4;
+        R, G, B are channels 0-2 (alpha ignored); gray images give 0.0. Any
+        strides are accepted.
+
+    Returns
+    -------
+    float
+        In 8-bit levels; 0.0 for identical images. The total is an exact
+        integer (see csrc/pio_chroma.h), equal to the pure backend's.
+    """
+    a3 = check_image(a, "a")
+    b3 = check_image(b, "b")
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"Expected images of the same shape but received {np.shape(a)} and {np.shape(b)}")
+    a3 = _packed(a3)
+    b3 = _packed(b3)
+    cdef const uint8_t[:, :, :] a_mv = a3
+    cdef const uint8_t[:, :, :] b_mv = b3
+    cdef pio_view_u8 va = _view(a_mv)
+    cdef pio_view_u8 vb = _view(b_mv)
+    cdef uint64_t total = 0
+    cdef int status
+    with nogil:
+        status = pio_chroma_error_u8(&va, &vb, &total)
+    _check(status)
+    return float(total) / (float(a3.shape[0] * a3.shape[1]) * PIO_CHROMA_SCALE)
