@@ -1,13 +1,18 @@
 """Lossless metadata stripping of JPEG and PNG files, without re-encoding.
 
-Owns the byte-level rewrite that drops metadata segments (EXIF, XMP,
-comments, vendor APPn blocks, PNG text/time/EXIF chunks, data after the end
-marker) while keeping every byte of image data. The pipeline offers it as a
-candidate next to a re-encode: it never loses quality, so when it is about as
-small it wins. Only used when no EXIF orientation must be honoured and no
-non-sRGB ICC profile would be lost. Also the reverse for encoders that write
-no metadata themselves: :func:`add_jpeg_metadata` inserts EXIF and ICC
-segments exactly as Pillow's JPEG writer lays them out.
+Owns the byte-level rewrite that removes what a privacy auditor would find
+(EXIF with GPS and camera tags, XMP, comments, vendor APPn blocks, embedded
+thumbnails and appended images, PNG text/time/EXIF and private chunks) while
+keeping every byte of image data and everything that changes how the image is
+displayed: colour (ICC when it is not sRGB, Adobe APP14, PNG ``gAMA``
+``cHRM`` ``sRGB`` ``cICP`` ``mDCV`` ``cLLI`` ``sBIT``), physical size (JFIF
+density, PNG ``pHYs``) and an EXIF orientation other than 1, kept as a
+minimal EXIF block holding that one tag (:func:`minimal_exif`). A stripped
+file displays exactly like its source. :func:`strip_lossless` is the entry
+point for every format (WebP, GIF, TIFF and AVIF live in
+:mod:`.containers`). Also the reverse for encoders that write no metadata
+themselves: :func:`add_jpeg_metadata` inserts EXIF and ICC segments exactly as
+Pillow's JPEG writer lays them out.
 """
 
 from __future__ import annotations
@@ -15,93 +20,215 @@ from __future__ import annotations
 import struct
 import zlib
 
-__all__ = ["strip_jpeg", "strip_png", "add_jpeg_metadata"]
+__all__ = ["strip_jpeg", "strip_png", "strip_lossless", "minimal_exif", "add_jpeg_metadata"]
 
 _ICC_CHUNK = 65519  # 65535 - 2 (length) - 12 ("ICC_PROFILE\0") - 2 (sequence, count)
 
-# JPEG markers that carry image data or decoding parameters and must stay.
-_JPEG_KEEP_APP = {0xE0, 0xEE}  # APP0 (JFIF), APP14 (Adobe: colour transform, CMYK)
-_PNG_KEEP = {
+# PNG chunks that change how the image is shown (colour, HDR signalling,
+# significant bits, physical size) or carry it (critical, tRNS, APNG).
+# oxipng's "safe" strip keeps the same set.
+PNG_KEEP = frozenset({
     b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT",
-    b"acTL", b"fcTL", b"fdAT",
-}  # fmt: skip
+    b"cICP", b"mDCV", b"cLLI", b"pHYs", b"acTL", b"fcTL", b"fdAT",
+})  # fmt: skip
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 
-def strip_jpeg(data: bytes, *, keep_icc: bool) -> bytes | None:
-    """Return ``data`` without metadata segments, or ``None`` if it is not parseable.
+def minimal_exif(orientation: int) -> bytes:
+    """A big-endian TIFF block (no ``Exif\\0\\0`` header) holding only ``Orientation``.
 
-    Keeps SOI, tables, frame headers, APP0, APP14, the ICC APP2 segments when
-    ``keep_icc``, and everything from the first SOS to the end of image (EOI);
-    data after EOI is dropped.
+    32 bytes with the JPEG APP1 header: nothing but the tag a viewer needs to
+    show the stored pixels upright.
+    """
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)  # SHORT, count 1, left-justified
+    return b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) + entry + b"\x00\x00\x00\x00"
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _jfif(seg: bytes) -> bytes | None:
+    """A JFIF APP0 segment without its thumbnail, or ``None`` if ``seg`` is not JFIF."""
+    payload = seg[4:]
+    if payload[:5] != b"JFIF\x00" or len(payload) < 14:
+        return None  # JFXX (thumbnail extension), AVI1, ...: metadata only
+    if payload[12] == 0 and payload[13] == 0 and len(payload) == 14:
+        return seg
+    return _segment(0xE0, payload[:12] + b"\x00\x00")  # version, units, density; no thumbnail
+
+
+def strip_jpeg(data: bytes, *, keep_icc: bool, orientation: int = 1) -> bytes | None:
+    """The primary image of ``data`` without metadata, or ``None`` if it does not parse.
+
+    The markers are walked to the end of the primary image: every scan's
+    entropy-coded data is skipped byte by byte (stuffed ``FF00`` bytes,
+    restart markers and fill bytes included), so progressive files with many
+    scans and restart intervals end at their own EOI, and anything after it
+    (an appended image with its own EXIF, the MPF pictures of a camera file)
+    is dropped. Kept: SOI, tables and frame headers, every scan, JFIF APP0
+    (density, without a thumbnail), Adobe APP14, the ICC APP2 segments when
+    ``keep_icc``, and a minimal EXIF APP1 with only the tag when
+    ``orientation`` is 2-8. Dropped: other APPn (EXIF, XMP, MPF, vendor
+    blocks), COM, and all bytes after the primary image's EOI. A file with no
+    EOI (truncated) returns ``None``.
     """
     if data[:2] != b"\xff\xd8":
         return None
     out = [b"\xff\xd8"]
     pos, n = 2, len(data)
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
+    exif_at = 1  # index in ``out`` where a minimal EXIF goes: after SOI (and JFIF)
+    while True:
+        if pos + 2 > n or data[pos] != 0xFF:
+            return None
+        while pos + 1 < n and data[pos + 1] == 0xFF:  # fill bytes before a marker
+            pos += 1
+        if pos + 2 > n:
             return None
         marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01,) or 0xD0 <= marker <= 0xD7:
+        if marker == 0xD9:  # EOI: the end of the primary image
+            out.append(b"\xff\xd9")
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, stray RST: no length
             out.append(data[pos : pos + 2])
             pos += 2
             continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if length < 2 or pos + 2 + length > n:
+        if marker in (0xD8, 0x00) or pos + 4 > n:
             return None
-        seg = data[pos : pos + 2 + length]
-        if marker == 0xDA:  # SOS: the rest is entropy-coded data up to EOI
-            end = data.rfind(b"\xff\xd9")
-            if end < pos:
-                return None
-            out.append(data[pos : end + 2])
-            return b"".join(out)
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        end = pos + 2 + length
+        if length < 2 or end > n:
+            return None
+        seg = data[pos:end]
         if 0xE0 <= marker <= 0xEF:
-            keep = marker in _JPEG_KEEP_APP or (
-                keep_icc and marker == 0xE2 and seg[4:16] == b"ICC_PROFILE\x00"
-            )
-            if keep:
-                out.append(seg)
-        elif marker != 0xFE:  # COM dropped; every other marker kept
+            keep: bytes | None = None
+            if marker == 0xE0:
+                keep = _jfif(seg)
+                if keep is not None and len(out) == 1:
+                    exif_at = 2
+            elif marker == 0xEE:
+                keep = seg if seg[4:9] == b"Adobe" else None
+            elif marker == 0xE2 and keep_icc and seg[4:16] == b"ICC_PROFILE\x00":
+                keep = seg
+            if keep is not None:
+                out.append(keep)
+        elif marker != 0xFE:  # COM dropped; tables, frame and scan headers kept
             out.append(seg)
-        pos += 2 + length
-    return None
+        pos = end
+        if marker == 0xDA:  # SOS: entropy-coded data follows, up to the next marker
+            scan = pos
+            while True:
+                ff = data.find(b"\xff", pos)
+                if ff < 0 or ff + 1 >= n:
+                    return None  # no marker after the scan: truncated
+                nxt = data[ff + 1]
+                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:  # stuffed byte, restart marker
+                    pos = ff + 2
+                    continue
+                if nxt == 0xFF:  # fill byte: the marker comes later
+                    pos = ff + 1
+                    continue
+                pos = ff
+                break
+            out.append(data[scan:pos])
+    if 2 <= orientation <= 8:
+        out.insert(exif_at, _segment(0xE1, b"Exif\x00\x00" + minimal_exif(orientation)))
+    return b"".join(out)
 
 
-def strip_png(data: bytes, *, keep_icc: bool) -> bytes | None:
-    """Return ``data`` with only the critical and colour chunks, or ``None``.
+def png_chunks(data: bytes):
+    """Yield ``(type, start, end)`` of each chunk of a PNG up to IEND, CRCs checked.
 
-    Keeps IHDR, PLTE, IDAT, IEND, tRNS, gAMA, cHRM, sRGB, sBIT, the APNG
-    chunks, and iCCP when ``keep_icc``; drops text, time, EXIF and private
-    chunks and anything after IEND. Chunk CRCs are verified; a bad CRC
-    returns ``None``.
+    Raises ``ValueError`` on a bad signature, a truncated chunk, a bad CRC or
+    a missing IEND.
     """
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        return None
-    out = [data[:8]]
+    if data[:8] != _PNG_SIG:
+        raise ValueError("not a PNG")
     pos, n = 8, len(data)
     while pos + 12 <= n:
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         ctype = data[pos + 4 : pos + 8]
         end = pos + 12 + length
         if end > n:
-            return None
+            raise ValueError("truncated chunk")
         (crc,) = struct.unpack(">I", data[end - 4 : end])
         if zlib.crc32(data[pos + 4 : end - 4]) != crc:
-            return None
-        if ctype in _PNG_KEEP or (keep_icc and ctype == b"iCCP"):
-            out.append(data[pos:end])
-        pos = end
+            raise ValueError(f"bad CRC in {ctype!r}")
+        yield ctype, pos, end
         if ctype == b"IEND":
-            return b"".join(out)
+            return
+        pos = end
+    raise ValueError("no IEND")
+
+
+def png_chunk(ctype: bytes, payload: bytes) -> bytes:
+    """One PNG chunk: length, type, payload, CRC."""
+    return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", zlib.crc32(ctype + payload))
+
+
+def strip_png(data: bytes, *, keep_icc: bool, orientation: int = 1) -> bytes | None:
+    """Return ``data`` with only what shapes the display, or ``None`` if it does not parse.
+
+    Keeps the critical chunks, ``tRNS``, the colour and HDR chunks (``gAMA``
+    ``cHRM`` ``sRGB`` ``cICP`` ``mDCV`` ``cLLI``), ``sBIT``, ``pHYs``, the APNG
+    chunks, and ``iCCP`` when ``keep_icc``; an sRGB ``iCCP`` that is dropped
+    becomes an ``sRGB`` chunk (13 bytes), so ``gAMA``/``cHRM`` beside it keep
+    being overridden as before. An orientation 2-8 is kept as a minimal
+    ``eXIf`` before the first ``IDAT``. Drops text, time, EXIF, background
+    and private chunks and anything after ``IEND``. Chunk CRCs are verified; a
+    bad CRC returns ``None``.
+    """
+    try:
+        chunks = list(png_chunks(data))
+    except ValueError:
+        return None
+    has_srgb = any(c == b"sRGB" for c, _, _ in chunks)
+    out = [_PNG_SIG]
+    wrote_exif = False
+    for ctype, start, end in chunks:
+        if ctype in (b"IDAT", b"fdAT", b"IEND") and not wrote_exif and 2 <= orientation <= 8:
+            out.append(png_chunk(b"eXIf", minimal_exif(orientation)))
+            wrote_exif = True
+        if ctype in PNG_KEEP:
+            out.append(data[start:end])
+        elif ctype == b"iCCP":
+            if keep_icc:
+                out.append(data[start:end])
+            elif not has_srgb:
+                out.append(png_chunk(b"sRGB", b"\x00"))  # perceptual intent
+                has_srgb = True
+    return b"".join(out)
+
+
+def strip_lossless(data: bytes, fmt: str, *, keep_icc: bool, orientation: int = 1) -> bytes | None:
+    """``data`` with its metadata removed and its image data untouched, or ``None``.
+
+    ``fmt`` is the sniffed format (``jpeg``, ``png``, ``webp``, ``gif``,
+    ``tiff``, ``avif``, ``bmp``). JPEG, PNG, WebP and GIF are rewritten
+    without their metadata blocks; TIFF and AVIF, whose data is addressed by
+    file offsets, keep their size and have their metadata blanked in place
+    (:mod:`.containers`); BMP holds none and comes back unchanged. The
+    result equals ``data`` when there was nothing to remove. ``None`` means
+    the structure could not be parsed with certainty, so the metadata cannot
+    be removed without re-encoding.
+    """
+    from . import containers
+
+    if fmt == "jpeg":
+        return strip_jpeg(data, keep_icc=keep_icc, orientation=orientation)
+    if fmt == "png":
+        return strip_png(data, keep_icc=keep_icc, orientation=orientation)
+    if fmt == "webp":
+        return containers.strip_webp(data, keep_icc=keep_icc, orientation=orientation)
+    if fmt == "gif":
+        return containers.strip_gif(data)
+    if fmt == "tiff":
+        return containers.blank_tiff(data, keep_icc=keep_icc)
+    if fmt == "avif":
+        return containers.blank_avif(data)
+    if fmt == "bmp":
+        return data
     return None
-
-
-def _segment(marker: int, payload: bytes) -> bytes:
-    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
 
 
 def add_jpeg_metadata(data: bytes, *, exif: bytes | None = None, icc: bytes | None = None) -> bytes:
