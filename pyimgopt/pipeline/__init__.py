@@ -25,9 +25,9 @@ from ..errors import (
 )
 from ..result import Result
 from ..settings import Settings
-from . import boost, deep, geometry, jxl, pngfile, quality
+from . import animation, boost, deep, display, geometry, jxl, pngfile, privacy, quality
 from .decode import decode, read_orientation, source_bits
-from .encode import ANIMATED_FORMATS, EXTENSIONS, encode, output_format
+from .encode import ANIMATED_FORMATS, EXTENSIONS, Encoded, encode, output_format
 from .probe import probe, sniff, webp_is_lossless
 from .strip import strip_jpeg
 from .write import TEMP_SUFFIX, atomic_write, expected_parent, read_input
@@ -37,6 +37,9 @@ __all__ = ["optimize_bytes", "optimize_file", "output_name", "EXTENSIONS", "TEMP
 #: A re-encode must beat the lossless strip by this factor to be chosen:
 #: a few per cent are not worth a generation of lossy re-encoding.
 _REENCODE_MARGIN = 0.97
+#: Formats whose metadata strip (:mod:`.strip`, :mod:`.containers`) is a
+#: smaller candidate next to a re-encode.
+_STRIPPABLE = ("jpeg", "png", "webp", "gif")
 
 
 class _Clock:
@@ -103,7 +106,10 @@ def _run(
     if geo.resize_to is not None:
         draft = (geo.resize_to[1], geo.resize_to[0]) if swap else geo.resize_to
     if s.lossless is True and fmt_in == "jpeg" and out_fmt == "jpeg" and not geo.changes_pixels:
-        return _jpeg_lossless(data, s, pr, orientation, info, clock)
+        return privacy.jpeg_lossless(data, s, pr, orientation, info, clock.lap, in_place)
+    gif_kept = None  # auto, animated GIF: the frame-for-frame GIF is its GIF candidate
+    if auto and fmt_in == "gif" and pr.animated and not geo.changes_pixels and not in_place:
+        gif_kept = animation.gif_lossless(data, s.keep_metadata)
     deep_bits = getattr(pr.header, "bits", 8) if fmt_in in ("jxl", "heif") else 8
     if deep_bits > 8 and s.lossless is True:
         raise UnsupportedFormatError(
@@ -132,7 +138,7 @@ def _run(
         else:
             kept = deep.lossless_16(pr, out_fmt, s)
             if kept is not None:
-                return _finish_exact(kept, data, s, pr, info, clock)
+                return _finish_exact(kept, data, s, pr, info, clock, in_place)
             if s.lossless is True:
                 raise deep.refusal(pr, out_fmt, path)
     elif (bits == 16 and s.lossless is True and not geo.changes_pixels and out_fmt != "png"
@@ -146,7 +152,7 @@ def _run(
         if png_route is not None and not may_lose and (bits == 16 or not pillow_only):
             if pillow_only:
                 _validate(pr, path)
-            return _finish_exact(png_route, data, s, pr, info, clock)
+            return _finish_exact(png_route, data, s, pr, info, clock, in_place)
     heif_kept = fmt_in == "heif" and ((out_fmt == "heif" and not auto) or (auto and in_place))
     if heif_kept and geo.changes_pixels:
         raise UnsupportedFormatError(
@@ -168,39 +174,42 @@ def _run(
         path=path,
     )
     clock.lap("decode")
+    if all_frames:
+        animation.apply_timing(dec, data, fmt_in)
     if geo.changes_pixels:
         _apply_geometry(dec, geo, s, "jpeg" if auto else out_fmt)
         clock.lap("resize")
     if heif_kept:
-        return _heif_kept(data, pr, info, dec.notes, clock)
+        return _heif_kept(data, pr, info, dec.notes, clock, s, in_place)
     if auto:
         jpeg_probe = pr if fmt_in == "jpeg" and not geo.changes_pixels and not in_place else None
-        choice = _best_auto(dec, s, fmt_in, src_lossless, in_place, jpeg_probe, orientation)
+        choice = _best_auto(dec, s, fmt_in, src_lossless, in_place, jpeg_probe, orientation, gif_kept)
     else:
         choice = _encode_one(dec, out_fmt, s, fmt_in, src_lossless)
     enc, ssim_value = choice.encoded, choice.ssim
     notes = list(dict.fromkeys([*recompress_notes, *dec.notes, *choice.notes, *enc.notes]))
     out = enc.data
     out_fmt = enc.format
-    if (
-        not s.keep_metadata
-        and not geo.changes_pixels
-        and out_fmt == fmt_in
-        and orientation == 1
-        and not dec.icc_converted
-        and fmt_in == "jpeg"
-    ):
-        stripped = strip_jpeg(data, keep_icc=dec.icc_nonsrgb)
-        if stripped is not None and fmt_in == "jpeg":
-            moz = boost.jpeg_lossless(stripped, keep_markers=dec.icc_nonsrgb)
-            if moz is not None and len(moz) < len(stripped):
-                stripped = moz
-        lossless_only = s.lossless is True and fmt_in == "jpeg"  # zero generation loss asked
-        if stripped is not None and (lossless_only or len(out) >= _REENCODE_MARGIN * len(stripped)):
+    out, carried = display.carry(out, out_fmt, display.read_display(data, fmt_in),
+                                 colour=not dec.icc_converted, swap=orientation in (5, 6, 7, 8))
+    notes += [n for n in carried if n not in notes]
+    strip_icc = dec.icc_nonsrgb
+    stripped: bytes | None | object = ...  # not computed
+    # A candidate only with orientation 1: otherwise the re-encode turns the pixels upright
+    # (no viewer left behind), and the strip (keeping a minimal orientation EXIF) is the
+    # fallback when that re-encode is not smaller.
+    if (not s.keep_metadata and not geo.changes_pixels and out_fmt == fmt_in and orientation == 1
+            and fmt_in in _STRIPPABLE):
+        stripped = privacy.lossless_strip(data, fmt_in, keep_icc=strip_icc, orientation=orientation)
+        # zero generation loss asked (JPEG), or a GIF re-encode that is not exact: a GIF is
+        # re-quantised only when that keeps every displayed frame (checked by decoding)
+        lossless_only = (s.lossless is True and fmt_in == "jpeg") or (fmt_in == "gif" and not enc.lossless)
+        if isinstance(stripped, bytes) and (lossless_only or len(out) >= _REENCODE_MARGIN * len(stripped)):
             out = stripped
             enc.quality = dec.source_quality if fmt_in == "jpeg" else None
+            enc.lossless = True
             ssim_value = 1.0
-            notes.append("lossless metadata strip (no re-encode)")
+            notes.append(privacy.STRIP_NOTE)
     if png_route is not None:
         # The original route is exact by construction; a re-encode (Pillow-only
         # effort, or a lossy palette that was asked for) wins only when smaller,
@@ -224,16 +233,26 @@ def _run(
     )
     input_is_valid_answer = not geo.changes_pixels and (out_fmt == fmt_in or auto)
     if len(out) >= len(data) and input_is_valid_answer and not s.allow_larger:
-        info.update(
-            status="skipped",
-            format_out=fmt_in,
-            quality=dec.source_quality if fmt_in == "jpeg" else None,
-            ssim=None,
-        )
-        info["notes"] = (*info["notes"], "output was not smaller than the input")
-        return data, info
+        return _not_smaller(data, out, info, s, strip_icc, orientation, in_place,
+                            dec.source_quality if fmt_in == "jpeg" else None, stripped)
     info["status"] = "optimized"
     return out, info
+
+
+def _not_smaller(data: bytes, out: bytes | None, info: dict, s: Settings, keep_icc: bool,
+                 orientation: int, in_place: bool, source_quality: int | None,
+                 stripped: bytes | None | object = ...) -> tuple[bytes, dict]:
+    """No encoding is smaller: skip, strip the metadata losslessly, or write the re-encode
+    (:func:`.privacy.not_smaller`)."""
+    fmt_in = info["format_in"]
+    final, fields = privacy.not_smaller(
+        data, fmt_in, out, info["format_out"], keep_metadata=s.keep_metadata, keep_icc=keep_icc,
+        orientation=orientation, in_place=in_place, stripped=stripped)
+    if fields["lossless"]:  # the input's own pixels: its quality, and an SSIM of 1 only if written
+        info.update(quality=source_quality, ssim=None if fields["status"] == "skipped" else 1.0)
+    info.update(status=fields["status"], format_out=fields["format_out"])
+    info["notes"] = (*info["notes"], *fields["notes"])
+    return final, info
 
 
 def _validate(pr, path: str | None) -> None:
@@ -248,48 +267,23 @@ def _validate(pr, path: str | None) -> None:
 
 
 def _finish_exact(route: tuple[bytes, list[str]], data: bytes, s: Settings, pr, info: dict,
-                  clock: _Clock) -> tuple[bytes, dict]:
-    """Result of a route that keeps every sample: same size, SSIM 1, skipped when not smaller."""
+                  clock: _Clock, in_place: bool) -> tuple[bytes, dict]:
+    """Result of a route that keeps every sample: same size, SSIM 1; not smaller, the
+    not-smaller rule (skipped, or the metadata stripped losslessly)."""
     out, notes = route
     clock.lap("encode")
     fmt = info["format_in"] if not out.startswith(b"\x89PNG") else "png"
     info.update(format_out=fmt, width=pr.width, height=pr.height, frames=1, quality=None,
                 ssim=1.0, notes=tuple(notes))
     if len(out) >= len(data) and fmt == info["format_in"] and not s.allow_larger:
-        info.update(status="skipped", ssim=None)
-        info["notes"] = (*info["notes"], "output was not smaller than the input")
-        return data, info
-    info["status"] = "optimized"
-    return out, info
+        from .colour import icc_info
 
-
-def _jpeg_lossless(data: bytes, s: Settings, pr, orientation: int, info: dict, clock: _Clock):
-    """JPEG to JPEG with zero pixel change: strip metadata, re-optimise the entropy coding."""
-    from .colour import icc_info
-    from .decode import estimate_jpeg_quality
-
-    icc = pr.image.info.get("icc_profile")
-    icc_nonsrgb = False
-    if icc:
+        icc = pr.image.info.get("icc_profile") if pr.image is not None else None
         try:
-            icc_nonsrgb = not icc_info(icc)[1]
+            keep_icc = bool(icc) and not icc_info(icc)[1]
         except Exception:
-            icc_nonsrgb = True  # unreadable: keep it rather than change colours
-    keep_all = s.keep_metadata or orientation != 1  # EXIF orientation must survive
-    base = data if keep_all else (strip_jpeg(data, keep_icc=icc_nonsrgb) or data)
-    notes = ["lossless JPEG mode (no re-encode)"]
-    out = boost.jpeg_lossless(base, keep_markers=keep_all or icc_nonsrgb)
-    if out is None:
-        notes.append(boost.missing_note("mozjpeg"))
-        out = base
-    out = min(out, base, key=len)
-    clock.lap("encode")
-    info.update(format_out="jpeg", width=pr.width, height=pr.height, frames=1,
-                quality=estimate_jpeg_quality(pr.image), ssim=1.0, notes=tuple(notes))
-    if len(out) >= len(data) and not s.allow_larger:
-        info.update(status="skipped", ssim=None)
-        info["notes"] = (*info["notes"], "output was not smaller than the input")
-        return data, info
+            keep_icc = True  # unreadable: keep it rather than change colours
+        return _not_smaller(data, out, info, s, keep_icc, 1, in_place, None)
     info["status"] = "optimized"
     return out, info
 
@@ -305,10 +299,15 @@ def _jpeg_for_jxl(data: bytes, s: Settings, pr, orientation: int) -> tuple[bytes
             icc_nonsrgb = not icc_info(icc)[1]
         except Exception:
             icc_nonsrgb = True  # unreadable: keep it rather than change colours
-    # libjxl takes the orientation from EXIF into the codestream: it must survive.
-    if s.keep_metadata or orientation != 1:
+    # libjxl takes the orientation from EXIF into the codestream: it survives as a
+    # minimal EXIF holding only that tag (never the GPS and camera tags beside it).
+    if s.keep_metadata:
         return data, "the original JPEG"
-    return strip_jpeg(data, keep_icc=icc_nonsrgb) or data, "the metadata-stripped JPEG"
+    stripped = strip_jpeg(data, keep_icc=icc_nonsrgb, orientation=orientation)
+    if stripped is None:
+        raise EncodeError("the JPEG's metadata cannot be removed without re-encoding (its "
+                          "markers do not parse)", stage="encode")
+    return stripped, "the metadata-stripped JPEG"
 
 
 def _jpeg_to_jxl(data: bytes, s: Settings, pr, orientation: int, info: dict, clock: _Clock,
@@ -335,14 +334,16 @@ def _jpeg_to_jxl(data: bytes, s: Settings, pr, orientation: int, info: dict, clo
     return out, info
 
 
-def _heif_kept(data: bytes, pr, info: dict, notes: list[str], clock: _Clock):
-    """HEIF kept as HEIF: pyimgopt does not write HEIF, so the (decoded, valid) original stays."""
+def _heif_kept(data: bytes, pr, info: dict, notes: list[str], clock: _Clock, s: Settings,
+               in_place: bool):
+    """HEIF kept as HEIF: pyimgopt does not write HEIF, so the (decoded, valid) original stays,
+    its EXIF and XMP blanked in place unless ``keep_metadata`` (:func:`.privacy.not_smaller`)."""
     clock.lap("encode")
     info.update(format_out="heif", width=pr.width, height=pr.height, frames=1, quality=None,
-                ssim=None, status="skipped",
+                ssim=None,
                 notes=(*notes, "HEIF is not written by pyimgopt (AVIF is smaller at equal SSIM): "
                        "the original is kept; use format avif, jpeg or auto to convert"))
-    return data, info
+    return _not_smaller(data, None, info, s, True, 1, in_place, None)
 
 
 def _apply_geometry(dec, geo: geometry.Plan, s: Settings, out_fmt: str) -> None:
@@ -376,7 +377,7 @@ def _encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool) -> 
     enc = encode(dec, fmt, s, source_format=fmt_in, source_lossless=src_lossless)
     ssim_value = 1.0 if enc.lossless else None
     if s.target_ssim is not None and ssim_value is None:
-        if quality.searchable(dec, fmt, False) or (fmt == "png" and len(dec.frames) == 1):
+        if quality.searchable(dec, fmt, False) or (fmt in ("png", "gif") and len(dec.frames) == 1):
             ssim_value = quality.measure(enc.data, quality.reference(dec, s.background_rgb),
                                          s.background_rgb)
         elif len(dec.frames) > 1:
@@ -386,11 +387,14 @@ def _encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool) -> 
 
 
 def _best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool, in_place: bool,
-               jpeg_probe=None, orientation: int = 1) -> quality.Candidate:
+               jpeg_probe=None, orientation: int = 1,
+               gif_kept: tuple[bytes, list[str]] | None = None) -> quality.Candidate:
     """``format="auto"``: every candidate at the target; the smallest that meets it wins.
 
     With JPEG XL allowed, a JPEG whose pixels do not change is also tried as a
     lossless recompression (SSIM 1, the JPEG rebuilt from it checked).
+    ``gif_kept`` is the frame-for-frame GIF (:func:`.animation.gif_lossless`),
+    tried beside the re-quantised one.
     """
     target = s.target_ssim if s.target_ssim is not None else quality.DEFAULT_AUTO_TARGET
     st = s.replace(target_ssim=target, lossless=None)
@@ -401,6 +405,9 @@ def _best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool, in_place: bool
             f"none of formats_allowed ({', '.join(s.formats_allowed)}) can hold this image "
             f"({len(dec.frames)} frames)", stage="encode")
     for fmt in formats:
+        if fmt == "gif" and gif_kept is not None:
+            kept = Encoded(data=gif_kept[0], format="gif", quality=None, lossless=True)
+            tried.append(quality.Candidate(kept, 1.0, list(gif_kept[1])))
         cand = _encode_one(dec, fmt, st, fmt_in, src_lossless)
         tried.append(cand)
         if fmt in ("webp", "jxl") and src_lossless and not in_place and not cand.encoded.lossless:
@@ -422,8 +429,6 @@ def _best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool, in_place: bool
 
 def _auto_jpeg_to_jxl(pr, s: Settings, orientation: int) -> quality.Candidate | None:
     """The lossless JPEG XL recompression of a JPEG as an auto candidate, or ``None``."""
-    from .encode import Encoded
-
     base, which = _jpeg_for_jxl(pr.data, s, pr, orientation)
     try:
         out = jxl.from_jpeg(base, effort=s.effort)
@@ -534,10 +539,12 @@ def optimize_file(
 
     Never raises for a per-file problem: the :class:`Result` carries status
     ``failed`` and the typed error. Writes are atomic; in place, the original
-    is replaced only by a complete, smaller image of the same format (the
-    rename is the replace), and left untouched when the result would not be
-    smaller. To an output path, a ``skipped`` file is copied so the output tree
-    is complete.
+    is replaced only by a complete image of the same format that is smaller —
+    or, when only metadata goes, no larger (the rename is the replace) — and
+    left untouched otherwise. To an output path, a ``skipped`` file is copied
+    so the output tree is complete; ``skipped`` means the copy is the input
+    byte for byte and holds nothing the settings strip (a file that does is
+    stripped without re-encoding instead: :mod:`.privacy`).
     """
     s = settings if settings is not None else Settings()
     if not isinstance(s, Settings):

@@ -29,7 +29,7 @@ from PIL import Image
 from .strip import add_jpeg_metadata
 
 __all__ = ["available", "png_optimize", "png_options", "jpeg_lossless", "jpeg_encode",
-           "jpeg_encoder_quality", "quantize", "missing_note"]
+           "jpeg_encoder_quality", "quantize", "missing_note", "avif_lossless"]
 
 _MODULES = {
     "oxipng": "oxipng",
@@ -233,5 +233,34 @@ def jpeg_encode(im: Image.Image, *, quality: int, subsampling: str, progressive:
         # with 8.18, drops an attached sRGB profile. This way the bytes are the
         # ones Pillow's writer would have stored.
         return add_jpeg_metadata(bytes(data), exif=exif, icc=icc)
+    except Exception:
+        return None
+
+
+def avif_lossless(im: Image.Image, *, effort: int = 6, icc: bytes | None = None,
+                  exif: bytes | None = None) -> bytes | None:
+    """Lossless AVIF bytes from libvips (RGB stored with the identity matrix, 4:4:4), or ``None``.
+
+    ``im`` is an ``L``, ``LA``, ``RGB`` or ``RGBA`` image. ``None`` when
+    pyvips is missing or disabled, or its libvips cannot write AV1. ``effort``
+    is pyimgopt's (AVIF speed ``12 - effort``, libvips effort ``effort - 3``).
+    Only ``icc`` and ``exif`` are written; the caller verifies the pixels.
+    """
+    vips = _module("vips")
+    if vips is None or im.mode not in ("L", "LA", "RGB", "RGBA"):
+        return None
+    try:
+        bands = len(im.getbands())
+        img = vips.Image.new_from_memory(im.tobytes(), im.width, im.height, bands, "uchar")
+        img = img.copy(interpretation="b-w" if bands <= 2 else "srgb")
+        if icc:
+            img.set_type(vips.GValue.blob_type, "icc-profile-data", icc)
+        if exif:
+            img.set_type(vips.GValue.blob_type, "exif-data",
+                         exif if exif.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + exif)
+        keep = vips.ForeignKeep.ICC * bool(icc) | vips.ForeignKeep.EXIF * bool(exif)
+        data = img.heifsave_buffer(compression="av1", lossless=True, effort=max(0, min(9, effort - 3)),
+                                   keep=keep or vips.ForeignKeep.NONE)
+        return bytes(data)
     except Exception:
         return None

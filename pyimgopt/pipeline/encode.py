@@ -6,12 +6,15 @@ else Pillow plus mozjpeg's lossless pass; progressive or baseline, whichever
 is smaller; chroma subsampling by content; never a higher quality than the
 source JPEG's own tables), PNG (lossless, with a lossless palette or gray
 reduction when the pixels allow it, then oxipng by effort), WebP (lossy or
-lossless, animated), AVIF (when Pillow has it, animated), JPEG XL (lossy or
-lossless, through :mod:`.jxl` when ``pillow-jxl-plugin`` is present), and the formats
-``keep`` may preserve (GIF, TIFF with deflate, BMP with alpha). A non-sRGB
-profile whose original values the frames keep (``Decoded.icc``) is always
-written with them; other metadata only when asked: EXIF without orientation
-and the sRGB profile the pixels are in.
+lossless, animated), AVIF (when Pillow has it, animated; 4:4:4 for graphics;
+lossless as RGB through libvips, verified by decoding), JPEG XL (lossy or
+lossless, through :mod:`.jxl` when ``pillow-jxl-plugin`` is present), and the
+formats ``keep`` may preserve (GIF — called lossless only when it decodes to
+exactly the frames given —, TIFF with deflate, BMP with alpha); animation
+timing comes from :func:`.animation.save_params`. A non-sRGB profile whose
+original values the frames keep (``Decoded.icc``) is always written with
+them; other metadata only when asked: EXIF without orientation and the sRGB
+profile the pixels are in.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from PIL import Image, features
 
 from ..errors import EncodeError, UnsupportedFormatError
 from ..settings import Settings
-from . import boost, jxl
+from . import animation, boost, jxl
 from .decode import Decoded, srgb_icc
 
 __all__ = ["Encoded", "output_format", "encode", "EXTENSIONS", "ANIMATED_FORMATS", "has_avif"]
@@ -167,12 +170,9 @@ def encode(
         if ("icc_profile" not in meta and out_fmt in ("jpeg", "png", "webp", "avif", "tiff")
                 and frames[0].mode not in ("L", "LA", "1")):
             meta["icc_profile"] = srgb_icc()
-    anim: dict = {}
-    if len(frames) > 1:
-        anim = {"duration": dec.durations, "loop": dec.loop or 0}
+    anim, notes = animation.save_params(dec, out_fmt)  # exact timing, or a note saying why not
     quality: int | None = None
     lossless = False
-    notes: list[str] = []
     try:
         if out_fmt == "jpeg":
             quality = _jpeg_quality(s, dec, source_format, out_fmt)
@@ -227,15 +227,20 @@ def encode(
                     notes.append("lossless WebP (graphic, smaller than lossy)")
         elif out_fmt == "avif":
             lossless = bool(s.lossless)
-            quality = 100 if lossless else (s.quality or _DEFAULT_QUALITY["avif"])
+            quality = None if lossless else (s.quality or _DEFAULT_QUALITY["avif"])
             conv = [f.convert("RGBA" if f.mode in ("LA", "RGBA", "P", "PA") else "RGB") for f in frames]
-            params = dict(quality=quality, speed=10 if fast else max(0, min(10, 12 - s.effort)))
-            threads = os.environ.get("PYIMGOPT_CODEC_THREADS")
-            if threads and threads.isdigit():
-                params["max_threads"] = max(1, int(threads))
             if lossless:
-                params["subsampling"] = "4:4:4"
-            data = _save(conv, "avif", **params, **anim, **meta)
+                data = _avif_lossless(frames, meta, s.effort)
+            else:
+                params = dict(quality=quality, speed=10 if fast else max(0, min(10, 12 - s.effort)))
+                threads = os.environ.get("PYIMGOPT_CODEC_THREADS")
+                if threads and threads.isdigit():
+                    params["max_threads"] = max(1, int(threads))
+                sub = s.chroma_subsampling
+                if sub == "auto":  # as for JPEG: hard colour edges bleed at 4:2:0
+                    sub = "4:4:4" if quality >= 90 or looks_like_graphic(conv[0]) else "4:2:0"
+                params["subsampling"] = sub
+                data = _save(conv, "avif", **params, **anim, **meta)
         elif out_fmt == "jxl":
             lossless = s.lossless if s.lossless is not None else (
                 source_format == "jxl" and source_lossless)
@@ -243,9 +248,13 @@ def encode(
             data = jxl.encode(frames[0], quality=quality, lossless=lossless, effort=s.effort,
                               exif=meta.get("exif"), fast=fast)
         elif out_fmt == "gif":
-            lossless = True
-            data = _save(frames, "gif", optimize=True, **({**anim, "disposal": 2} if anim else {}),
-                         **_gif_transparency(frames[0]))
+            gif_params: dict = dict(optimize=True, **anim)
+            if len(frames) > 1:
+                # whole composited frames: each one replaces the last (transparent areas too)
+                gif_params["disposal"] = 2
+            data = _save(frames, "gif", **gif_params, **_gif_transparency(frames[0]))
+            # Frames are re-quantised from RGBA: lossless only if every frame shown is the same.
+            lossless = _gif_exact(data, frames)
         elif out_fmt == "tiff":
             lossless = True
             data = _save(frames[:1], "tiff", compression="tiff_adobe_deflate", **meta)
@@ -310,6 +319,66 @@ def _jpeg(im: Image.Image, quality: int, sub: str, meta: dict, notes: list[str],
             notes.append(boost.missing_note("mozjpeg"))
         elif len(moz) < len(data):
             data = moz
+    return data
+
+
+def _gif_exact(data: bytes, frames: list[Image.Image]) -> bool:
+    """Whether the GIF ``data`` shows exactly ``frames`` (RGBA; fully transparent colour ignored)."""
+
+    def rgba(im: Image.Image) -> np.ndarray:
+        arr = np.array(im.convert("RGBA"))
+        arr[arr[..., 3] == 0] = 0
+        return arr
+
+    try:
+        with Image.open(io.BytesIO(data)) as back:
+            if getattr(back, "n_frames", 1) != len(frames):
+                return False
+            for index, frame in enumerate(frames):
+                back.seek(index)
+                if not np.array_equal(rgba(back), rgba(frame)):
+                    return False
+    except Exception:
+        return False
+    return True
+
+
+def _avif_lossless(frames: list[Image.Image], meta: dict, effort: int) -> bytes:
+    """Truly lossless AVIF (identity matrix, 4:4:4, through libvips), checked by decoding it.
+
+    Pillow's AVIF writer always converts to YUV (BT.601), so even quality 100
+    changes pixels; libvips' ``heifsave(lossless=True)`` stores RGB. The
+    result is decoded again here and compared with the frame, value for
+    value, alpha included: lossless is never claimed unverified.
+
+    Raises
+    ------
+    UnsupportedFormatError
+        An animation (libvips writes still AVIF only) or no pyvips.
+    EncodeError
+        The decoded pixels differ from the source.
+    """
+    if len(frames) > 1:
+        raise UnsupportedFormatError(
+            "lossless AVIF animations cannot be written (libvips writes still AVIF only); "
+            "use lossless=False, or WebP/PNG for a lossless animation", stage="encode")
+    im = frames[0]
+    if im.mode not in ("L", "LA", "RGB", "RGBA"):
+        im = im.convert("RGBA" if im.has_transparency_data else "RGB")
+    data = boost.avif_lossless(im, effort=effort, icc=meta.get("icc_profile"), exif=meta.get("exif"))
+    if data is None:
+        raise UnsupportedFormatError(
+            "lossless AVIF needs pyvips (libvips with an AV1 encoder): Pillow's AVIF writer "
+            "always converts to YUV and cannot store exact pixels; install pyvips, or use "
+            "lossless WebP or PNG", stage="encode")
+    with Image.open(io.BytesIO(data)) as back:
+        back.load()
+        got = np.asarray(back.convert(im.mode))
+    want = np.asarray(im)
+    if got.shape != want.shape or not np.array_equal(got, want):
+        err = "a different size" if got.shape != want.shape else (
+            f"max error {int(np.abs(got.astype(np.int16) - want).max())}")
+        raise EncodeError(f"lossless AVIF check failed: the decoded image has {err}", stage="encode")
     return data
 
 
@@ -384,9 +453,7 @@ def flatten_rgb(im: Image.Image, background: tuple[int, int, int]) -> np.ndarray
 
 
 def _ssim_rgb(a: Image.Image, b: Image.Image, s: Settings) -> float:
-    from .. import _kernels
+    from . import perceptual
 
-    if min(a.size) < 7:
-        return 1.0
     bg = s.background_rgb
-    return float(_kernels.ssim_luma(flatten_rgb(a, bg), flatten_rgb(b, bg)))
+    return perceptual.score(flatten_rgb(a, bg), flatten_rgb(b, bg))

@@ -2,7 +2,8 @@
 
 Owns the perceptual search behind ``Settings(target_ssim=...)`` — bisection on
 the encoder quality, each step encoded, decoded and compared to the resized
-source with the native luma SSIM — and the choice behind ``format="auto"``:
+source with :func:`.perceptual.score` (the luma SSIM, held down by a chroma
+check so colour damage cannot pass on luma alone) — and the choice behind ``format="auto"``:
 each candidate format at the target, smallest wins (an animation's lossy
 candidates are checked on a sample of frames). The reference and every
 decoded candidate are flattened onto the background the same way, so alpha
@@ -17,9 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .. import _kernels
 from ..settings import BROWSER_FORMATS, Settings
-from . import jxl
+from . import jxl, perceptual
 from .decode import Decoded
 from .encode import Encoded, encode, flatten_rgb, has_avif
 
@@ -47,13 +47,13 @@ def reference(dec: Decoded, background: tuple[int, int, int]) -> np.ndarray:
 
 
 def measure(data: bytes, ref: np.ndarray, background: tuple[int, int, int]) -> float:
-    """Luma SSIM between the decoded ``data`` and ``ref``."""
+    """:func:`.perceptual.score` of the decoded ``data`` against ``ref`` (0.0 if the sizes differ)."""
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         got = flatten_rgb(im, background)
     if got.shape != ref.shape:
         return 0.0
-    return float(_kernels.ssim_luma(got, ref))
+    return perceptual.score(ref, got)
 
 
 #: Frames of an animation compared by :func:`measure_frames`, evenly spaced.
@@ -61,7 +61,7 @@ ANIMATION_SAMPLE = 6
 
 
 def measure_frames(data: bytes, dec: Decoded, background: tuple[int, int, int]) -> float:
-    """Lowest luma SSIM over up to ``ANIMATION_SAMPLE`` evenly spaced frames of an animation.
+    """Lowest :func:`.perceptual.score` over up to ``ANIMATION_SAMPLE`` evenly spaced frames.
 
     Both sides are whole composited frames (the decoder gives them so) flattened
     onto ``background``; a frame count that differs reads as 0.0. A sample, not
@@ -81,7 +81,7 @@ def measure_frames(data: bytes, dec: Decoded, background: tuple[int, int, int]) 
             if got.shape != ref.shape:
                 return 0.0
             if min(ref.shape[:2]) >= _MIN_SIDE:
-                worst = min(worst, float(_kernels.ssim_luma(got, ref)))
+                worst = min(worst, perceptual.score(ref, got))
     return worst
 
 

@@ -204,8 +204,8 @@ def strip_lossless(data: bytes, fmt: str, *, keep_icc: bool, orientation: int = 
     """``data`` with its metadata removed and its image data untouched, or ``None``.
 
     ``fmt`` is the sniffed format (``jpeg``, ``png``, ``webp``, ``gif``,
-    ``tiff``, ``avif``, ``bmp``). JPEG, PNG, WebP and GIF are rewritten
-    without their metadata blocks; TIFF and AVIF, whose data is addressed by
+    ``tiff``, ``avif``, ``heif``, ``bmp``). JPEG, PNG, WebP and GIF are rewritten
+    without their metadata blocks; TIFF, AVIF and HEIF, whose data is addressed by
     file offsets, keep their size and have their metadata blanked in place
     (:mod:`.containers`); BMP holds none and comes back unchanged. The
     result equals ``data`` when there was nothing to remove. ``None`` means

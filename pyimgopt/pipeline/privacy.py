@@ -1,0 +1,157 @@
+"""What may be written when metadata is to be stripped: the lossless strip and the not-smaller rule.
+
+Owns the decisions of the pipeline about metadata. :func:`lossless_strip` is the
+no-re-encode answer for a file whose pixels do not change: its metadata
+removed by byte surgery (:func:`.strip.strip_lossless`), plus mozjpeg's
+lossless pass for JPEG. :func:`not_smaller` decides what happens when no
+encoding is smaller than the input, so that a file is never published with
+the GPS or camera data the settings strip:
+
+- nothing to remove (or ``keep_metadata``): ``skipped``, the output is the
+  input byte for byte (in place: the original is left untouched);
+- the metadata can be removed losslessly: ``optimized``, the stripped file
+  (no bigger than the input; TIFF/AVIF are blanked at the same size);
+- it cannot (a structure the strippers do not parse): to an output the
+  re-encoded, stripped image is written although it is larger (noted); in
+  place the original is left untouched, ``skipped`` with a note that its
+  metadata is still there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import EncodeError
+from ..settings import Settings
+from . import boost
+from .strip import strip_lossless
+
+__all__ = ["lossless_strip", "not_smaller", "jpeg_lossless", "STRIP_NOTE"]
+
+STRIP_NOTE = "lossless metadata strip (no re-encode)"
+
+
+def lossless_strip(data: bytes, fmt: str, *, keep_icc: bool, orientation: int) -> bytes | None:
+    """``data`` without metadata and with the same pixels, or ``None`` when that is impossible.
+
+    JPEG also gets mozjpeg's lossless entropy re-optimisation when it is
+    installed and smaller (it copies the markers the strip kept: JFIF, Adobe,
+    ICC, the minimal orientation EXIF).
+    """
+    out = strip_lossless(data, fmt, keep_icc=keep_icc, orientation=orientation)
+    if out is not None and fmt == "jpeg":
+        moz = boost.jpeg_lossless(out, keep_markers=True)
+        if moz is not None and len(moz) < len(out):
+            out = moz
+    return out
+
+
+def not_smaller(
+    data: bytes,
+    fmt_in: str,
+    reencoded: bytes | None,
+    reencoded_fmt: str,
+    *,
+    keep_metadata: bool,
+    keep_icc: bool,
+    orientation: int,
+    in_place: bool,
+    stripped: bytes | None | object = ...,
+) -> tuple[bytes, dict]:
+    """The bytes to write and the Result fields when ``reencoded`` is not smaller than ``data``.
+
+    Returns ``(output, fields)`` where ``fields`` has ``status``,
+    ``format_out``, ``lossless`` (the output's pixels are the input's) and
+    ``notes`` to add. See the module docstring for the rule. ``stripped``
+    is :func:`lossless_strip`'s answer when the caller already has it.
+    ``reencoded`` is ``None`` when there is no re-encode (HEIF, which
+    pyimgopt does not write): a file whose metadata cannot be removed then
+    fails with ``encode_failed`` instead of being copied to an output.
+
+    Raises
+    ------
+    EncodeError
+        No lossless strip, no re-encode, and not in place.
+    """
+    if keep_metadata:
+        return data, _skipped(fmt_in, "output was not smaller than the input")
+    if stripped is ...:
+        stripped = lossless_strip(data, fmt_in, keep_icc=keep_icc, orientation=orientation)
+    if stripped == data:
+        return data, _skipped(fmt_in, "output was not smaller than the input")
+    if isinstance(stripped, bytes) and len(stripped) <= len(data):
+        why = [] if reencoded is None else ["a re-encode was not smaller than the input"]
+        return stripped, {"status": "optimized", "format_out": fmt_in, "lossless": True,
+                          "notes": [STRIP_NOTE, *why]}
+    what = f"metadata of this {fmt_in.upper()} file cannot be removed without re-encoding"
+    if reencoded is None and not in_place:  # nothing else to write: refuse rather than publish
+        raise EncodeError(f"{what}, and it is not re-encoded; set keep_metadata=True to copy it "
+                          "as it is, or choose another output format", stage="encode")
+    if in_place or reencoded is None:
+        return data, _skipped(fmt_in, f"{what}, and the re-encoded file is larger: the original, "
+                                      "metadata included, is left unchanged")
+    return reencoded, {"status": "optimized", "format_out": reencoded_fmt, "lossless": False,
+                       "notes": [f"{what}: the re-encoded file is written although it is larger "
+                                 "than the input"]}
+
+
+def _skipped(fmt_in: str, note: str) -> dict:
+    return {"status": "skipped", "format_out": fmt_in, "lossless": True, "notes": [note]}
+
+
+def jpeg_lossless(data: bytes, s: Settings, pr, orientation: int, info: dict,
+                  lap: Callable[[str], None], in_place: bool) -> tuple[bytes, dict]:
+    """JPEG to JPEG with zero pixel change: strip metadata, re-optimise the entropy coding.
+
+    An EXIF orientation 2-8 is kept as a minimal EXIF holding only that tag
+    (never the rest of the APP segments); ``keep_metadata`` keeps them all.
+    When the markers do not parse, the metadata cannot be removed without a
+    re-encode, which ``lossless=True`` forbids: in place the original is left
+    as it is (``skipped``, noted), to an output the file fails with
+    ``encode_failed`` rather than publishing its metadata. ``lap(stage)``
+    marks the end of the encode stage; returns (output bytes, Result fields).
+    """
+    from .colour import icc_info
+    from .decode import estimate_jpeg_quality
+
+    icc = pr.image.info.get("icc_profile")
+    icc_nonsrgb = False
+    if icc:
+        try:
+            icc_nonsrgb = not icc_info(icc)[1]
+        except Exception:
+            icc_nonsrgb = True  # unreadable: keep it rather than change colours
+    notes = ["lossless JPEG mode (no re-encode)"]
+    if s.keep_metadata:
+        base = data
+    else:
+        base = strip_lossless(data, "jpeg", keep_icc=icc_nonsrgb, orientation=orientation)
+    swap = orientation in (5, 6, 7, 8)
+    info.update(format_out="jpeg", width=pr.height if swap else pr.width,
+                height=pr.width if swap else pr.height, frames=1,
+                quality=estimate_jpeg_quality(pr.image), ssim=1.0)
+    if base is None:
+        why = ("its metadata cannot be removed without re-encoding (the JPEG markers do not "
+               "parse), and lossless=True forbids a re-encode")
+        if in_place:
+            info.update(status="skipped", ssim=None,
+                        notes=(*notes, f"original left unchanged: {why}"))
+            return data, info
+        raise EncodeError(f"{why}; set keep_metadata=True to copy it as it is, or "
+                          "lossless=False", stage="encode")
+    out = boost.jpeg_lossless(base, keep_markers=True)  # copies what the strip kept
+    if out is None:
+        notes.append(boost.missing_note("mozjpeg"))
+        out = base
+    out = min(out, base, key=len)
+    lap("encode")
+    info["notes"] = tuple(notes)
+    if len(out) >= len(data) and not s.allow_larger:
+        stripped_something = not s.keep_metadata and out != data
+        if not stripped_something or (in_place and len(out) > len(data)):
+            info.update(status="skipped", ssim=None)
+            info["notes"] = (*info["notes"], "output was not smaller than the input")
+            return data, info
+        info["notes"] = (*info["notes"], STRIP_NOTE)  # metadata removed: never publish it
+    info["status"] = "optimized"
+    return out, info
