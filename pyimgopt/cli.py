@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--format", choices=OUTPUT_FORMATS, default="keep")
     o.add_argument("-q", "--quality", type=int, metavar="N", help="1-100 (lossy formats)")
     o.add_argument("--target-ssim", type=float, metavar="T",
-                   help="search the quality for the smallest output with SSIM >= T (e.g. 0.985)")
+                   help="search the quality for the smallest output with SSIM >= T (e.g. 0.985); "
+                        "colour is checked too")
     o.add_argument("--lossless", action="store_true",
                    help="lossless WebP/AVIF/JPEG XL (a JPEG to --format jxl is recompressed, "
                         "not decoded, and rebuildable byte for byte)")

@@ -70,13 +70,18 @@ class Settings:
         higher quality than its own quantisation tables imply.
     target_ssim:
         Perceptual target (0 < t <= 1, e.g. 0.985): search the encoder quality
-        for the smallest output whose luma SSIM against the resized source
-        meets it; ``quality`` then caps the search. ``format="auto"`` uses
-        0.985 when this is ``None``.
+        for the smallest output whose score against the resized source meets
+        it — the luma SSIM, held down by a colour-difference floor so colour
+        damage cannot pass on luma alone (:mod:`pyimgopt.pipeline.perceptual`);
+        ``quality`` then caps the search. ``format="auto"`` uses 0.985 when
+        this is ``None``.
     lossless:
-        Encode WebP/AVIF/JPEG XL losslessly. ``None`` means lossless only
-        when the input is lossless WebP (or lossless JPEG XL) kept in its
-        format.
+        Encode WebP/AVIF/JPEG XL losslessly, never re-encode a JPEG kept as
+        JPEG, never a lossy PNG palette. ``None`` means lossless only when the
+        input is lossless WebP (or lossless JPEG XL) kept in its format.
+        Lossless AVIF is RGB with the identity matrix, written through libvips
+        and checked by decoding it; without pyvips, or for an animation, it is
+        refused (``unsupported_format``).
     lossy_png:
         Allow a lossy palette PNG (libimagequant, dithered, alpha kept) when it
         is smaller — and, with ``target_ssim``, only when it meets the target.
@@ -94,12 +99,15 @@ class Settings:
     filter:
         Resampling filter for resizing.
     chroma_subsampling:
-        JPEG chroma subsampling; ``auto`` is 4:2:0 for photos, 4:4:4 for
-        graphics and text (few colours) and at quality >= 90. libvips'
-        mozjpeg writes 4:4:4 and 4:2:0; 4:2:2 uses Pillow's encoder.
+        JPEG and AVIF chroma subsampling; ``auto`` is 4:2:0 for photos, 4:4:4
+        for graphics and text (few colours) and at quality >= 90. libvips'
+        mozjpeg writes 4:4:4 and 4:2:0; 4:2:2 JPEG uses Pillow's encoder.
+        WebP is always 4:2:0.
     keep_metadata:
         Keep EXIF (orientation reset) and an sRGB ICC profile. Default strips
-        all metadata.
+        metadata (GPS, camera, XMP, comments, ...) from every output, a copied
+        one included, and keeps only what changes how the image is shown
+        (see the README's "What the defaults do").
     first_frame:
         For animated inputs whose output format cannot animate, take the first
         frame instead of failing with ``unsupported_format``.

@@ -1,8 +1,10 @@
 """The sidecar's job loop: one worker process of the pyimgopt pool.
 
 Owns the DEALER connection to the router, the ``ready`` announcement (slots),
-heartbeats (sent by the main thread while jobs run in worker threads — the
-GIL is free while the kernels and codecs run), running the pipeline on each
+heartbeats (sent by the main thread while jobs run in worker threads; the
+native kernels release the GIL, but a codec that holds it for a whole call —
+pyoxipng 9.1 does — also holds back the heartbeat until that call returns),
+running the pipeline on each
 job, streaming ``progress``, returning ``result`` or ``failed`` with the
 structured error, honouring ``abort`` (the job stops between stages, nothing
 is written) and ``shutdown``, and recycling itself after N jobs or when its
