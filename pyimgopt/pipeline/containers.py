@@ -124,7 +124,7 @@ def strip_gif(data: bytes) -> bytes | None:
         if sep == 0x3B:
             out.append(b";")
             break
-        if sep == 0x21 and pos + 2 <= n:
+        if sep == 0x21 and pos + 3 <= n:
             label = data[pos + 1]
             end = _sub_blocks_end(data, pos + 2)
             if end is None:

@@ -214,21 +214,22 @@ def strip_lossless(data: bytes, fmt: str, *, keep_icc: bool, orientation: int = 
     """
     from . import containers
 
-    if fmt == "jpeg":
-        return strip_jpeg(data, keep_icc=keep_icc, orientation=orientation)
-    if fmt == "png":
-        return strip_png(data, keep_icc=keep_icc, orientation=orientation)
-    if fmt == "webp":
-        return containers.strip_webp(data, keep_icc=keep_icc, orientation=orientation)
-    if fmt == "gif":
-        return containers.strip_gif(data)
-    if fmt == "tiff":
-        return containers.blank_tiff(data, keep_icc=keep_icc)
-    if fmt == "avif":
-        return containers.blank_avif(data)
-    if fmt == "bmp":
-        return data
-    return None
+    try:
+        if fmt == "jpeg":
+            return strip_jpeg(data, keep_icc=keep_icc, orientation=orientation)
+        if fmt == "png":
+            return strip_png(data, keep_icc=keep_icc, orientation=orientation)
+        if fmt == "webp":
+            return containers.strip_webp(data, keep_icc=keep_icc, orientation=orientation)
+        if fmt == "gif":
+            return containers.strip_gif(data)
+        if fmt == "tiff":
+            return containers.blank_tiff(data, keep_icc=keep_icc)
+        if fmt == "avif":
+            return containers.blank_avif(data)
+    except (IndexError, ValueError, struct.error):  # a hostile structure: not certain
+        return None
+    return data if fmt == "bmp" else None
 
 
 def add_jpeg_metadata(data: bytes, *, exif: bytes | None = None, icc: bytes | None = None) -> bytes:
