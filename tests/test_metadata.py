@@ -43,14 +43,31 @@ def _noise(w: int = 48, h: int = 40, seed: int = 1) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
 
 
+def _exif_of(data: bytes) -> Image.Exif:
+    """The EXIF a reader finds: Pillow's, or pillow-heif's for HEIF (no opener registered)."""
+    if data[4:12] in (b"ftypheic", b"ftypmif1", b"ftypheix"):
+        import pillow_heif
+
+        ex = Image.Exif()
+        raw = pillow_heif.open_heif(io.BytesIO(data)).info.get("exif")
+        if raw:
+            ex.load(raw)
+        return ex
+    with Image.open(io.BytesIO(data)) as im:
+        return im.getexif()
+
+
 def _clean(data: bytes, what: str) -> None:
     """No marker string in the bytes, and no GPS IFD a reader can find."""
     assert MARK not in data, f"{what}: a marker string survived"
-    with Image.open(io.BytesIO(data)) as im:
-        assert not im.getexif().get_ifd(0x8825), f"{what}: a GPS IFD survived"
+    assert not _exif_of(data).get_ifd(0x8825), f"{what}: a GPS IFD survived"
 
 
 def _pixels(data: bytes) -> np.ndarray:
+    if data[4:12] in (b"ftypheic", b"ftypmif1", b"ftypheix"):
+        import pillow_heif
+
+        return np.asarray(pillow_heif.open_heif(io.BytesIO(data)).to_pillow().convert("RGBA"))
     with Image.open(io.BytesIO(data)) as im:
         return np.asarray(im.convert("RGBA"))
 
@@ -119,6 +136,13 @@ def _tiff_input() -> bytes:
     return _tiff_with_gps(encode(_noise(), "TIFF", compression="jpeg", quality=20, tiffinfo=info))
 
 
+def _heif_input() -> bytes:
+    pytest.importorskip("pillow_heif", reason="pillow-heif is not installed")
+    from heif_jxl import heic
+
+    return heic(_noise(64, 48), quality=60, exif=_exif().tobytes())
+
+
 INPUTS = {
     "jpeg": _jpeg_input,
     "png": _png_input,
@@ -126,6 +150,7 @@ INPUTS = {
     "avif": _avif_input,
     "gif": _gif_input,
     "tiff": _tiff_input,
+    "heif": _heif_input,
 }
 
 
@@ -134,8 +159,7 @@ def test_metadata_inputs_carry_the_markers(fmt):
     data = INPUTS[fmt]()
     assert data.count(MARK) >= 1  # the oracle's own premise
     if fmt not in ("gif", "png"):
-        with Image.open(io.BytesIO(data)) as im:
-            assert im.getexif().get_ifd(0x8825)
+        assert _exif_of(data).get_ifd(0x8825)
 
 
 # -- item 10: no output is ever published with GPS, skipped ones included -------------
@@ -159,13 +183,13 @@ def test_metadata_stripped_in_every_output_of_every_format(tmp_path, fmt, where)
     assert r.bytes_out == len(written) <= len(data)
 
 
-@pytest.mark.parametrize("fmt", ["webp", "avif", "tiff"])
+@pytest.mark.parametrize("fmt", ["webp", "avif", "tiff", "heif"])
 def test_metadata_not_smaller_file_is_stripped_losslessly(tmp_path, fmt):
     """The re-encode is larger: the output is the input's own pixels without the metadata."""
     data = INPUTS[fmt]()
     out, r = optimize_bytes(data, Settings(quality=95))
     assert r.status == "optimized" and "lossless metadata strip (no re-encode)" in r.notes
-    assert len(out) == len(data) if fmt in ("tiff", "avif") else len(out) < len(data)  # blanked in place
+    assert len(out) == len(data) if fmt in ("tiff", "avif", "heif") else len(out) < len(data)  # blanked
     _clean(out, fmt)
     assert np.array_equal(_pixels(out), _pixels(data))
 
@@ -191,6 +215,16 @@ def test_metadata_jpeg_lossless_orientation_keeps_only_the_orientation_tag():
         assert dict(im.getexif()) == {0x0112: 6}
         assert np.array_equal(np.asarray(im), np.asarray(Image.open(io.BytesIO(data))))
     assert (r.width, r.height) == (48, 64)  # as shown
+
+
+def test_metadata_jpeg_to_jxl_recompression_keeps_only_the_orientation():
+    pytest.importorskip("pillow_jxl", reason="pillow-jxl-plugin is not installed")
+    data = _jpeg_input(orientation=6)
+    out, r = optimize_bytes(data, Settings(format="jxl", lossless=True))
+    assert r.status == "optimized" and r.format_out == "jxl"
+    _clean(out, "jpeg -> jxl recompression")
+    with Image.open(io.BytesIO(out)) as im:
+        assert dict(im.getexif()) == {0x0112: 6}
 
 
 def _unparseable_webp() -> bytes:

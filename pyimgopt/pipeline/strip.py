@@ -225,7 +225,7 @@ def strip_lossless(data: bytes, fmt: str, *, keep_icc: bool, orientation: int = 
             return containers.strip_gif(data)
         if fmt == "tiff":
             return containers.blank_tiff(data, keep_icc=keep_icc)
-        if fmt == "avif":
+        if fmt in ("avif", "heif"):  # the same ISO-BMFF item structure
             return containers.blank_avif(data)
     except (IndexError, ValueError, struct.error):  # a hostile structure: not certain
         return None
