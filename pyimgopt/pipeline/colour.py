@@ -18,7 +18,7 @@ import io
 import numpy as np
 from PIL import Image, ImageCms
 
-__all__ = ["srgb_icc", "icc_info", "is_srgb", "to_srgb", "SRGB_TOLERANCE"]
+__all__ = ["srgb_icc", "icc_info", "is_srgb", "profile_must_stay", "to_srgb", "SRGB_TOLERANCE"]
 
 #: Largest change (8-bit levels, any channel, any grid colour) a profile may
 #: make on the way to sRGB and still count as sRGB: LittleCMS rounding between
@@ -81,6 +81,17 @@ def is_srgb(icc: bytes | None) -> bool:
         return True
     try:
         return icc_info(icc)[1]
+    except Exception:
+        return True
+
+
+def profile_must_stay(icc: bytes | None) -> bool:
+    """Whether a metadata strip must keep ``icc``: a profile that is not sRGB by its
+    contents, or one that cannot be read (kept rather than change colours)."""
+    if not icc:
+        return False
+    try:
+        return not icc_info(icc)[1]
     except Exception:
         return True
 

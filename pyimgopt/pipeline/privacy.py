@@ -24,9 +24,10 @@ from collections.abc import Callable
 from ..errors import EncodeError
 from ..settings import Settings
 from . import boost
-from .strip import strip_lossless
+from .colour import profile_must_stay
+from .strip import strip_jpeg, strip_lossless
 
-__all__ = ["lossless_strip", "not_smaller", "jpeg_lossless", "STRIP_NOTE"]
+__all__ = ["lossless_strip", "not_smaller", "jpeg_lossless", "jpeg_for_jxl", "STRIP_NOTE"]
 
 STRIP_NOTE = "lossless metadata strip (no re-encode)"
 
@@ -111,16 +112,9 @@ def jpeg_lossless(data: bytes, s: Settings, pr, orientation: int, info: dict,
     ``encode_failed`` rather than publishing its metadata. ``lap(stage)``
     marks the end of the encode stage; returns (output bytes, Result fields).
     """
-    from .colour import icc_info
     from .decode import estimate_jpeg_quality
 
-    icc = pr.image.info.get("icc_profile")
-    icc_nonsrgb = False
-    if icc:
-        try:
-            icc_nonsrgb = not icc_info(icc)[1]
-        except Exception:
-            icc_nonsrgb = True  # unreadable: keep it rather than change colours
+    icc_nonsrgb = profile_must_stay(pr.image.info.get("icc_profile"))
     notes = ["lossless JPEG mode (no re-encode)"]
     if s.keep_metadata:
         base = data
@@ -155,3 +149,17 @@ def jpeg_lossless(data: bytes, s: Settings, pr, orientation: int, info: dict,
         info["notes"] = (*info["notes"], STRIP_NOTE)  # metadata removed: never publish it
     info["status"] = "optimized"
     return out, info
+
+
+def jpeg_for_jxl(data: bytes, s: Settings, pr, orientation: int) -> tuple[bytes, str]:
+    """The JPEG to recompress as JPEG XL: metadata stripped losslessly unless kept, and a note."""
+    icc_nonsrgb = profile_must_stay(pr.image.info.get("icc_profile"))
+    # libjxl takes the orientation from EXIF into the codestream: it survives as a
+    # minimal EXIF holding only that tag (never the GPS and camera tags beside it).
+    if s.keep_metadata:
+        return data, "the original JPEG"
+    stripped = strip_jpeg(data, keep_icc=icc_nonsrgb, orientation=orientation)
+    if stripped is None:
+        raise EncodeError("the JPEG's metadata cannot be removed without re-encoding (its "
+                          "markers do not parse)", stage="encode")
+    return stripped, "the metadata-stripped JPEG"
