@@ -129,7 +129,8 @@ class Settings:
         filter search with libdeflate 6, 8: oxipng level 2, 9: every filter
         with libdeflate 12), JPEG through mozjpeg's trellis from 5 (libjpeg-turbo
         below), WebP method ``effort - 2``, AVIF speed ``12 - effort``,
-        JPEG XL effort ``effort + 1`` (libjxl's 1-9; 6 is libjxl's default 7).
+        JPEG XL effort ``effort + 1`` (libjxl's 1-9; 6 is libjxl's default 7;
+        at most 7 for a lossy image under 8 px on a side).
     """
 
     format: str = "keep"

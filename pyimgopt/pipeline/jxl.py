@@ -17,6 +17,8 @@ Owns everything pyimgopt does with JPEG XL through the optional
   lossless JPEG XL; :func:`from_jpeg` recompresses a JPEG losslessly without
   decoding it to pixels, and keeps the result only after the JPEG was
   rebuilt from it byte for byte.
+- :func:`strip_metadata` drops the container's metadata boxes without
+  touching the codestream (the JPEG XL counterpart of ``strip_jpeg``).
 """
 
 from __future__ import annotations
@@ -31,14 +33,19 @@ from ..errors import DecodeError, EncodeError, TooLargeError, UnsupportedFormatE
 from . import boost
 
 __all__ = ["JxlHeader", "parse_header", "decode", "encode", "from_jpeg", "available",
-           "require", "verify", "reconstruct", "check_limits", "DEFAULT_QUALITY",
-           "libjxl_effort"]
+           "require", "verify", "reconstruct", "check_limits", "strip_metadata",
+           "DEFAULT_QUALITY", "libjxl_effort"]
 
 #: Lossy JPEG XL quality when none is given. libjxl maps quality to a
 #: butteraugli distance (q90 = distance 1, "visually lossless"); q75 measured
 #: about the mean luma SSIM of pyimgopt's JPEG q80 on the corpus photos
 #: (bench/README.md), at far fewer bytes.
 DEFAULT_QUALITY = 75
+#: libjxl's lossy efforts 8 and 9 steer quantisation with butteraugli, whose own
+#: source calls its values "non-sensical" for images under 8 pixels on a side: such
+#: images came out at SSIM ~0.2 (mean error 20-40 levels, against ~6 at effort 7;
+#: libjxl 0.12 in the plugin and Debian's cjxl 0.7 alike). They are encoded at 7.
+_BUTTERAUGLI_MIN_SIDE = 8
 _SIGNATURE = b"\xff\x0a"
 _CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
 _RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
@@ -346,18 +353,22 @@ def encode(im: Image.Image, *, quality: int | None, lossless: bool, effort: int,
 
     ``quality`` 1-100 on libjxl's scale (ignored when ``lossless``; lossy
     stops at 99, libjxl's smallest distance);
-    ``effort`` is pyimgopt's 0-9, mapped by :func:`libjxl_effort`; ``fast``
-    (quality search probes) encodes at libjxl effort 3. Only ``exif`` is
-    written as metadata; the pixels are sRGB, which is what a JPEG XL file
-    without a profile means.
+    ``effort`` is pyimgopt's 0-9, mapped by :func:`libjxl_effort` (lossy
+    images under 8 pixels on a side: at most libjxl's 7, see
+    :data:`_BUTTERAUGLI_MIN_SIDE`); ``fast`` (quality search probes) encodes
+    at libjxl effort 3. Only ``exif`` is written as metadata; the pixels are
+    sRGB, which is what a JPEG XL file without a profile means.
     """
     mod = require("encode")
     if im.mode not in ("L", "LA", "RGB", "RGBA"):
         im = im.convert("RGBA" if im.has_transparency_data else "RGB")
     # libjxl's lossy mode has no distance 0: q100 is lossless, so lossy tops out at q99.
     q = 100 if lossless else min(99, quality or DEFAULT_QUALITY)
+    level = 3 if fast else libjxl_effort(effort)
+    if not lossless and min(im.size) < _BUTTERAUGLI_MIN_SIDE:
+        level = min(level, 7)
     enc = mod.Encoder(mode=im.mode, lossless=lossless, quality=q,
-                      effort=3 if fast else libjxl_effort(effort), decoding_speed=0,
+                      effort=level, decoding_speed=0,
                       use_container=bool(exif), use_original_profile=False,
                       num_threads=_threads())
     try:
@@ -410,6 +421,47 @@ def reconstruct(data: bytes) -> bytes | None:
     except Exception as exc:
         raise EncodeError(f"the JPEG XL cannot be read back: {exc}", stage="encode") from None
     return bytes(payload) if reconstructed else None
+
+
+#: Container boxes that hold metadata (EXIF, XMP, JUMBF), also when Brotli-compressed
+#: in a ``brob`` box whose first four bytes name the inner type.
+_METADATA_BOXES = (b"Exif", b"xml ", b"jumb")
+
+
+def strip_metadata(data: bytes) -> bytes | None:
+    """``data`` without its metadata boxes, the codestream untouched; ``None`` when it cannot.
+
+    Drops ``Exif``, ``xml `` and ``jumb`` boxes (plain or ``brob``); the
+    colour profile and the orientation live in the codestream and stay. A
+    container left with one ``jxlc`` box becomes the bare codestream; a bare
+    codestream, or a container without metadata, comes back as ``data``. A
+    file with JPEG reconstruction data (``jbrd``) and metadata boxes gives
+    ``None``: the JPEG it rebuilds needs those boxes, so they cannot go
+    without re-encoding.
+    """
+    if data[:2] == _SIGNATURE:
+        return data
+    if data[:12] != _CONTAINER:
+        return None
+    kept: list[tuple[bytes, bytes]] = []
+    dropped = jbrd = False
+    box_start = 0  # boxes are contiguous: each starts where the last ended
+    for kind, start, end in _boxes(data):
+        box, box_start = data[box_start:end], end
+        jbrd = jbrd or kind == b"jbrd"
+        if kind in _METADATA_BOXES or (kind == b"brob" and data[start:start + 4] in _METADATA_BOXES):
+            dropped = True
+            continue
+        kept.append((kind, box))
+    if not dropped:
+        return data
+    if jbrd:
+        return None
+    kinds = [k for k, _ in kept]
+    if kinds == [b"JXL ", b"ftyp", b"jxlc"]:
+        box = kept[2][1]
+        return box[16:] if box[:4] == b"\x00\x00\x00\x01" else box[8:]
+    return b"".join(box for _, box in kept)
 
 
 def check_limits(header: JxlHeader, max_pixels: int, path: str | None) -> None:

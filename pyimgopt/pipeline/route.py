@@ -31,7 +31,7 @@ __all__ = ["Clock", "run"]
 _REENCODE_MARGIN = 0.97
 #: Formats whose metadata strip (:mod:`.strip`, :mod:`.containers`) is a
 #: smaller candidate next to a re-encode.
-_STRIPPABLE = ("jpeg", "png", "webp", "gif")
+_STRIPPABLE = ("jpeg", "png", "webp", "gif", "jxl")
 
 
 class Clock:
@@ -198,7 +198,8 @@ def run(
         stripped = privacy.lossless_strip(data, fmt_in, keep_icc=strip_icc, orientation=orientation)
         # zero generation loss asked (JPEG), or a GIF re-encode that is not exact: a GIF is
         # re-quantised only when that keeps every displayed frame (checked by decoding)
-        lossless_only = (s.lossless is True and fmt_in == "jpeg") or (fmt_in == "gif" and not enc.lossless)
+        lossless_only = (s.lossless is True and fmt_in in ("jpeg", "jxl")) or (
+            fmt_in == "gif" and not enc.lossless)
         if isinstance(stripped, bytes) and (lossless_only or len(out) >= _REENCODE_MARGIN * len(stripped)):
             out = stripped
             enc.quality = dec.source_quality if fmt_in == "jpeg" else None

@@ -204,8 +204,8 @@ def strip_lossless(data: bytes, fmt: str, *, keep_icc: bool, orientation: int = 
     """``data`` with its metadata removed and its image data untouched, or ``None``.
 
     ``fmt`` is the sniffed format (``jpeg``, ``png``, ``webp``, ``gif``,
-    ``tiff``, ``avif``, ``heif``, ``bmp``). JPEG, PNG, WebP and GIF are rewritten
-    without their metadata blocks; TIFF, AVIF and HEIF, whose data is addressed by
+    ``tiff``, ``avif``, ``heif``, ``bmp``, ``jxl``). JPEG, PNG, WebP and GIF are
+    rewritten without their metadata blocks, JPEG XL without its metadata boxes; TIFF, AVIF and HEIF, whose data is addressed by
     file offsets, keep their size and have their metadata blanked in place
     (:mod:`.containers`); BMP holds none and comes back unchanged. The
     result equals ``data`` when there was nothing to remove. ``None`` means
@@ -227,6 +227,10 @@ def strip_lossless(data: bytes, fmt: str, *, keep_icc: bool, orientation: int = 
             return containers.blank_tiff(data, keep_icc=keep_icc)
         if fmt in ("avif", "heif"):  # the same ISO-BMFF item structure
             return containers.blank_avif(data)
+        if fmt == "jxl":  # metadata boxes dropped, the codestream untouched
+            from .jxl import strip_metadata
+
+            return strip_metadata(data)
     except (IndexError, ValueError, struct.error):  # a hostile structure: not certain
         return None
     return data if fmt == "bmp" else None
