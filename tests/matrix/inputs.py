@@ -1,5 +1,8 @@
 """The generated inputs: every variant of every format pyimgopt reads.
 
+HEIC/HEIF and JPEG XL inputs are made in :mod:`.heifjxl` (by pillow-heif and
+Debian's cjxl) and joined here.
+
 Each :class:`Case` carries the encoded bytes and, where the generator knows
 them exactly, the ground truth (``truth``: upright RGBA as float in 0..255,
 before any colour profile is applied; ``truth16`` for 16-bit sources).
@@ -31,15 +34,15 @@ JPEGTRAN = shutil.which("jpegtran")
 @dataclass
 class Case:
     id: str
-    cls: str                       # png jpeg webp gif tiff avif bmp
+    cls: str                       # png jpeg webp gif tiff avif bmp heif jxl
     data: bytes
     size: tuple[int, int]          # upright (width, height)
     truth: np.ndarray | None = None  # upright RGBA float 0..255, profile not applied
-    bits: int = 8                  # source sample depth (16 for 16-bit)
+    bits: int = 8                  # source sample depth (16 for anything deeper than 8)
     icc: str | None = None         # key in icc.PROFILES
     orientation: int = 1
     frames: int = 1
-    lossy: bool = False            # the source itself is lossy (JPEG, lossy WebP/AVIF)
+    lossy: bool = False            # the source itself is lossy (JPEG, lossy WebP/AVIF/JXL, HEIF)
     alpha: bool = False            # some pixel is not opaque
     patches: bool = False          # flat colour patches (colour checks per patch)
     tags: frozenset = field(default_factory=frozenset)
@@ -576,5 +579,7 @@ def bmp_cases() -> list[Case]:
 
 @functools.lru_cache(maxsize=1)
 def all_cases() -> tuple[Case, ...]:
+    from .heifjxl import heif_cases, jxl_cases  # they build on this module's helpers
+
     return tuple(png_cases() + jpeg_cases() + webp_cases() + gif_cases() + tiff_cases()
-                 + avif_cases() + bmp_cases())
+                 + avif_cases() + bmp_cases() + heif_cases() + jxl_cases())

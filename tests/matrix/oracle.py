@@ -6,20 +6,40 @@ Pillow, oriented by their EXIF orientation, and rendered to sRGB through their
 embedded ICC profile (LittleCMS inside libvips, relative colorimetric). CMYK
 without a profile is converted naively (multiplicative), as browsers do. BMP
 (which this libvips does not read) is decoded by Pillow, only for outputs.
+JPEG XL and HEVC-coded HEIF (which the pyvips wheel's libvips cannot read) are
+decoded by Debian's command-line tools into PNG, then read as above:
+``djxl`` (libjxl-tools 0.7, not the plugin's libjxl; it applies the codestream
+orientation, and its ICC profile is dropped when it only says sRGB) and
+``heif-convert`` (libheif-examples with libde265; it applies ``irot``/``imir``
+and ``clap``, so the EXIF orientation it copies is not applied again: HEIF's
+transforms are normative, its EXIF orientation informative).
 Comparisons: SSIM (7x7 box windows, written here), per-patch mean colour,
 exact RGBA.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import pyvips
 from PIL import Image
 
-__all__ = ["View", "view", "ssim", "composite", "resize_ref", "patch_means", "read_exif"]
+__all__ = ["View", "view", "ssim", "composite", "resize_ref", "patch_means", "read_exif",
+           "is_jxl", "is_heif", "has_box", "djxl", "DJXL", "HEIF_CONVERT"]
+
+DJXL = shutil.which("djxl")
+HEIF_CONVERT = shutil.which("heif-convert")
+_JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
 
 
 @dataclass
@@ -61,10 +81,112 @@ def _pillow_view(data: bytes) -> View:
     return View(raw.astype(float), raw, 8, None, 1, fmt, 1)
 
 
+def is_jxl(data: bytes) -> bool:
+    """A bare JPEG XL codestream or a JPEG XL container."""
+    return data[:2] == b"\xff\x0a" or data[:12] == _JXL_CONTAINER
+
+
+def is_heif(data: bytes) -> bool:
+    """An ISOBMFF file with a HEIF (not AVIF) brand."""
+    if data[4:8] != b"ftyp":
+        return False
+    size = int.from_bytes(data[:4], "big")
+    brands = {data[8:12]} | {data[i:i + 4] for i in range(16, min(size, len(data)) - 3, 4)}
+    return not brands & {b"avif", b"avis"} and bool(brands & _HEIF_BRANDS)
+
+
+def _boxes(data: bytes):
+    pos = 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        kind, head = data[pos + 4:pos + 8], 8
+        if size == 1:
+            size, head = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
+        elif size == 0:
+            size = len(data) - pos
+        if size < head:
+            return
+        yield kind, data[pos + head:pos + size]
+        pos += size
+
+
+def has_box(data: bytes, kind: bytes) -> bool:
+    """Whether the top level of an ISOBMFF file (a JPEG XL container) holds a ``kind`` box."""
+    return any(k == kind for k, _ in _boxes(data))
+
+
+def _run(tool: str, data: bytes, suffix: str, out_suffix: str) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in" + suffix), os.path.join(tmp, "out" + out_suffix)
+        with open(src, "wb") as f:
+            f.write(data)
+        args = [tool, src, dst] + (["--quiet", "--num_threads=1"] if tool == DJXL else [])
+        subprocess.run(args, check=True, capture_output=True, timeout=60)
+        with open(dst, "rb") as f:
+            return f.read()
+
+
+@functools.lru_cache(maxsize=64)
+def djxl(data: bytes, out_suffix: str = ".png") -> bytes:
+    """Debian's djxl: ``.png`` pixels, or ``.jpg`` (the JPEG rebuilt from reconstruction data)."""
+    if DJXL is None:
+        raise RuntimeError("djxl not found (apt-get install libjxl-tools)")
+    return _run(DJXL, data, ".jxl", out_suffix)
+
+
+def _png_chunks(png: bytes):
+    pos = 8
+    while pos + 8 <= len(png):
+        n = struct.unpack(">I", png[pos:pos + 4])[0]
+        yield png[pos + 4:pos + 8], pos, pos + 12 + n
+        pos += 12 + n
+
+
+def _srgb_like(icc: bytes, gray: bool) -> bool:
+    """Whether rendering through ``icc`` moves no colour of a grid by more than one level."""
+    levels = np.arange(0, 256, 17, dtype=np.uint8)
+    if gray:
+        grid = levels[None, :, None]
+    else:
+        grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
+    im = pyvips.Image.new_from_array(np.ascontiguousarray(grid)).cast("uchar").copy(
+        interpretation="b-w" if gray else "srgb")
+    im.set_type(pyvips.GValue.blob_type, "icc-profile-data", icc)
+    out = _np(im.icc_transform("srgb", embedded=True, intent="relative")).astype(float)
+    want = np.repeat(grid, 3, axis=-1) if gray else grid
+    return float(np.abs(out[..., :3] - want).max()) <= 1.0
+
+
+def _drop_srgb_iccp(png: bytes) -> bytes:
+    """The PNG without its ``iCCP`` chunk when the profile only describes sRGB."""
+    for kind, start, end in _png_chunks(png):
+        if kind == b"iCCP":
+            body = png[start + 8:end - 4]
+            icc = zlib.decompress(body[body.index(b"\0") + 2:])
+            if _srgb_like(icc, gray=icc[16:20] == b"GRAY"):
+                return png[:start] + png[end:]
+            break
+    return png
+
+
 def view(data: bytes, page: int = 0) -> View:
     """Decode ``data`` as a viewer would (see the module docstring)."""
     if data[:2] == b"BM":
         return _pillow_view(data)
+    if is_jxl(data):
+        v = _view(_drop_srgb_iccp(djxl(data)), 0, autorotate=True)
+        v.fmt, v.orientation = "jxl", 1  # djxl applied the codestream orientation
+        return v
+    if is_heif(data):
+        if HEIF_CONVERT is None:
+            raise RuntimeError("heif-convert not found (apt-get install libheif-examples)")
+        v = _view(_run(HEIF_CONVERT, data, ".heic", ".png"), 0, autorotate=False)
+        v.fmt, v.orientation = "heif", 1  # irot/imir applied by libheif
+        return v
+    return _view(data, page, autorotate=True)
+
+
+def _view(data: bytes, page: int, *, autorotate: bool) -> View:
     paged = data[:6] in (b"GIF87a", b"GIF89a") or data[:4] in (b"II*\x00", b"MM\x00*") or (
         data[:4] == b"RIFF" or data[4:8] == b"ftyp")
     opts = {"page": page} if paged else {}
@@ -75,7 +197,8 @@ def view(data: bytes, page: int = 0) -> View:
     icc = im.get("icc-profile-data") if im.get_typeof("icc-profile-data") else None
     if im.get_typeof("page-height") and im.get("page-height") != im.height:
         im = im.crop(0, 0, im.width, im.get("page-height"))
-    im = im.autorot()
+    if autorotate:
+        im = im.autorot()
     interp = im.interpretation
     raw = im.numpy().reshape(im.height, im.width, im.bands)
     if interp == "cmyk":
@@ -159,11 +282,26 @@ def patch_means(rgb: np.ndarray, cols: int = 4, rows: int = 3) -> np.ndarray:
 
 
 def read_exif(data: bytes) -> dict:
-    """EXIF tags of ``data`` (IFD0 and GPS) through Pillow's EXIF parser (metadata only)."""
-    with Image.open(io.BytesIO(data)) as im:
-        ex = im.getexif()
-        tags = dict(ex)
-        gps = dict(ex.get_ifd(0x8825))
+    """EXIF tags of ``data`` (IFD0 and GPS) through Pillow's EXIF parser (metadata only).
+
+    A JPEG XL's EXIF is its container's ``Exif`` box (a 4-byte offset, then
+    TIFF); one that rebuilds a JPEG is read from the JPEG djxl rebuilds (its
+    ``Exif`` box, Brotli-compressed, is where that JPEG's APP1 comes from).
+    """
+    if is_jxl(data) and has_box(data, b"jbrd"):
+        return read_exif(djxl(data, ".jpg"))
+    if is_jxl(data):
+        ex = Image.Exif()
+        for kind, body in _boxes(data) if data[:2] != b"\xff\x0a" else ():
+            if kind == b"Exif":
+                ex.load(body[4 + int.from_bytes(body[:4], "big"):])
+            elif kind == b"brob" and body[:4] in (b"Exif", b"xml "):
+                raise AssertionError("Brotli-compressed metadata box: cannot check it here")
+    else:
+        with Image.open(io.BytesIO(data)) as im:
+            ex = im.getexif()
+    tags = dict(ex)
+    gps = dict(ex.get_ifd(0x8825))
     if gps:
         tags["gps"] = gps
     return tags
