@@ -211,6 +211,17 @@ def test_ui_submit_outside_scope_is_refused_and_nothing_runs(ui, paths, out):
     ({"paths": ["{root}/pics/p0.png"], "out_dir": "{root}/pics/"}, "invalid_settings"),
     ({"paths": ["{root}/pics/p0.png"], "out_dir": "{root}"}, "invalid_settings"),
     ({"paths": ["{root}/pics"], "out_dir": "{root}"}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"lossless": "yes"}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o",
+      "settings": {"format": "auto", "formats_allowed": "jxl"}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o",
+      "settings": {"format": "auto", "formats_allowed": ["jpeg", "bmp"]}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o",
+      "settings": {"format": "auto", "formats_allowed": []}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o",
+      "settings": {"format": "auto", "formats_allowed": [7]}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o",
+      "settings": {"format": "webp", "formats_allowed": ["webp", "jxl"]}}, "invalid_settings"),
 ])
 def test_ui_bad_requests_get_a_typed_error(ui, body, code):
     server, root, _ = ui
@@ -299,6 +310,52 @@ def test_ui_batch_end_to_end_with_events_previews_and_replay(ui):
     assert resp.status == 409 and "finished" in json.loads(data)["error"]["message"]
     resp, _ = request(server, "POST", f"/api/batch/{bid}/explode", {})
     assert resp.status == 404
+
+
+def _run_batch(server, body):
+    seq = json.loads(request(server, "GET", "/api/state")[1])["seq"]
+    resp, data = request(server, "POST", "/api/batch", body)
+    assert resp.status == 200, data
+    read_events(server, seq, lambda e: e["kind"] == "batch" and e["data"]["finished"])
+    state = json.loads(request(server, "GET", "/api/state")[1])
+    return state, {os.path.basename(r["input"]): r for r in state["rows"]}
+
+
+def test_ui_auto_formats_allowed_and_lossless_reach_the_pipeline(ui):
+    """The page's two issue-19 controls, over HTTP: formats_allowed for auto, and lossless."""
+    pytest.importorskip("pillow_jxl", reason="pillow-jxl-plugin not installed")
+    from pyimgopt.pipeline import jxl
+
+    server, root, _ = ui
+    state = json.loads(request(server, "GET", "/api/state")[1])
+    assert "jxl" in state["formats"] and "jxl" in state["auto_formats"]
+    assert "jxl" not in state["browser_formats"] and "webp" in state["browser_formats"]
+    page = request(server, "GET", "/")[1].decode()
+    assert 'id="lossless"' in page and 'id="auto-formats"' in page
+    (root / "jx").mkdir()
+    src = encode(Image.fromarray(photo(120, 90)), "JPEG", quality=92)
+    (root / "jx" / "a.jpg").write_bytes(src)
+    # auto with JPEG XL allowed picks it here (smaller than JPEG at the same SSIM target)
+    settings = {"format": "auto", "formats_allowed": ["jpeg", "jxl"]}
+    state, rows = _run_batch(server, {"paths": [str(root / "jx")], "out_dir": str(root / "jx-auto"),
+                                      "settings": settings})
+    assert rows["a.jpg"]["status"] == "optimized" and rows["a.jpg"]["format_out"] == "jxl", rows
+    assert jxl.parse_header((root / "jx-auto" / "a.jxl").read_bytes()).width == 120
+    assert state["batch"]["settings"]["formats_allowed"] == ["jpeg", "jxl"]  # a reload restores it
+    # the default (no formats_allowed): browser formats only
+    state, rows = _run_batch(server, {"paths": [str(root / "jx")], "out_dir": str(root / "jx-web"),
+                                      "settings": {"format": "auto"}})
+    assert rows["a.jpg"]["format_out"] in ("jpeg", "webp", "avif"), rows
+    # lossless JPEG -> JPEG XL: the JPEG is rebuilt from the output
+    state, rows = _run_batch(server, {"paths": [str(root / "jx")], "out_dir": str(root / "jx-ll"),
+                                      "settings": {"format": "jxl", "lossless": True,
+                                                   "keep_metadata": True}})
+    assert rows["a.jpg"]["format_out"] == "jxl", rows
+    assert jxl.reconstruct((root / "jx-ll" / "a.jxl").read_bytes()) == src
+    # without lossless the same request is a lossy JPEG XL: nothing to rebuild
+    state, rows = _run_batch(server, {"paths": [str(root / "jx")], "out_dir": str(root / "jx-lossy"),
+                                      "settings": {"format": "jxl", "lossless": None}})
+    assert jxl.reconstruct((root / "jx-lossy" / "a.jxl").read_bytes()) is None
 
 
 def test_ui_in_place_batch_and_its_preview(ui):

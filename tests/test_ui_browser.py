@@ -134,6 +134,24 @@ def test_ui_in_chromium(ui_url, tmp_path):
             expect(page.locator("body")).to_have_attribute("data-ready", "1")
             expect(page.locator("#st-sidecars")).to_have_text("1", timeout=15_000)
 
+            # 0. auto's formats: shown for auto only, browser formats ticked, JPEG XL not
+            expect(page.locator("#auto-formats")).to_be_hidden()
+            page.select_option("#format", "auto")
+            expect(page.locator("#auto-formats")).to_be_visible()
+            expect(page.locator("#allow-jxl")).not_to_be_checked()
+            for f in ("jpeg", "webp", "avif", "png"):
+                expect(page.locator(f"#allow-{f}")).to_be_checked()
+            page.check("#allow-jxl")
+            page.uncheck("#allow-png")
+            page.check("#lossless")
+            sent = page.evaluate("formSettings()")
+            assert sent["formats_allowed"] == ["jpeg", "webp", "avif", "gif", "jxl"], sent
+            assert sent["lossless"] is True
+            page.uncheck("#lossless")
+            page.select_option("#format", "webp")
+            expect(page.locator("#auto-formats")).to_be_hidden()
+            assert "formats_allowed" not in page.evaluate("formSettings()")
+
             # 1. pick the small folder, choose settings, start, see it finish
             page.locator("#entries li[data-name=small] input").check()
             expect(page.locator("#sel-count")).to_have_text("1")

@@ -3,7 +3,8 @@
 Owns :class:`UIError` (an HTTP status plus a typed error for the page),
 :func:`ui_policy` (read and write inside the UI's root folders, every format,
 no priority) and :func:`settings_from_form` (only known fields, each checked;
-ranges and messages are :class:`Settings`' own).
+ranges and messages are :class:`Settings`' own; ``formats_allowed`` only
+with ``format="auto"``, where it means something).
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from typing import Any
 
 from ..errors import InvalidSettingsError, PyimgoptError
 from ..security import Capabilities, Policy, Scope
-from ..settings import FITS, OUTPUT_FORMATS, Settings
+from ..settings import AUTO_FORMATS, FITS, OUTPUT_FORMATS, Settings
 
 __all__ = ["UIError", "ui_policy", "settings_from_form"]
 
 #: Form fields the page may send, and the Settings field each sets.
 _FORM_FIELDS = ("format", "quality", "target_ssim", "max_width", "max_height", "fit",
-                "keep_metadata", "lossy_png", "effort")
+                "keep_metadata", "lossy_png", "effort", "lossless", "formats_allowed")
 
 
 class UIError(Exception):
@@ -88,4 +89,18 @@ def settings_from_form(form: Any) -> Settings:
         if not isinstance(v, bool):
             raise InvalidSettingsError(f"{name} must be true or false", stage="ui")
         kw[name] = v
+    lossless = form.get("lossless")
+    if lossless is not None and not isinstance(lossless, bool):
+        raise InvalidSettingsError("lossless must be true, false or null (the format's default)",
+                                   stage="ui")
+    kw["lossless"] = lossless
+    allowed = form.get("formats_allowed")
+    if allowed is not None:
+        if kw["format"] != "auto":
+            raise InvalidSettingsError("formats_allowed applies to format auto only", stage="ui")
+        if not isinstance(allowed, list) or not all(isinstance(f, str) for f in allowed):
+            raise InvalidSettingsError(
+                f"formats_allowed must be a list of names among {', '.join(AUTO_FORMATS)}",
+                stage="ui")
+        kw["formats_allowed"] = tuple(allowed)  # names and non-emptiness: Settings' own checks
     return Settings(**kw)  # range checks and messages are Settings' own

@@ -28,7 +28,7 @@ from ..errors import (
     ScopeDeniedError,
 )
 from ..security import Policy, canonical_input, canonical_output
-from ..settings import FITS, OUTPUT_FORMATS
+from ..settings import AUTO_FORMATS, BROWSER_FORMATS, FITS, OUTPUT_FORMATS
 from .forms import UIError, settings_from_form
 from .rows import FINAL, BatchView, Row, relative
 
@@ -87,6 +87,8 @@ class Session:
                 "seq": self._seq,
                 "roots": self.roots,
                 "formats": list(OUTPUT_FORMATS),
+                "auto_formats": list(AUTO_FORMATS),  # what formats_allowed may name
+                "browser_formats": list(BROWSER_FORMATS),  # its default
                 "fits": list(FITS),
                 "in_place_allowed": self.policy.capabilities.in_place,
                 "status": dict(self.status),

@@ -113,8 +113,24 @@ function formSettings() {
     if ($(k).value !== "") s[k] = parseInt($(k).value, 10);
   }
   if ($("target_ssim").value !== "") s.target_ssim = parseFloat($("target_ssim").value);
+  if ($("lossless").checked) s.lossless = true;  // unchecked: each format's default
+  if (s.format === "auto") {
+    s.formats_allowed = [...document.querySelectorAll("#allowed input:checked")].map((b) => b.value);
+  }
   return s;
 }
+
+// The auto formats: one checkbox each, the browser formats ticked; shown for "auto" only.
+function drawAllowed(names, ticked) {
+  const box = $("allowed");
+  box.replaceChildren();
+  for (const f of names) {
+    const input = el("input", { type: "checkbox", value: f, id: "allow-" + f, checked: ticked.includes(f) });
+    box.append(el("label", { className: "check" }, input, " " + f));
+  }
+}
+
+function showAllowed() { $("auto-formats").hidden = $("format").value !== "auto"; }
 
 async function start() {
   $("start-error").textContent = "";
@@ -329,14 +345,15 @@ async function init() {
   const fmt = $("format"), fit = $("fit");
   for (const f of snap.formats) fmt.append(el("option", { value: f, textContent: f }));
   for (const f of snap.fits) fit.append(el("option", { value: f, textContent: f }));
-  if (snap.batch) {
-    const s = snap.batch.settings || {};
-    for (const [k, v] of Object.entries(s)) {
-      const input = $(k);
-      if (!input) continue;
-      if (input.type === "checkbox") input.checked = !!v; else input.value = v;
-    }
+  const prior = snap.batch ? snap.batch.settings || {} : {};
+  drawAllowed(snap.auto_formats, Array.isArray(prior.formats_allowed) ? prior.formats_allowed : snap.browser_formats);
+  for (const [k, v] of Object.entries(prior)) {
+    const input = $(k);
+    if (!input) continue;
+    if (input.type === "checkbox") input.checked = !!v; else input.value = v;
   }
+  fmt.addEventListener("change", showAllowed);
+  showAllowed();
   $("out_dir").value = snap.batch && snap.batch.out_dir ? snap.batch.out_dir
     : (snap.roots.length ? snap.roots[0].replace(/\/$/, "") + "/optimized" : "");
   if (!snap.in_place_allowed) $("dest-inplace").disabled = true;
