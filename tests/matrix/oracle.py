@@ -286,10 +286,13 @@ def read_exif(data: bytes) -> dict:
 
     A JPEG XL's EXIF is its container's ``Exif`` box (a 4-byte offset, then
     TIFF); one that rebuilds a JPEG is read from the JPEG djxl rebuilds (its
-    ``Exif`` box, Brotli-compressed, is where that JPEG's APP1 comes from).
+    ``Exif`` box, Brotli-compressed, is where that JPEG's APP1 comes from);
+    a HEIF's from the PNG heif-convert writes (it copies the EXIF item).
     """
     if is_jxl(data) and has_box(data, b"jbrd"):
         return read_exif(djxl(data, ".jpg"))
+    if is_heif(data):  # heif-convert copies the EXIF item into its PNG
+        return read_exif(_run(HEIF_CONVERT, data, ".heic", ".png"))
     if is_jxl(data):
         ex = Image.Exif()
         for kind, body in _boxes(data) if data[:2] != b"\xff\x0a" else ():
