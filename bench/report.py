@@ -8,7 +8,10 @@ Usage::
     python bench/report.py .benchmarks/bench.json .benchmarks/pool.json    # several runs, merged
 
 ``--update`` replaces what lies between the ``<!-- report:begin -->`` and
-``<!-- report:end -->`` lines of that file, and nothing else. Rows are read
+``<!-- report:end -->`` lines of that file, and nothing else; the benchmarks
+of the broad-corpus suites (``bench_broad.py``, ``bench_stages.py``) go
+between ``<!-- broad:begin -->`` and ``<!-- broad:end -->`` instead
+(``report_broad.py``), so either kind of run updates only its own tables. Rows are read
 from each benchmark's ``extra_info`` (``suite``, ``impl``, ...), not parsed
 from test names, so new parameters (a format case, a target size) show up
 without changes here. Only the standard library is used.
@@ -442,14 +445,28 @@ def render(data: dict[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def update(path: pathlib.Path, tables: str) -> None:
+def update(path: pathlib.Path, tables: str, begin: str = BEGIN, end: str = END) -> None:
     text = path.read_text(encoding="utf-8")
     try:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
     except ValueError:
-        sys.exit(f"{path}: expected one {BEGIN!r} line and one {END!r} line after it")
-    path.write_text(f"{head}{BEGIN}\n\n{tables}\n{END}{tail}", encoding="utf-8")
+        sys.exit(f"{path}: expected one {begin!r} line and one {end!r} line after it")
+    path.write_text(f"{head}{begin}\n\n{tables}\n{end}{tail}", encoding="utf-8")
+
+
+def broad_header(data: dict[str, Any]) -> str:
+    """The run line of the broad-corpus tables."""
+    m = data.get("machine_info", {})
+    v = m.get("bench_versions", {})
+    commit = data.get("commit_info", {})
+    dirty = " (with uncommitted changes)" if commit.get("dirty") else ""
+    runs = sorted({b.get("run", "?") for b in data["benchmarks"]})
+    return (f"Runs of {', '.join(runs)} UTC on commit `{str(commit.get('id', '?'))[:10]}`{dirty}; "
+            f"{m.get('cpu', {}).get('brand_raw', '?')}, a **shared 2-core VM** (other jobs were "
+            f"running: read ratios between contenders of the same run, not absolute seconds); "
+            f"Python {m.get('python_version', '?')}, Pillow {v.get('pillow', '?')}, "
+            f"pyvips {v.get('pyvips') or '–'}; one codec thread for every contender.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -473,11 +490,23 @@ def main(argv: list[str] | None = None) -> None:
         for b in r["benchmarks"]:
             b.setdefault("run", str(r.get("datetime", "?"))[:19])
     data = {**runs[0], "benchmarks": [b for r in runs for b in r["benchmarks"]]}
-    tables = render(data)
-    if args.update:
-        update(args.update, tables)
-    else:
-        sys.stdout.write(tables)
+    broad_suites = ("broad", "stages")
+    main_benches = [b for b in data["benchmarks"]
+                    if b["extra_info"].get("suite") not in broad_suites]
+    broad_benches = [b for b in data["benchmarks"] if b["extra_info"].get("suite") in broad_suites]
+    out: list[tuple[str, str, str]] = []
+    if main_benches or not broad_benches:
+        out.append((render({**data, "benchmarks": main_benches}), BEGIN, END))
+    if broad_benches:
+        import report_broad
+
+        text = report_broad.render(broad_benches, broad_header({**data, "benchmarks": broad_benches}))
+        out.append((text, report_broad.BEGIN, report_broad.END))
+    for tables, begin, end in out:
+        if args.update:
+            update(args.update, tables, begin, end)
+        else:
+            sys.stdout.write(tables)
 
 
 if __name__ == "__main__":

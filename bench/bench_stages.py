@@ -1,0 +1,243 @@
+"""Where the time goes: a per-stage profile of the default settings on the broad corpus,
+and the price (seconds and bytes) of each optional step.
+
+All in this one process with one codec thread (``bench/conftest.py``), one
+round per file; the pipeline is not changed to be measured:
+
+- ``keep``: ``optimize_file`` with default settings on every file of the
+  corpus, writing to a temporary folder; ``Result.stages`` (read, probe,
+  decode, resize, encode, write) is recorded per file. ``encode`` holds every
+  encoder candidate, the lossless-strip candidate and the pick.
+- ``auto``: ``Settings(format="auto")`` on the deterministic sample of
+  :func:`_broad.sample`, with the stages, plus what happens inside ``encode``,
+  seen from outside by wrapping three pipeline functions for the duration of
+  the call: each candidate format (``pipeline._encode_one``: seconds, bytes,
+  SSIM, whether it won), each SSIM probe (``quality.measure``: count and
+  seconds) and each probe/final encode of the quality search
+  (``quality.encode``: count and seconds). Where a function is missing (the
+  pipeline moved on), that part is reported as not measured.
+- step prices, on the same sample, each a variant of the settings run beside
+  the default on the same file, its bytes, seconds and SSIM (against the
+  input as a viewer shows it) compared with the default's:
+
+  ===================  ===================================================
+  variant              the step it prices
+  ===================  ===================================================
+  jpeg ``effort=4``    trellis: libjpeg-turbo q80 (through Pillow), no
+                       mozjpeg, against mozjpeg's trellis at the default
+  jpeg ``effort=8``    mozjpeg's progressive scan search (JPEG at effort 7
+                       is the default's encoder; 8 adds only the search)
+  jpeg ``lossless``    the lossless-strip candidate alone (metadata strip +
+                       mozjpeg's lossless pass), which the default also
+                       computes for a JPEG kept as JPEG
+  jpeg ``4:2:0``       the 4:4:4 check (``chroma_subsampling="4:2:0"``
+                       skips it; the bytes differ where it chose 4:4:4)
+  png ``effort`` 0/4/8 oxipng's presets around the default's 6 (0: Pillow
+                       alone, no oxipng); 9 is in ``bench_broad.py``
+  ===================  ===================================================
+
+Run (about 20 min on the shared 2-core VM)::
+
+    .venv/bin/python -m pytest bench/bench_stages.py -o python_files='bench_*.py' --benchmark-only \\
+        -p no:cacheprovider -q --benchmark-json=.benchmarks/stages.json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import pytest
+from _broad import BROAD, entries, ident, luma_ssim, read, sample, skip_reason, viewer_rgb
+
+import pyimgopt
+from pyimgopt import Settings
+
+ALL = entries()
+SAMPLE = sample(ALL)
+SAMPLE_FILES = {e["file"] for e in SAMPLE}
+
+JPEG_VARIANTS = {
+    "default": Settings(),
+    "effort4": Settings(effort=4),
+    "effort8": Settings(effort=8),
+    "lossless": Settings(lossless=True),
+    "420": Settings(chroma_subsampling="4:2:0"),
+}
+PNG_VARIANTS = {
+    "default": Settings(),
+    "effort0": Settings(effort=0),
+    "effort4": Settings(effort=4),
+    "effort8": Settings(effort=8),
+}
+
+
+@pytest.fixture(scope="module")
+def outdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("stages")
+
+
+def _run_file(e: dict, settings: Settings, outdir) -> pyimgopt.Result:
+    src = BROAD / e["file"]
+    dst = outdir / os.path.basename(e["file"])
+    res = pyimgopt.optimize_file(src, dst, settings)
+    if res.output and os.path.exists(res.output):
+        os.unlink(res.output)
+    return res
+
+
+def _record(benchmark, e: dict, res: pyimgopt.Result, **extra) -> None:
+    benchmark.extra_info.update(
+        suite="stages", file=e["file"], category=e["category"], large=e["large"],
+        megapixels=e["megapixels"], bytes_in=res.bytes_in or e["bytes"],
+        bytes_out=res.bytes_out if res.bytes_out is not None else e["bytes"],
+        status=res.status, error=None if res.error is None else res.error.code,
+        format_out=res.format_out, stages=dict(res.stages), seconds=res.seconds,
+        notes=list(res.notes), **extra)
+
+
+def _params(items, variants=("-",)):
+    out = [pytest.param(e, v, id=f"{ident(e)}-{v}") for e in items for v in variants]
+    return out or [pytest.param(None, "-", id="no-corpus")]
+
+
+@pytest.mark.parametrize("e, variant", _params(ALL, ("keep",)))
+def test_keep(benchmark, outdir, e, variant):
+    if e is None:
+        pytest.skip(skip_reason())
+    benchmark.group = f"stages keep {ident(e)}"
+    res = benchmark.pedantic(_run_file, args=(e, Settings(), outdir), rounds=1, iterations=1)
+    _record(benchmark, e, res, kind="keep", impl="keep", sample=e["file"] in SAMPLE_FILES)
+
+
+class _Probe:
+    """Wraps pipeline functions for one call, from outside, and restores them."""
+
+    def __init__(self) -> None:
+        self.candidates: list[dict] = []
+        self.measure = [0, 0.0]
+        self.encodes = {"fast": [0, 0.0], "final": [0, 0.0]}
+        self.missing: list[str] = []
+
+    @contextlib.contextmanager
+    def installed(self):
+        import pyimgopt.pipeline as pipe
+        from pyimgopt.pipeline import quality
+
+        saved = []
+
+        def wrap(mod, name, make):
+            orig = getattr(mod, name, None)
+            if orig is None:
+                self.missing.append(f"{mod.__name__}.{name}")
+                return
+            saved.append((mod, name, orig))
+            setattr(mod, name, make(orig))
+
+        def encode_one(orig):
+            def inner(*args, **kwargs):
+                t = time.perf_counter()
+                cand = orig(*args, **kwargs)
+                enc = getattr(cand, "encoded", None)
+                self.candidates.append({
+                    "format": getattr(enc, "format", args[1] if len(args) > 1 else "?"),
+                    "lossless": bool(getattr(enc, "lossless", False)),
+                    "seconds": time.perf_counter() - t,
+                    "bytes": len(enc.data) if enc is not None else None,
+                    "ssim": getattr(cand, "ssim", None)})
+                return cand
+            return inner
+
+        def measure(orig):
+            def inner(*args, **kwargs):
+                t = time.perf_counter()
+                try:
+                    return orig(*args, **kwargs)
+                finally:
+                    self.measure[0] += 1
+                    self.measure[1] += time.perf_counter() - t
+            return inner
+
+        def q_encode(orig):
+            def inner(*args, **kwargs):
+                t = time.perf_counter()
+                try:
+                    return orig(*args, **kwargs)
+                finally:
+                    slot = self.encodes["fast" if kwargs.get("fast") else "final"]
+                    slot[0] += 1
+                    slot[1] += time.perf_counter() - t
+            return inner
+
+        wrap(pipe, "_encode_one", encode_one)
+        wrap(quality, "measure", measure)
+        wrap(quality, "encode", q_encode)
+        try:
+            yield self
+        finally:
+            for mod, name, orig in reversed(saved):
+                setattr(mod, name, orig)
+
+
+@pytest.mark.parametrize("e, variant", _params(SAMPLE, ("auto",)))
+def test_auto(benchmark, outdir, e, variant):
+    if e is None:
+        pytest.skip(skip_reason())
+    benchmark.group = f"stages auto {ident(e)}"
+    probe = _Probe()
+
+    def run():
+        probe.__init__()
+        with probe.installed():
+            return _run_file(e, Settings(format="auto"), outdir)
+
+    res = benchmark.pedantic(run, rounds=1, iterations=1)
+    fmt_out = res.format_out
+    for c in probe.candidates:  # the winner: the candidate whose bytes were written
+        c["won"] = c["format"] == fmt_out and c["bytes"] == res.bytes_out
+    _record(benchmark, e, res, kind="auto", impl="auto", candidates=probe.candidates,
+            ssim_probes=probe.measure, search_encodes=probe.encodes,
+            not_measured=probe.missing, ssim=res.ssim)
+
+
+def _variants():
+    out = []
+    for e in SAMPLE:
+        names = JPEG_VARIANTS if e["format"] == "JPEG" else PNG_VARIANTS if e["format"] == "PNG" else {}
+        out += [pytest.param(e, v, id=f"{ident(e)}-{v}") for v in names]
+    return out or [pytest.param(None, "-", id="no-corpus")]
+
+
+_REF: dict[str, object] = {}
+
+
+@pytest.mark.parametrize("e, variant", _variants())
+def test_step(benchmark, outdir, e, variant):
+    if e is None:
+        pytest.skip(skip_reason())
+    settings = (JPEG_VARIANTS if e["format"] == "JPEG" else PNG_VARIANTS)[variant]
+    benchmark.group = f"stages step {ident(e)}"
+
+    def run(data):
+        try:
+            out, res = pyimgopt.optimize_bytes(data, settings)
+        except pyimgopt.errors.PyimgoptError as exc:
+            return data, exc
+        return out, res
+
+    data = read(e)
+    out, res = benchmark.pedantic(run, args=(data,), rounds=1, iterations=1)
+    extra = {}
+    if e["format"] == "JPEG":
+        if e["file"] not in _REF:
+            _REF.clear()
+            _REF[e["file"]] = viewer_rgb(data)
+        extra["ssim"] = 1.0 if out == data else luma_ssim(_REF[e["file"]], out)
+    failed = not isinstance(res, pyimgopt.Result)
+    benchmark.extra_info.update(
+        suite="stages", kind="step", impl=f"{e['format'].lower()}-{variant}", variant=variant,
+        file=e["file"], category=e["category"], large=e["large"], megapixels=e["megapixels"],
+        bytes_in=len(data), bytes_out=len(out), status="failed" if failed else res.status,
+        stages={} if failed else dict(res.stages), notes=[] if failed else list(res.notes),
+        **extra)
