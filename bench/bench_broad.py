@@ -22,10 +22,16 @@ against the input as a viewer shows it (:func:`_broad.viewer_rgb`).
 
 WebP and GIF: ``pyimgopt`` default only (the no-larger / no-failure check).
 
+Times are CPU seconds of this process (``--benchmark-timer=time.process_time``):
+on the shared machine one file's wall-clock time varied 1-4x between runs,
+its CPU time far less; every contender runs on one thread, so CPU time is the
+work it did.
+
 Run (about 25 min on the shared 2-core VM)::
 
-    .venv/bin/python -m pytest bench/bench_broad.py -o python_files='bench_*.py' --benchmark-only \\
-        -p no:cacheprovider -q --benchmark-json=.benchmarks/broad.json
+    PYIMGOPT_BENCH_BROAD=1 .venv/bin/python -m pytest bench/bench_broad.py -o python_files='bench_*.py' \\
+        --benchmark-only --benchmark-timer=time.process_time -p no:cacheprovider -q \\
+        --benchmark-json=.benchmarks/broad.json
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ The corpus lands in ``$PYIMGOPT_BROAD_CORPUS`` or ``~/.cache/pyimgopt/bench-corp
 and ``manifest.json`` (one entry per image: package, version, licence,
 category, kind, large, path inside the package, size, bytes, sha256 and
 format traits). A package already in the manifest at the pinned version is
-not downloaded again.
+not downloaded again; a package whose rules changed is rebuilt alone (an
+image it gives up or takes could change what a later package deduplicates
+against, so for the exact clean-build selection use ``--rebuild``).
 
 Selection is deterministic. Each package has rules (globs on the path inside
 the package, first match wins) giving each image a *kind* — ``icon``,
@@ -176,7 +178,10 @@ PACKAGES: tuple[Package, ...] = (
     _p("rawtherapee-data", "5.9-1", "icon", {"png": 3}),
     # --- manuals: screenshots with text (RGB, RGBA, palette, ICC-tagged), some photos
     _p("gimp-help-en", "2.10.34-2", "screenshot", {"png": 36, "jpeg": 22},
-       ("*/images/filters/examples/*", "photo"), ("*/images/tutorials/*.jpg", "photo"),
+       ("*/images/filters/examples/*.jpg", "photo"), ("*/images/filters/examples/*taj*", "photo"),
+       ("*/images/filters/examples/*zinnias*", "photo"),
+       ("*/images/filters/examples/*cosmos*", "photo"),
+       ("*/images/filters/examples/*", "graphic"), ("*/images/tutorials/*.jpg", "photo"),
        ("*/images/using/*.jpg", "photo"), ("*/images/math/*", "graphic"),
        ("*/images/glossary/*", "graphic"), ("*.jpg", "photo"), min_side=48),
     _p("kicad-doc-en", "6.0.11+dfsg-1", "screenshot", {"png": 16}, min_side=64),
