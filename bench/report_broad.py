@@ -113,7 +113,7 @@ def png_section(benches: list[dict[str, Any]]) -> tuple[str, list[list[str]]]:
             above = sum(c["pyimgopt"]["extra_info"]["bytes_out"]
                         > PNG_WORST_TARGET * c["pillow-optimize"]["extra_info"]["bytes_out"] for c in sel)
             time_ratio = t_ours / t_pil
-    text = ("Bytes out (a `skipped` file counts at its input size: what the user gets); seconds "
+    text = ("Bytes out (a `skipped` file counts at its input size: what the user gets); CPU seconds "
             "summed over the files (median of 3 rounds under 0.25 MP, else one round); ratios "
             "against Pillow `optimize=True`; worst = the file with the largest pyimgopt / Pillow "
             "bytes ratio.\n\n"
