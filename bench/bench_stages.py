@@ -15,7 +15,8 @@ CPU time far less). The pipeline is not changed to be measured:
 - ``auto``: ``Settings(format="auto")`` on the deterministic sample of
   :func:`_broad.sample` (one round), with the stages, plus what happens inside ``encode``,
   seen from outside by wrapping three pipeline functions for the duration of
-  the call: each candidate format (``pipeline._encode_one``: CPU seconds, bytes,
+  the call: each candidate format (``pipeline.choose.encode_one``, before the
+  pipeline split ``pipeline._encode_one``: CPU seconds, bytes,
   SSIM, whether it won), each SSIM probe (``quality.measure``: count and
   seconds) and each probe/final encode of the quality search
   (``quality.encode``: count and seconds). Where a function is missing (the
@@ -147,8 +148,15 @@ class _Probe:
 
     @contextlib.contextmanager
     def installed(self):
+        import importlib
+
         import pyimgopt.pipeline as pipe
         from pyimgopt.pipeline import quality
+
+        try:  # where format="auto" looks its per-format step up (pipeline split or not)
+            chooser, chooser_name = importlib.import_module("pyimgopt.pipeline.choose"), "encode_one"
+        except ImportError:
+            chooser, chooser_name = pipe, "_encode_one"
 
         saved = []
 
@@ -195,7 +203,7 @@ class _Probe:
                     slot[1] += time.process_time() - t
             return inner
 
-        wrap(pipe, "_encode_one", encode_one)
+        wrap(chooser, chooser_name, encode_one)
         wrap(quality, "measure", measure)
         wrap(quality, "encode", q_encode)
         try:
