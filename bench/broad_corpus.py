@@ -44,7 +44,8 @@ textures); ``webp`` and ``gif``. Independently, ``large`` is true for images
 of at least 8 megapixels: the benchmarks report a "large" row that counts
 such files *again*, beside their own category (totals count each file once).
 
-Package versions are pinned (:data:`PACKAGES`); when the archive no longer
+Package versions are pinned (:data:`PACKAGES` in ``broad_packages.py``, with
+the rules; ``broad_facts.py`` says what is recorded of each image); when the archive no longer
 serves a pinned version the current one is used, recorded in the manifest,
 and a warning is printed (``--strict`` makes that an error).
 """
@@ -60,7 +61,6 @@ import os
 import pathlib
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -70,13 +70,27 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from broad_facts import (  # bench/ is the script's folder
+    LARGE_PIXELS,
+    facts,
+    licence_for,
+    png_traits,
+    size_class,
+    sniff,
+    traits,
+)
+from broad_packages import (
+    CATEGORIES,
+    MIN_SIDE,
+    PACKAGES,
+    TEST_CORPUS_SOURCES,
+    Package,
+    category,
+)
+
 DEFAULT_DEST = pathlib.Path.home() / ".cache" / "pyimgopt" / "bench-corpus"
 ENV_DEST = "PYIMGOPT_BROAD_CORPUS"
 MANIFEST = "manifest.json"
-#: Megapixels from which an image also counts as ``large``.
-LARGE_PIXELS = 8_000_000
-#: Smaller images are not benchmark material (1-pixel strips, 4x4 swatches).
-MIN_SIDE = 8
 #: A toolbar icon in a manual is no screenshot, nor a 32 px swatch a photo.
 KIND_MIN_SIDE = {"screenshot": 48, "photo": 48}
 #: Above this the pipeline's default ``max_pixels`` refuses the image anyway.
@@ -84,379 +98,6 @@ MAX_PIXELS = 100_000_000
 
 #: Bumped when the selection algorithm changes, so every package is rebuilt.
 SELECTION_VERSION = 2
-KINDS = ("icon", "screenshot", "graphic", "photo")
-CATEGORIES = ("icon", "screenshot", "graphic", "photo-png", "photo-jpeg", "graphic-jpeg",
-              "webp", "gif")
-
-
-def category(fmt: str, kind: str) -> str:
-    """The category an image of ``fmt`` (PNG/JPEG/WEBP/GIF) and ``kind`` is reported under."""
-    if fmt == "PNG":
-        return "photo-png" if kind == "photo" else kind
-    if fmt == "JPEG":
-        return "photo-jpeg" if kind == "photo" else "graphic-jpeg"
-    return fmt.lower()
-
-
-@dataclass(frozen=True)
-class Package:
-    """One Debian package and how images are taken from it.
-
-    ``rules``: ``(glob, kind)`` pairs matched against the path inside the
-    package (``fnmatch``: ``*`` also crosses ``/``); the first match wins and
-    kind ``None`` excludes the file. Unmatched files get ``kind`` (``None``:
-    excluded). ``caps``: most images taken per format (``png``, ``jpeg``,
-    ``webp``, ``gif``; absent = 0). ``group``: a regular expression; images
-    whose paths give the same first group count once.
-    """
-
-    name: str
-    version: str
-    kind: str | None
-    caps: dict[str, int]
-    rules: tuple[tuple[str, str | None], ...] = ()
-    group: str | None = None
-    min_side: int = MIN_SIDE
-
-
-def _p(name: str, version: str, kind: str | None, caps: dict[str, int],
-       *rules: tuple[str, str | None], group: str | None = None, min_side: int = MIN_SIDE) -> Package:
-    return Package(name, version, kind, caps, tuple(rules), group, min_side)
-
-
-#: Where the test corpus came from (its MANIFEST.json ``source_files``): never
-#: taken here, nor other resolutions of the same wallpaper. Globs on
-#: ``package:path``.
-TEST_CORPUS_SOURCES = (
-    "mate-backgrounds:*/nature/Storm*", "mate-backgrounds:*/nature/Blinds*",
-    "mate-backgrounds:*/nature/Garden*", "mate-backgrounds:*/nature/LadyBird*",
-    "mate-backgrounds:*/nature/Dune*", "mate-backgrounds:*/desktop/Stripes.png",
-    "mate-backgrounds:*/abstract/Flow.png",
-    "plasma-workspace-wallpapers:*/wallpapers/Path/*",
-    "plasma-workspace-wallpapers:*/wallpapers/EveningGlow/*",
-    "plasma-workspace-wallpapers:*/wallpapers/FallenLeaf/*",
-    "plasma-workspace-wallpapers:*/wallpapers/Grey/*",
-    "plasma-workspace-wallpapers:*/wallpapers/ColorfulCups/*",
-    "plasma-workspace-wallpapers:*/wallpapers/Kite/*",
-    "lomiri-wallpapers-16.04:*/sunset_by_Aitzol_Berasategi.jpg",
-    "lomiri-wallpapers-16.04:*/Bridge_by_Sander_Klootwijk.jpg",
-    "lomiri-wallpapers-16.04:*/picosdeeuropa_by_Aitzol_Berasategi.jpg",
-    "lomiri-wallpapers-16.04:*/friends_by_Aitzol_Berasategi.jpg",
-    "lomiri-wallpapers-16.04:*/aitzgorri_by_Aitzol_Berasategi.jpg",
-    "lomiri-wallpapers-16.04:*/Wine_by_Jakkub_Mede.jpg",
-    "gnome-user-docs:*/figures/shell-appts.png", "gnome-user-docs:*/figures/screenshot-tool.png",
-    "adwaita-icon-theme:*/512x512/places/folder-pictures.png",
-    "adwaita-icon-theme:*/512x512/devices/printer.png",
-    "tango-icon-theme:*/32x32/actions/document-save.png",
-    "desktop-base:*/plymouth/themes/emerald/logo+emerald.png",
-    "desktop-base:*/debian-logos/logo-256.png",
-    "desktop-base:*/plymouth/themes/spacefun/earth*.png",
-    "desktop-base:*/futureprototype-theme/grub/grub-4x3.png",
-    "desktop-base:*/homeworld-theme/grub/grub-4x3.png",
-    "sway-backgrounds:*/Sway_Wallpaper_Blue_2048x1536.png",
-    "gnome-backgrounds:*/truchet-l.webp",
-    "python3-skimage:*/skimage/data/astronaut.png", "python3-skimage:*/skimage/data/camera.png",
-    "python3-skimage:*/skimage/data/coffee.png", "python3-skimage:*/skimage/data/rocket.jpg",
-    "python-matplotlib-data:*/sample_data/grace_hopper.jpg",
-)
-
-_HELP = "*/doc/HTML/en/*"  # KDE manuals: the English screenshots; other languages repeat them
-_OTHER_HELP = "*/doc/HTML/*"
-
-#: The fixed package list (Debian 12 "bookworm" versions). Order matters only
-#: for deduplication: an image found in an earlier package is not taken again.
-PACKAGES: tuple[Package, ...] = (
-    # --- icon themes: PNG icons at 8-512 px, RGBA, palette + tRNS, 16-bit, gray + alpha
-    _p("adwaita-icon-theme", "43-1", "icon", {"png": 12}, ("*/cursors/*", None)),
-    _p("gnome-icon-theme", "3.12.0-5", "icon", {"png": 14}),
-    _p("tango-icon-theme", "0.8.90-11", "icon", {"png": 10}),
-    _p("oxygen-icon-theme", "5:5.103.0-1", "icon", {"png": 16}),
-    _p("mate-icon-theme", "1.26.0-1", "icon", {"png": 12}),
-    _p("lxde-icon-theme", "0.5.1-2.1", "icon", {"png": 8}),
-    _p("gimp-data", "2.10.34-1+deb12u10", "graphic", {"png": 8},
-       ("*/icons/*", "icon"), ("*/themes/*", "graphic"), ("*/images/*", "graphic")),
-    _p("rawtherapee-data", "5.9-1", "icon", {"png": 3}),
-    # --- manuals: screenshots with text (RGB, RGBA, palette, ICC-tagged), some photos
-    _p("gimp-help-en", "2.10.34-2", "screenshot", {"png": 36, "jpeg": 22},
-       ("*/images/filters/examples/*.jpg", "photo"), ("*/images/filters/examples/*taj*", "photo"),
-       ("*/images/filters/examples/*zinnias*", "photo"),
-       ("*/images/filters/examples/*cosmos*", "photo"),
-       ("*/images/filters/examples/*", "graphic"), ("*/images/tutorials/*.jpg", "photo"),
-       ("*/images/using/*.jpg", "photo"), ("*/images/math/*", "graphic"),
-       ("*/images/glossary/*", "graphic"), ("*.jpg", "photo"), min_side=48),
-    _p("kicad-doc-en", "6.0.11+dfsg-1", "screenshot", {"png": 16}, min_side=64),
-    _p("wireshark-doc", "4.0.17-0+deb12u3", "screenshot", {"png": 16}, min_side=64),
-    _p("gnome-user-docs", "43.0-2", "screenshot", {"png": 14}, min_side=64),
-    _p("kstars-data", "5:3.6.2-2", "graphic", {"png": 22, "jpeg": 2},
-       (_HELP, "screenshot"), (_OTHER_HELP, None), ("*/textures/moon*", "photo"),
-       ("*/textures/jupiter*", "photo"), ("*/textures/mars*", "photo"),
-       ("*/textures/mercury*", "photo"), group=r"textures/(moon)\d+"),
-    _p("kdenlive-data", "22.12.3-2+deb12u2", "graphic", {"png": 6},
-       (_HELP, "screenshot"), (_OTHER_HELP, None), ("*/icons/*", "icon")),
-    _p("kgeography-data", "4:22.12.3-1", "graphic", {"png": 8},
-       (_HELP, "screenshot"), (_OTHER_HELP, None)),
-    _p("hugin-data", "2022.0.0+dfsg-2", "graphic", {"png": 8, "jpeg": 10, "gif": 2},
-       ("*/help_en_EN/*.jpg", "photo"), ("*/help_en_EN/*", "screenshot"),
-       ("*/icons/*", "icon"), ("*/xrc/data/*", "icon"), min_side=16),
-    _p("tuxpaint-data", "1:0.9.28-sdl2-1", "graphic", {"png": 8, "jpeg": 10},
-       ("*/html/*", "screenshot"), ("*/templates/*", "photo")),
-    _p("fotoxx-common", "20.08-2", "graphic", {"png": 6, "jpeg": 12},
-       ("*/images/blur2.jpg", "photo"), ("*/images/sharp-comp.jpg", "photo"),
-       ("*/images/*", "screenshot"), ("*/patterns/*", "graphic")),
-    _p("imagemagick-6-doc", "8:6.9.11.60+dfsg-1.6+deb12u11", "graphic",
-       {"png": 6, "jpeg": 6, "gif": 2}, ("*/bluebells*", "photo"), ("*/wizard*", "graphic"),
-       ("*.jpg", "photo")),
-    # --- wallpapers and artwork: huge PNGs (opaque RGBA, 8-15 MP renders), photos as PNG and JPEG
-    _p("desktop-base", "12.0.6+nmu1~deb12u1", "graphic", {"png": 10, "jpeg": 3},
-       ("*/icons/*", "icon"), ("*/login/*.jpg", "screenshot"), ("*/previews/*", "screenshot")),
-    _p("sway-backgrounds", "1.7-6", "graphic", {"png": 4}),
-    _p("plasma-workspace-wallpapers", "4:5.27.5-2", "graphic", {"png": 8, "jpeg": 10},
-       ("*/contents/screenshot.*", None),
-       ("*/wallpapers/BytheWater/*", "photo"), ("*/wallpapers/ColdRipple/*", "photo"),
-       ("*/wallpapers/DarkestHour/*", "photo"), ("*/wallpapers/OneStandsOut/*", "photo"),
-       ("*/wallpapers/Volna/*", "photo"), ("*/wallpapers/summer_1am/*", "photo"),
-       group=r"wallpapers/([^/]+)/"),
-    _p("mate-backgrounds", "1.26.0-1", "graphic", {"png": 8, "jpeg": 10},
-       ("*/nature/*", "photo"), ("*/Ubuntu-Mate-*", "photo"),
-       group=r"/([A-Za-z-]+?)(?:_\d+x\d+)?\.\w+$"),
-    _p("ukui-wallpapers", "20.04.3-1.1", "graphic", {"png": 4, "jpeg": 3}),
-    _p("lxqt-themes", "1.2.0-1", "graphic", {"png": 10, "jpeg": 5},
-       *[(f"*/wallpapers/{n}", "photo") for n in (
-           "Butterfly-Kenneth-Wimer.jpg", "Valendas.png", "after-the-rain.jpg", "appleflower.png",
-           "beam.png", "butterfly.png", "cloud.png", "drop.png", "flowers.png", "fog.jpg",
-           "this-is-not-windows.jpg")]),
-    _p("lomiri-wallpapers-16.04", "20.04.0-2", "photo", {"jpeg": 9},
-       ("*/Painting-Colors*", "graphic")),
-    _p("lomiri-wallpapers-20.04", "20.04.0-2", "photo", {"jpeg": 4},
-       ("*/Fossa_*", "graphic"), ("*/Painting-Colors*", "graphic")),
-    _p("lomiri-wallpapers", "20.04.0-2", "graphic", {"png": 1}),
-    _p("gnome-backgrounds", "43.1-1", "graphic", {"webp": 5}),
-    # --- scientific sample data and test images
-    _p("python3-skimage", "0.19.3-8", "graphic", {"png": 14, "jpeg": 3, "gif": 1},
-       *[(f"*/skimage/data/{n}", "photo") for n in (
-           "chelsea.png", "motorcycle_*.png", "brick.png", "grass.png", "gravel.png", "coins.png",
-           "moon.png", "cell.png", "ihc.png", "microaneurysms.png", "page.png", "text.png",
-           "hubble_deep_field.jpg", "retina.jpg", "lbp_frontal_face.jpg", "lily.*",
-           "phantom.png")]),
-    _p("python-matplotlib-data", "3.6.3-1", "graphic", {"png": 4}),
-    _p("octave-doc", "7.3.0-2", "graphic", {"png": 6}),
-    _p("xplanet-images", "1.3.1-3", "graphic", {"png": 2, "jpeg": 2},
-       ("*/earth.jpg", "photo"), ("*/night.jpg", "photo")),
-    _p("golang-1.19-src", "1.19.8-2", "graphic", {"png": 10, "jpeg": 8, "gif": 2},
-       ("*/testdata/video-*", "photo")),
-    _p("digikam-data", "4:7.9.0-1", "graphic", {"png": 8, "jpeg": 3, "gif": 2},
-       ("*/icons/*", "icon"), ("*/about/images/*.jpg", "photo")),
-    _p("scribus-data", "1.5.8+dfsg-4", "graphic", {"png": 6, "jpeg": 4},
-       ("*/icons/*", "icon"), ("*.jpg", "photo"), ("*/templates/*/map.*", "graphic")),
-    _p("krita-data", "1:5.1.5+dfsg-2+deb12u1", "graphic", {"png": 8}),
-    _p("darktable", "4.2.1-4", "graphic", {"png": 3, "gif": 2}, ("*/icons/*", "icon")),
-    # --- games: sprites (palette, RGBA, 16-bit), tiles, textures, level shots
-    _p("frozen-bubble-data", "2.212-11", "graphic", {"png": 8, "gif": 3}),
-    _p("pingus-data", "0.7.6-5.1", "graphic", {"png": 8, "jpeg": 5}),
-    _p("teeworlds-data", "0.7.5-2", "graphic", {"png": 6}),
-    _p("crawl-tiles-data", "2:0.28.0-1.1", "graphic", {"png": 5}),
-    _p("freeciv-data", "3.0.6-1+deb12u1", "graphic", {"png": 8}, ("*/icons/*", "icon")),
-    _p("chromium-bsu-data", "0.9.16.1-3", "graphic", {"png": 4, "jpeg": 2}),
-    _p("neverball-data", "1.6.0+git20180603-3", "graphic", {"png": 3, "jpeg": 10}),
-    _p("extremetuxracer-data", "0.8.2-1", "graphic", {"png": 14},
-       ("*/env/*", "photo"), ("*/terrains/*", "photo")),
-    _p("ri-li-data", "2.0.1+ds2-2", "graphic", {"png": 2}),
-)
-
-
-# --------------------------------------------------------------------------- facts
-
-
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
-          (b"GIF89a", "GIF"))
-
-
-def sniff(head: bytes) -> str | None:
-    """The image format from the first 16 bytes (PNG, JPEG, GIF, WEBP), else ``None``."""
-    for magic, fmt in _MAGIC:
-        if head.startswith(magic):
-            return fmt
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    return None
-
-
-def png_traits(data: bytes) -> dict:
-    """Bit depth, colour type, interlace and the ancillary chunks that matter to an optimiser."""
-    depth, ctype, interlace = data[24], data[25], data[28]
-    chunks: set[str] = set()
-    pos = 8
-    while pos + 8 <= len(data):
-        length, name = struct.unpack(">I4s", data[pos:pos + 8])
-        chunks.add(name.decode("latin-1"))
-        if name == b"IEND":
-            break
-        pos += 12 + length
-    return {"bit_depth": depth, "color_type": ctype, "interlaced": bool(interlace),
-            "trns": "tRNS" in chunks, "gama": "gAMA" in chunks, "apng": "acTL" in chunks,
-            "text_chunks": bool(chunks & {"tEXt", "zTXt", "iTXt"})}
-
-
-# IJG (Annex K) luminance table: a JPEG's quality is estimated against it scaled.
-_ANNEX_K_LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24,
-                 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77,
-                 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95,
-                 98, 112, 100, 103, 99)
-
-
-def ijg_quality(im: Image.Image) -> int | None:
-    """The IJG quality whose scaled luma table is closest to the file's (a rough estimate)."""
-    tables = getattr(im, "quantization", None)
-    if not tables or 0 not in tables:
-        return None
-    luma = sorted(tables[0])  # order-free comparison: zigzag or not does not matter
-    best, best_err = None, None
-    for q in range(1, 101):
-        scale = 5000 / q if q < 50 else 200 - 2 * q
-        ref = sorted(min(255, max(1, (v * scale + 50) // 100)) for v in _ANNEX_K_LUMA)
-        err = sum(abs(a - b) for a, b in zip(luma, ref))
-        if best_err is None or err < best_err:
-            best, best_err = q, err
-    return best
-
-
-def facts(data: bytes, fmt: str) -> dict | None:
-    """What the manifest records of one image, after a full decode; ``None`` if it does not decode."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(data))
-            im.load()
-            width, height = im.size
-            info = {
-                "format": fmt, "width": width, "height": height, "mode": im.mode,
-                "icc": "icc_profile" in im.info and bool(im.info["icc_profile"]),
-                "frames": getattr(im, "n_frames", 1),
-            }
-            if info["frames"] > 1:  # decode every frame: a broken later frame is no benchmark input
-                for i in range(info["frames"]):
-                    im.seek(i)
-                    im.load()
-            if fmt == "PNG":
-                info.update(png_traits(data))
-            elif fmt == "JPEG":
-                info.update(progressive=bool(im.info.get("progressive") or im.info.get("progression")),
-                            quality_estimate=ijg_quality(im), exif="exif" in im.info,
-                            subsampling=_subsampling(im))
-    except Exception:
-        return None
-    info["megapixels"] = round(width * height / 1e6, 3)
-    return info
-
-
-def _subsampling(im: Image.Image) -> str | None:
-    try:
-        from PIL import JpegImagePlugin
-
-        return {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}.get(JpegImagePlugin.get_sampling(im), "other")
-    except Exception:
-        return None
-
-
-def traits(f: dict) -> str:
-    """The stratum trait of an image: the property most likely to change an encoder's behaviour."""
-    if f.get("bit_depth") == 16:
-        return "16bit"
-    if f["icc"]:
-        return "icc"
-    if f["mode"] in ("P", "1") or f.get("color_type") == 3:
-        return "palette-trns" if f.get("trns") else "palette"
-    if f["mode"] in ("L", "LA", "I;16", "I"):
-        return "gray"
-    if f.get("interlaced"):
-        return "interlaced"
-    if f.get("progressive"):
-        return "progressive"
-    return "alpha" if "A" in f["mode"] else "plain"
-
-
-def size_class(f: dict) -> int:
-    """0: <= 32 px, 1: <= 128, 2: <= 512, 3: <= 2 MP, 4: <= 8 MP, 5: larger."""
-    side, px = max(f["width"], f["height"]), f["width"] * f["height"]
-    if side <= 32:
-        return 0
-    if side <= 128:
-        return 1
-    if side <= 512:
-        return 2
-    if px <= 2_000_000:
-        return 3
-    return 4 if px < LARGE_PIXELS else 5
-
-
-# --------------------------------------------------------------------------- licences
-
-
-def parse_dep5(text: str) -> list[dict[str, str]]:
-    """The paragraphs of a machine-readable (DEP-5) copyright file, as field dicts."""
-    paras, cur, last = [], {}, None
-    for line in text.splitlines():
-        if not line.strip():
-            if cur:
-                paras.append(cur)
-            cur, last = {}, None
-        elif line[0] in " \t" and last:
-            cur[last] += "\n" + line.strip()
-        elif ":" in line:
-            key, value = line.split(":", 1)
-            last = key.strip().lower()
-            cur[last] = value.strip()
-    if cur:
-        paras.append(cur)
-    return paras
-
-
-def licence_for(path: str, copyright_text: str | None) -> tuple[str, str]:
-    """(licence, how it was matched) for a file at ``path`` inside its package.
-
-    DEP-5 ``Files:`` patterns name paths in the source tree, not the installed
-    ones, so a pattern matches when it, or any tail of it, matches a tail of
-    the installed path; the most specific match wins (``dep5-file``), else the
-    ``Files: *`` paragraph (``dep5-default``). A free-form copyright file gives
-    the licences it mentions (``text``), to be read by a person.
-    """
-    if not copyright_text:
-        return "unknown (no copyright file)", "none"
-    if not copyright_text.lstrip().lower().startswith("format:"):
-        found = [name for name, pat in (
-            ("GPL-3+", r"GPL.{0,30}version 3"), ("GPL-2+", r"GPL.{0,40}version 2|GPL-2"),
-            ("LGPL", r"LGPL|Lesser General"), ("CC-BY-SA", r"CC-BY-SA|Attribution-ShareAlike"),
-            ("CC-BY", r"CC-BY(?!-SA)|Creative Commons Attribution(?!-ShareAlike)"),
-            ("public-domain", r"public domain"), ("BSD", r"BSD"), ("MIT", r"\bMIT\b"),
-            ("Apache-2.0", r"Apache"))
-            if re.search(pat, copyright_text, re.I | re.S)]
-        return ("mentions " + ", ".join(found)) if found else "see copyright file", "text"
-    paras = [p for p in parse_dep5(copyright_text) if "files" in p and "license" in p]
-    best, best_score, default = None, -1, None
-    parts = path.split("/")
-    tails = ["/".join(parts[i:]) for i in range(len(parts))]
-    for para in paras:
-        lic = para["license"].split("\n")[0].strip()
-        for pat in para["files"].split():
-            if pat == "*":
-                default = lic
-                continue
-            if pat.startswith("debian/"):
-                continue
-            pparts = pat.split("/")
-            for j in range(len(pparts)):
-                sub = "/".join(pparts[j:])
-                if sub.strip("*.") == "" or re.fullmatch(r"\*(\.\w+)?", sub):
-                    break  # "*" or "*.png" alone says nothing about this file
-                if any(fnmatch.fnmatchcase(t, sub) for t in tails):
-                    score = len(sub.replace("*", ""))
-                    if score >= best_score:
-                        best, best_score = lic, score
-                    break
-    if best is not None:
-        return best, "dep5-file"
-    return (default or "see copyright file"), "dep5-default"
-
 
 # --------------------------------------------------------------------------- apt
 
