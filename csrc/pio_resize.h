@@ -15,6 +15,14 @@
  * alpha before filtering and divided out afterwards, so fully transparent
  * pixels never bleed their colour into visible ones. (Nearest copies pixels
  * and needs no premultiplication.)
+ *
+ * Accuracy: every output is within 1 level of the exact (real-number) result
+ * of that definition, rounded half up. On x86-64 with AVX2, images without
+ * alpha (and RGBA whose alpha is 255 everywhere) take a fixed-point path
+ * (int16 weights, exact int32 sums, one int16 intermediate with 6
+ * fractional bits) whenever its proven error bound allows; everything else
+ * (alpha images, CPUs without AVX2, other architectures) takes a float32
+ * path. See pio_resize_impl.h.
  */
 #ifndef PIO_RESIZE_H
 #define PIO_RESIZE_H
@@ -37,5 +45,34 @@ typedef enum {
  * PIO_ERR_OVERFLOW or PIO_ERR_NOMEM; on error dst is left unspecified.
  */
 int pio_resize_u8(const pio_view_u8 *src, const pio_view_u8 *dst, int filter);
+
+/* Flags of pio_resize_u8_ex, for tests and benchmarks of the paths inside
+ * pio_resize_u8 (which is pio_resize_u8_ex with flags 0):
+ *   PIO_RESIZE_NO_SIMD      run the portable loops even where AVX2 is there;
+ *   PIO_RESIZE_NO_FIXED     run the float32 path even where the fixed-point
+ *                           path would be taken;
+ *   PIO_RESIZE_NO_AVX512    use AVX2 even where AVX-512 VNNI is there;
+ *   PIO_RESIZE_FORCE_FIXED  take the fixed-point path for an image without
+ *                           alpha even with no SIMD (where the float32 path
+ *                           is faster and normally runs): its portable
+ *                           loops are the twin the SIMD loops are tested
+ *                           against. (It still declines past its error
+ *                           bound.)
+ * Unknown bits, or NO_FIXED with FORCE_FIXED, are an error (PIO_ERR_ARG). */
+enum {
+    PIO_RESIZE_NO_SIMD = 1,
+    PIO_RESIZE_NO_FIXED = 2,
+    PIO_RESIZE_NO_AVX512 = 4,
+    PIO_RESIZE_FORCE_FIXED = 8,
+    PIO_RESIZE_FLAGS_ALL = 15
+};
+
+int pio_resize_u8_ex(const pio_view_u8 *src, const pio_view_u8 *dst, int filter,
+                     unsigned flags);
+
+/* The instruction set pio_resize_u8 uses on this CPU: 0 portable loops,
+ * 1 AVX2 + FMA, 2 AVX-512 VNNI (on 256-bit registers) for the fixed-point
+ * path. */
+int pio_resize_simd_level(void);
 
 #endif /* PIO_RESIZE_H */

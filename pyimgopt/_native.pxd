@@ -37,7 +37,16 @@ cdef extern from "pio_resize.h" nogil:
         PIO_FILTER_LANCZOS3
         PIO_FILTER_COUNT
 
+    enum:
+        PIO_RESIZE_NO_SIMD
+        PIO_RESIZE_NO_FIXED
+        PIO_RESIZE_NO_AVX512
+        PIO_RESIZE_FORCE_FIXED
+
     int pio_resize_u8(const pio_view_u8 *src, const pio_view_u8 *dst, int filter)
+    int pio_resize_u8_ex(const pio_view_u8 *src, const pio_view_u8 *dst, int filter,
+                         unsigned flags)
+    int pio_resize_simd_level()
 
 
 cdef extern from "pio_ssim.h" nogil:

@@ -145,8 +145,42 @@ def resize(img, width, height, filter=DEFAULT_FILTER):
     numpy.ndarray
         A new C-contiguous uint8 array of shape (height, width) for 2-D input,
         else (height, width, C). Alpha images are filtered premultiplied, so
-        transparent pixels never tint visible ones.
+        transparent pixels never tint visible ones. Every value is within one
+        level of the exact (real-number) result of the filter, rounded half
+        up (see ``csrc/pio_resize.h``).
     """
+    return _resize(img, width, height, filter, 0)
+
+
+def _resize_ex(img, width, height, filter=DEFAULT_FILTER, *, simd=True, avx512=True,
+               fixed=None):
+    """:func:`resize` with parts of the kernel switched off, for tests and
+    benchmarks (not public API).
+
+    ``simd=False`` runs the portable C loops (what a CPU without AVX2, or a
+    non-x86 build, runs); ``avx512=False`` caps the SIMD at AVX2;
+    ``fixed=False`` takes the float32 path even for images without alpha,
+    ``fixed=True`` the fixed-point one for them even without SIMD (where it
+    is slower and :func:`resize` does not take it); ``None`` chooses as
+    :func:`resize` does.
+    """
+    cdef unsigned flags = 0
+    if not simd:
+        flags |= PIO_RESIZE_NO_SIMD
+    if not avx512:
+        flags |= PIO_RESIZE_NO_AVX512
+    if fixed is not None:
+        flags |= PIO_RESIZE_FORCE_FIXED if fixed else PIO_RESIZE_NO_FIXED
+    return _resize(img, width, height, filter, flags)
+
+
+def _simd_level():
+    """The instruction set :func:`resize` uses on this CPU: "none" (portable
+    loops), "avx2" or "avx512vnni" (not public API)."""
+    return ("none", "avx2", "avx512vnni")[pio_resize_simd_level()]
+
+
+cdef object _resize(img, width, height, filter, unsigned flags):
     src3 = check_image(img)
     cdef Py_ssize_t out_w = check_size(width, "width")
     cdef Py_ssize_t out_h = check_size(height, "height")
@@ -159,7 +193,7 @@ def resize(img, width, height, filter=DEFAULT_FILTER):
     cdef pio_view_u8 dst = _view(dst_mv)
     cdef int status
     with nogil:
-        status = pio_resize_u8(&src, &dst, filter_id)
+        status = pio_resize_u8_ex(&src, &dst, filter_id, flags)
     _check(status)
     return out.reshape(out_h, out_w) if img.ndim == 2 else out
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import os
+import pathlib
+import platform
 from types import ModuleType
 
 import numpy as np
@@ -129,7 +131,7 @@ def reference_resize(img: np.ndarray, width: int, height: int, name: str) -> np.
         a[..., :-1] *= a[..., -1:] / 255.0
     wy = reference_weights(a.shape[0], height, name)
     wx = reference_weights(a.shape[1], width, name)
-    out = np.einsum("yi,ijc,xj->yxc", wy, a, wx)
+    out = np.einsum("yi,ijc,xj->yxc", wy, a, wx, optimize=True)
 
     def to_u8(v: np.ndarray) -> np.ndarray:
         return np.floor(np.clip(v, 0.0, 255.0) + 0.5)
@@ -403,20 +405,210 @@ def test_resize_nearest_takes_exact_floor_at_ties(native: ModuleType) -> None:
 
 
 # --------------------------------------------------------------------------
+# resize: the fixed-point and float32 paths inside the native kernel
+#
+# With AVX2, images without alpha (and RGBA that is opaque everywhere) take
+# the fixed-point path, alpha images the float32 one; without SIMD every
+# image takes the float32 path. ``_resize_ex`` switches parts off:
+# simd=False runs the portable C loops (what a CPU without AVX2 or a non-x86
+# build runs), avx512=False caps the SIMD at AVX2, fixed=False forces the
+# float path and fixed=True the fixed one (its portable loops are the twin
+# the SIMD loops must match bit for bit). These sizes reach every SIMD main loop and its tail:
+# rows of >= 32 values, >= 6 output pixels, odd widths and heights (a source
+# row pair without its second row), windows that start on odd pixels, and
+# degenerate 1-pixel edges.
+PATH_SIZES = [
+    pytest.param(67, 93, 29, 41, id="down"),
+    pytest.param(13, 17, 40, 45, id="up"),
+    pytest.param(40, 61, 61, 9, id="mixed"),
+    pytest.param(1, 200, 1, 37, id="1xN"),
+    pytest.param(200, 1, 37, 1, id="Nx1"),
+    pytest.param(33, 35, 33, 35, id="same"),
+    pytest.param(5, 300, 7, 13, id="wide"),
+]
+
+
+def _opaque(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 3 and img.shape[2] in (2, 4):
+        img = img.copy()
+        img[..., -1] = 255
+    return img
+
+
+@pytest.mark.parametrize("filter_name", SMOOTH_FILTERS)
+@pytest.mark.parametrize("mode", ["L2d", "RGB", "RGBA"])
+@pytest.mark.parametrize(("in_h", "in_w", "out_h", "out_w"), PATH_SIZES)
+def test_resize_simd_variants_bit_identical_on_fixed_path(
+    native: ModuleType, filter_name: str, mode: str, in_h: int, in_w: int, out_h: int, out_w: int
+) -> None:
+    # Integer sums are exact, so every instruction set gives the same bytes.
+    channels, two_d = MODES[mode]
+    img = _opaque(noise_image(in_h, in_w, channels, seed=in_h * 7 + in_w, two_d=two_d))
+    auto = native._resize_ex(img, out_w, out_h, filter_name, fixed=True)
+    portable = native._resize_ex(img, out_w, out_h, filter_name, simd=False, fixed=True)
+    avx2 = native._resize_ex(img, out_w, out_h, filter_name, avx512=False, fixed=True)
+    np.testing.assert_array_equal(portable, auto)
+    np.testing.assert_array_equal(avx2, auto)
+
+
+@pytest.mark.parametrize("filter_name", SMOOTH_FILTERS)
+@pytest.mark.parametrize("channels", [2, 4])
+@pytest.mark.parametrize(("in_h", "in_w", "out_h", "out_w"), PATH_SIZES[:3])
+def test_resize_simd_variants_agree_on_float_path(
+    native: ModuleType,
+    filter_name: str,
+    channels: int,
+    in_h: int,
+    in_w: int,
+    out_h: int,
+    out_w: int,
+) -> None:
+    # The AVX2 float loops fuse multiply-adds (one rounding fewer), so they
+    # may differ from the baseline loops by one level, and only rarely.
+    img = noise_image(in_h, in_w, channels, seed=in_w)
+    auto = native.resize(img, out_w, out_h, filter_name)
+    portable = native._resize_ex(img, out_w, out_h, filter_name, simd=False)
+    diff = absdiff(auto, portable)
+    assert diff.max() <= 1
+    assert (diff > 0).mean() <= 0.01
+    assert absdiff(portable, reference_resize(img, out_w, out_h, filter_name)).max() <= 1
+
+
+@pytest.mark.parametrize("filter_name", SMOOTH_FILTERS)
+@pytest.mark.parametrize("mode", ["L2d", "RGB", "RGBA"])
+@pytest.mark.parametrize("simd", [True, False], ids=["simd", "portable"])
+@pytest.mark.parametrize(("out_h", "out_w"), [(45, 31), (113, 131)], ids=["down", "up"])
+def test_resize_fixed_path_close_to_float64_reference(
+    native: ModuleType, filter_name: str, mode: str, simd: bool, out_h: int, out_w: int
+) -> None:
+    # Within one level always (the proven bound), and off by that level
+    # rarely: the fixed-point error is ~0.01 level, so only values that sit
+    # that close to a rounding boundary move. Exact ties (k + 0.5, common
+    # with the box filter's equal weights: a mean of 6 values, say) round
+    # either way once a weight like 1/3 is quantised, so they are not
+    # counted.
+    channels, two_d = MODES[mode]
+    img = _opaque(noise_image(89, 97, channels, seed=11, two_d=two_d))
+    out = native._resize_ex(img, out_w, out_h, filter_name, simd=simd, fixed=True)
+    diff = absdiff(out, reference_resize(img, out_w, out_h, filter_name))
+    assert diff.max() <= 1
+    wy = reference_weights(89, out_h, filter_name)
+    wx = reference_weights(97, out_w, filter_name)
+    exact = np.einsum(
+        "yi,ijc,xj->yxc", wy, img.reshape(89, 97, channels).astype(float), wx, optimize=True
+    )
+    tie = np.abs(exact - np.floor(exact) - 0.5) < 1e-9
+    off = diff.reshape(exact.shape)[~tie] > 0
+    assert off.mean() <= 0.01, off.mean()
+
+
+def test_resize_images_without_alpha_take_the_fixed_path_with_simd(native: ModuleType) -> None:
+    # The two paths round differently somewhere in ~20k noise values; equal
+    # output would mean resize never left the float path.
+    if native._simd_level() == "none":
+        pytest.skip("no AVX2 here: every image takes the float path")
+    img = noise_image(200, 300, 3, seed=12)
+    out = native.resize(img, 110, 70, "lanczos3")
+    np.testing.assert_array_equal(out, native._resize_ex(img, 110, 70, "lanczos3", fixed=True))
+    assert absdiff(out, native._resize_ex(img, 110, 70, "lanczos3", fixed=False)).max() == 1
+
+
+def test_resize_without_simd_takes_the_float_path(native: ModuleType) -> None:
+    # Without SIMD the float path's vectorised loops are the faster ones.
+    img = noise_image(200, 300, 3, seed=12)
+    out = native._resize_ex(img, 110, 70, "lanczos3", simd=False)
+    np.testing.assert_array_equal(
+        out, native._resize_ex(img, 110, 70, "lanczos3", simd=False, fixed=False)
+    )
+    fixed = native._resize_ex(img, 110, 70, "lanczos3", simd=False, fixed=True)
+    assert absdiff(out, fixed).max() == 1
+
+
+def test_resize_alpha_images_take_the_float_path(native: ModuleType) -> None:
+    img = noise_image(200, 300, 4, seed=13)
+    np.testing.assert_array_equal(
+        native.resize(img, 110, 70, "lanczos3"),
+        native._resize_ex(img, 110, 70, "lanczos3", fixed=False),
+    )
+
+
+def test_resize_fixed_path_declines_huge_windows(native: ModuleType) -> None:
+    # 20000 -> 50 gives 2400-tap windows: the int16 weights' worst-case error
+    # bound passes half a level, so the float path runs (same bytes).
+    img = noise_image(64, 20000, 3, seed=14)
+    np.testing.assert_array_equal(
+        native._resize_ex(img, 50, 64, "lanczos3", fixed=True),
+        native._resize_ex(img, 50, 64, "lanczos3", fixed=False),
+    )
+    assert absdiff(native.resize(img, 50, 64), reference_resize(img, 50, 64, "lanczos3")).max() <= 1
+
+
+@pytest.mark.parametrize("filter_name", SMOOTH_FILTERS)
+def test_resize_opaque_rgba_filters_colour_like_rgb(native: ModuleType, filter_name: str) -> None:
+    rgb = noise_image(57, 71, 3, seed=15)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    for simd in (True, False):
+        out = native._resize_ex(rgba, 23, 31, filter_name, simd=simd, fixed=True)
+        expected = native._resize_ex(rgb, 23, 31, filter_name, simd=simd, fixed=True)
+        np.testing.assert_array_equal(out[..., :3], expected)
+        assert (out[..., 3] == 255).all()
+
+
+def test_resize_simd_level_matches_cpu(native: ModuleType) -> None:
+    level = native._simd_level()
+    assert level in ("none", "avx2", "avx512vnni")
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    if platform.machine() != "x86_64" or not cpuinfo.is_file():
+        pytest.skip("CPU flags are read from /proc/cpuinfo on x86-64 Linux")
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    if {"avx2", "fma"} <= flags:
+        vnni = {"avx512_vnni", "avx512vl"} <= flags
+        assert level == ("avx512vnni" if vnni else "avx2")
+    else:
+        assert level == "none"
+
+
+# --------------------------------------------------------------------------
 # resize: behaviour on both backends
 
 
 @pytest.mark.parametrize("filter_name", FILTERS)
+@pytest.mark.parametrize("value", [(200, 17, 90, 255), (0, 255, 1), (254,)])
 @pytest.mark.parametrize(("in_h", "in_w", "out_h", "out_w"), SIZES)
 def test_resize_constant_image_stays_constant(
-    kernels: ModuleType, filter_name: str, in_h: int, in_w: int, out_h: int, out_w: int
+    kernels: ModuleType,
+    filter_name: str,
+    value: tuple,
+    in_h: int,
+    in_w: int,
+    out_h: int,
+    out_w: int,
 ) -> None:
-    img = np.empty((in_h, in_w, 4), np.uint8)
-    img[...] = (200, 17, 90, 255)
+    # Opaque RGBA, RGB and L: the native fixed-point path.
+    img = np.empty((in_h, in_w, len(value)), np.uint8)
+    img[...] = value
     out = kernels.resize(img, out_w, out_h, filter_name)
-    assert out.shape == (out_h, out_w, 4)
+    assert out.shape == (out_h, out_w, len(value))
     # Normalised weights keep a flat field flat, at every size and edge.
-    assert (out == np.array([200, 17, 90, 255], np.uint8)).all()
+    assert (out == np.array(value, np.uint8)).all()
+
+
+@pytest.mark.parametrize("filter_name", FILTERS)
+@pytest.mark.parametrize("value", [(200, 17, 90, 77), (17, 3)])
+@pytest.mark.parametrize(("in_h", "in_w", "out_h", "out_w"), SIZES)
+def test_resize_translucent_constant_image_stays_constant(
+    native: ModuleType, filter_name: str, value: tuple, in_h: int, in_w: int, out_h: int, out_w: int
+) -> None:
+    # The float path premultiplies exactly, so a translucent flat field
+    # stays flat too (Pillow's 8-bit premultiplication does not: native only).
+    img = np.empty((in_h, in_w, len(value)), np.uint8)
+    img[...] = value
+    out = native.resize(img, out_w, out_h, filter_name)
+    assert (out == np.array(value, np.uint8)).all()
 
 
 def _views(base: np.ndarray) -> dict[str, np.ndarray]:
