@@ -1,6 +1,7 @@
 """Shared fixtures for the pytest-benchmark suites: the 2725x2225 source image
 (RGB, RGBA and JPEG q90 bytes), the corpus path, the two kernel backends,
-and pyvips (single-threaded, uncached). Plain helpers live in ``_common.py``.
+pyvips (single-threaded, uncached) and Pillow-SIMD (in its own interpreter,
+when one is built). Plain helpers live in ``_common.py``.
 
 The source image is the one of sharp's benchmark (2725x2225 JPEG ->
 720x588): a corpus photo cropped to that aspect and resized to exactly that
@@ -12,7 +13,13 @@ clone. Which one was used is recorded in every benchmark's ``extra_info``.
 from __future__ import annotations
 
 import io
+import json
 import os
+import pathlib
+import select
+import subprocess
+import time
+from collections.abc import Iterator
 from types import ModuleType
 
 # libvips reads VIPS_CONCURRENCY once, when it initialises (on `import
@@ -30,6 +37,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from _common import (  # noqa: E402
     CORPUS,
+    REPO,
     SOURCE_JPEG_QUALITY,
     SOURCE_PHOTO,
     SOURCE_SIZE,
@@ -89,6 +97,98 @@ def pyvips() -> ModuleType:
         )
     vips.cache_set_max(0)
     return vips
+
+
+#: Where bench/README.md's command builds Pillow-SIMD (``.benchmarks/`` is
+#: git-ignored); ``PYIMGOPT_PILLOW_SIMD`` may name another interpreter.
+PILLOW_SIMD_PYTHON = REPO / ".benchmarks" / "pillow-simd-venv" / "bin" / "python"
+PILLOW_SIMD_WORKER = pathlib.Path(__file__).with_name("pillow_simd_worker.py")
+PILLOW_SIMD_BUILD = (
+    "python3 -m venv .benchmarks/pillow-simd-venv && CC='cc -mavx2' "
+    ".benchmarks/pillow-simd-venv/bin/pip install --no-binary pillow-simd pillow-simd numpy"
+)
+WORKER_TIMEOUT = 60.0  # seconds for one reply (start-up loads two 6-MP arrays)
+
+
+class PillowSimd:
+    """A Pillow-SIMD interpreter running ``pillow_simd_worker.py``.
+
+    ``resize`` asks it for one ``Image.resize`` and returns the output shape;
+    ``seconds`` collects the worker's own timing of each call (the resize
+    alone, as the Pillow contender is timed), which report.py prefers over
+    the round trip that pytest-benchmark measures.
+    """
+
+    def __init__(self, proc: subprocess.Popen, hello: dict) -> None:
+        self.proc = proc
+        self.version = hello["version"]
+        self.seconds: list[float] = []
+
+    def _line(self) -> dict:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + WORKER_TIMEOUT
+        data = b""
+        fd = self.proc.stdout.fileno()
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError(f"Pillow-SIMD worker silent for {WORKER_TIMEOUT:g} s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError(f"Pillow-SIMD worker exited (status {self.proc.poll()})")
+            data += chunk
+        return json.loads(data)
+
+    def hello(self) -> dict:
+        return self._line()
+
+    def resize(self, mode: str, size: tuple[int, int], filter_name: str) -> tuple[int, ...]:
+        assert self.proc.stdin is not None
+        req = {"mode": mode, "size": list(size), "filter": filter_name}
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())
+        self.proc.stdin.flush()
+        reply = self._line()
+        self.seconds.append(reply["seconds"])
+        width, height = reply["size"]
+        return (height, width, len(reply["mode"]))
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def pillow_simd(source: Source, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PillowSimd]:
+    """Pillow-SIMD in a separate interpreter, fed the same source image;
+    skipped, with the reason and the build command, when none is built."""
+    python = pathlib.Path(os.environ.get("PYIMGOPT_PILLOW_SIMD") or PILLOW_SIMD_PYTHON)
+    if not python.is_file():
+        pytest.skip(f"no Pillow-SIMD interpreter at {python} (build one: {PILLOW_SIMD_BUILD})")
+    folder = tmp_path_factory.mktemp("pillow-simd")
+    np.save(folder / "RGB.npy", source.rgb)
+    np.save(folder / "RGBA.npy", source.rgba)
+    proc = subprocess.Popen(
+        [str(python), str(PILLOW_SIMD_WORKER), str(folder)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    worker = None
+    try:
+        hello = PillowSimd(proc, {"version": None}).hello()
+        if not hello.get("ok"):
+            pytest.skip(f"Pillow-SIMD worker not usable: {hello.get('reason')}")
+        worker = PillowSimd(proc, hello)
+        yield worker
+    finally:
+        (worker or PillowSimd(proc, {"version": None})).close()
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
