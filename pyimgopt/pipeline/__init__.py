@@ -18,6 +18,7 @@ from collections.abc import Callable
 from ..errors import InternalError, InvalidSettingsError, PyimgoptError, TooLargeError
 from ..result import Result
 from ..settings import Settings
+from .boost import native_error
 from .encode import EXTENSIONS
 from .probe import sniff
 from .route import Clock, run
@@ -83,7 +84,9 @@ def optimize_bytes(
         raise
     except MemoryError:
         raise TooLargeError("out of memory", stage="decode") from None
-    except Exception as exc:
+    except BaseException as exc:  # a Rust panic from a codec is a BaseException (boost.native_error)
+        if not native_error(exc):
+            raise
         raise _failed(exc, None, clock, start).error from exc  # type: ignore[misc]
     return out, Result(
         input=None,
@@ -157,7 +160,9 @@ def optimize_file(
         clock.lap("write")
     except MemoryError:
         return _failed(TooLargeError("out of memory", stage="decode"), src_s, clock, start)
-    except Exception as exc:
+    except BaseException as exc:  # a Rust panic from a codec is a BaseException (boost.native_error)
+        if not native_error(exc):
+            raise
         return _failed(exc, src_s, clock, start)
     return Result(
         input=src_s,

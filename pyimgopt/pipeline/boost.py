@@ -26,10 +26,11 @@ import os
 
 from PIL import Image
 
+from . import isolate
 from .strip import add_jpeg_metadata
 
-__all__ = ["available", "png_optimize", "png_options", "jpeg_lossless", "jpeg_encode",
-           "jpeg_encoder_quality", "quantize", "missing_note", "avif_lossless"]
+__all__ = ["available", "native_error", "png_optimize", "png_options", "jpeg_lossless", "jpeg_encode",
+           "jpeg_encoder_quality", "quantize", "missing_note", "refused_note", "avif_lossless"]
 
 _MODULES = {
     "oxipng": "oxipng",
@@ -71,6 +72,16 @@ def _module(name: str):
         return mod
     except Exception:  # ImportError, or a broken binary wheel: fall back, never crash
         return None
+
+
+def native_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a codec failing on its input: any ``Exception``, or a Rust panic.
+
+    pyo3 raises a Rust panic (oxipng, the JPEG XL plugin) as ``PanicException``,
+    which derives from ``BaseException``, so ``except Exception`` lets it
+    through; it is a per-file failure all the same.
+    """
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
 
 
 def available(name: str) -> bool:
@@ -142,24 +153,42 @@ def png_optimize(data: bytes, effort: int) -> bytes | None:
         return None
     try:
         return ox.optimize_from_memory(data, **png_options(effort))
-    except Exception:
+    except BaseException as exc:
+        if not native_error(exc):
+            raise
         return None
 
 
-def jpeg_lossless(data: bytes, *, keep_markers: bool) -> bytes | None:
+def jpeg_lossless(data: bytes, *, keep_markers: bool, trusted: bool = False) -> bytes | None:
     """mozjpeg's lossless re-optimisation (same pixels); ``None`` when unavailable.
 
     ``keep_markers`` copies every APPn/COM segment; otherwise only the ICC
-    profile is kept (colour meaning must not change).
+    profile is kept (colour meaning must not change). Unless ``trusted``
+    (a JPEG Pillow just wrote), the call runs in a child process
+    (:func:`.isolate.call`): on a corrupt JPEG mozjpeg's libjpeg calls
+    ``exit()``, which must end that child, not this process.
+
+    Raises
+    ------
+    isolate.NativeFailure
+        mozjpeg refused the JPEG, or its libjpeg ended the child (the message
+        is libjpeg's).
     """
     mz = _module("mozjpeg")
     if mz is None:
         return None
     markers = mz.COPY_MARKERS.ALL if keep_markers else mz.COPY_MARKERS.ICC
+    if not trusted:
+        return isolate.call(_MODULES["mozjpeg"], "optimize", data, copy=int(markers))
     try:
         return mz.optimize(data, copy=markers)
-    except Exception:
-        return None
+    except Exception as exc:
+        raise isolate.NativeFailure(str(exc)) from None
+
+
+def refused_note(what: str, exc: Exception) -> str:
+    """The note a result carries when an optional codec refused an input it was given."""
+    return f"{what} refused this file and was not applied ({exc})"
 
 
 def quantize(im: Image.Image, *, dither: float = 1.0, max_quality: int = 90) -> Image.Image | None:

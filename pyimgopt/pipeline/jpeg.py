@@ -14,7 +14,7 @@ from __future__ import annotations
 from PIL import Image
 
 from ..settings import Settings
-from . import boost
+from . import boost, isolate
 from .frames import flatten, looks_like_graphic, save
 
 __all__ = ["DEFAULT_QUALITY", "JPEG_MOZJPEG_EFFORT", "JPEG_SCAN_SEARCH_EFFORT", "jpeg_quality",
@@ -83,7 +83,11 @@ def _jpeg(im: Image.Image, quality: int, sub: str, meta: dict, notes: list[str],
         base = save([im], "jpeg", progressive=False, **params)
         data = min(data, base, key=len)
     if not fast and trellis:  # mozjpeg's lossless pass: same pixels, fewer bytes
-        moz = boost.jpeg_lossless(data, keep_markers=bool(meta))
+        try:
+            moz = boost.jpeg_lossless(data, keep_markers=bool(meta), trusted=True)
+        except isolate.NativeFailure as exc:  # Pillow's own output: not expected
+            notes.append(boost.refused_note("mozjpeg's lossless pass", exc))
+            return data
         if moz is None:
             notes.append(boost.missing_note("mozjpeg"))
         elif len(moz) < len(data):

@@ -310,7 +310,9 @@ def decode(data: bytes, header: JxlHeader, *, path: str | None = None
         reconstructed, info, pixels, icc, boxes = mod.Decoder(num_threads=_threads())(data)
     except MemoryError:
         raise TooLargeError("not enough memory to decode", path=path, stage="decode") from None
-    except Exception as exc:
+    except BaseException as exc:  # a Rust panic too (boost.native_error)
+        if not boost.native_error(exc):
+            raise
         raise DecodeError(f"corrupt or truncated JPEG XL data (libjxl: {_reason(exc)})",
                           path=path, stage="decode") from None
     if reconstructed:
@@ -376,7 +378,9 @@ def encode(im: Image.Image, *, quality: int | None, lossless: bool, effort: int,
     try:
         return bytes(enc(im.tobytes(), im.width, im.height, jpeg_encode=False,
                          exif=exif or None, jumb=None, xmp=None, compress=False))
-    except Exception as exc:
+    except BaseException as exc:
+        if not boost.native_error(exc):
+            raise
         raise EncodeError(f"JPEG XL encoder failed: {exc}", stage="encode") from None
 
 
@@ -399,7 +403,9 @@ def _transcode(jpeg: bytes, effort: int) -> bytes:
                       num_threads=_threads())
     try:
         return bytes(enc(jpeg, 0, 0, jpeg_encode=True))
-    except Exception as exc:
+    except BaseException as exc:
+        if not boost.native_error(exc):
+            raise
         raise EncodeError(f"JPEG XL cannot recompress this JPEG: {exc}", stage="encode") from None
 
 
@@ -420,7 +426,9 @@ def reconstruct(data: bytes) -> bytes | None:
     mod = require("decode")
     try:
         reconstructed, _info, payload, _icc, _boxes = mod.Decoder(num_threads=_threads())(data)
-    except Exception as exc:
+    except BaseException as exc:
+        if not boost.native_error(exc):
+            raise
         raise EncodeError(f"the JPEG XL cannot be read back: {exc}", stage="encode") from None
     return bytes(payload) if reconstructed else None
 

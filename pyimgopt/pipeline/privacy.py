@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from ..errors import EncodeError
 from ..settings import Settings
-from . import boost
+from . import boost, isolate
 from .colour import profile_must_stay
 from .strip import strip_jpeg, strip_lossless
 
@@ -32,16 +32,33 @@ __all__ = ["lossless_strip", "not_smaller", "jpeg_lossless", "jpeg_for_jxl", "ST
 STRIP_NOTE = "lossless metadata strip (no re-encode)"
 
 
-def lossless_strip(data: bytes, fmt: str, *, keep_icc: bool, orientation: int) -> bytes | None:
+#: The smallest fraction of a JPEG's size mozjpeg's lossless pass was seen to reach
+#: (progressive scans and optimised Huffman tables; typically 0.85-0.95). When a
+#: re-encode is smaller than the strip times this, the pass cannot change the pick.
+MOZJPEG_BEST_RATIO = 0.75
+
+
+def lossless_strip(data: bytes, fmt: str, *, keep_icc: bool, orientation: int,
+                   notes: list[str] | None = None, beat: int | None = None) -> bytes | None:
     """``data`` without metadata and with the same pixels, or ``None`` when that is impossible.
 
     JPEG also gets mozjpeg's lossless entropy re-optimisation when it is
     installed and smaller (it copies the markers the strip kept: JFIF, Adobe,
-    ICC, the minimal orientation EXIF).
+    ICC, the minimal orientation EXIF), run where a libjpeg ``exit()`` on a
+    corrupt file cannot end this process (:func:`.boost.jpeg_lossless`); when
+    mozjpeg refuses the file, the strip is returned without the pass and a
+    note goes into ``notes``. ``beat``: the size a candidate must come under
+    to matter; the pass is skipped when even its best could not
+    (:data:`MOZJPEG_BEST_RATIO`).
     """
     out = strip_lossless(data, fmt, keep_icc=keep_icc, orientation=orientation)
-    if out is not None and fmt == "jpeg":
-        moz = boost.jpeg_lossless(out, keep_markers=True)
+    if out is not None and fmt == "jpeg" and (beat is None or len(out) * MOZJPEG_BEST_RATIO < beat):
+        try:
+            moz = boost.jpeg_lossless(out, keep_markers=True)
+        except isolate.NativeFailure as exc:
+            if notes is not None:
+                notes.append(boost.refused_note("mozjpeg's lossless pass", exc))
+            moz = None
         if moz is not None and len(moz) < len(out):
             out = moz
     return out
@@ -58,13 +75,15 @@ def not_smaller(
     orientation: int,
     in_place: bool,
     stripped: bytes | None | object = ...,
+    strip_notes: list[str] | None = None,
 ) -> tuple[bytes, dict]:
     """The bytes to write and the Result fields when ``reencoded`` is not smaller than ``data``.
 
     Returns ``(output, fields)`` where ``fields`` has ``status``,
     ``format_out``, ``lossless`` (the output's pixels are the input's) and
     ``notes`` to add. See the module docstring for the rule. ``stripped``
-    is :func:`lossless_strip`'s answer when the caller already has it.
+    is :func:`lossless_strip`'s answer when the caller already has it (and
+    ``strip_notes`` the notes it gave).
     ``reencoded`` is ``None`` when there is no re-encode (HEIF, which
     pyimgopt does not write): a file whose metadata cannot be removed then
     fails with ``encode_failed`` instead of being copied to an output.
@@ -76,14 +95,17 @@ def not_smaller(
     """
     if keep_metadata:
         return data, _skipped(fmt_in, "output was not smaller than the input")
+    strip_notes = list(strip_notes or ())
     if stripped is ...:
-        stripped = lossless_strip(data, fmt_in, keep_icc=keep_icc, orientation=orientation)
+        strip_notes = []
+        stripped = lossless_strip(data, fmt_in, keep_icc=keep_icc, orientation=orientation,
+                                  notes=strip_notes)
     if stripped == data:
         return data, _skipped(fmt_in, "output was not smaller than the input")
     if isinstance(stripped, bytes) and len(stripped) <= len(data):
         why = [] if reencoded is None else ["a re-encode was not smaller than the input"]
         return stripped, {"status": "optimized", "format_out": fmt_in, "lossless": True,
-                          "notes": [STRIP_NOTE, *why]}
+                          "notes": [STRIP_NOTE, *why, *strip_notes]}
     what = f"metadata of this {fmt_in.upper()} file cannot be removed without re-encoding"
     if reencoded is None and not in_place:  # nothing else to write: refuse rather than publish
         raise EncodeError(f"{what}, and it is not re-encoded; set keep_metadata=True to copy it "
@@ -133,7 +155,11 @@ def jpeg_lossless(data: bytes, s: Settings, pr, orientation: int, info: dict,
             return data, info
         raise EncodeError(f"{why}; set keep_metadata=True to copy it as it is, or "
                           "lossless=False", stage="encode")
-    out = boost.jpeg_lossless(base, keep_markers=True)  # copies what the strip kept
+    try:
+        out = boost.jpeg_lossless(base, keep_markers=True)  # copies what the strip kept
+    except isolate.NativeFailure as exc:
+        notes.append(boost.refused_note("mozjpeg's lossless pass", exc))
+        out = base
     if out is None:
         notes.append(boost.missing_note("mozjpeg"))
         out = base

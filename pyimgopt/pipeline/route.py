@@ -190,22 +190,25 @@ def run(
     notes += [n for n in carried if n not in notes]
     strip_icc = dec.icc_nonsrgb
     stripped: bytes | None | object = ...  # not computed
+    strip_notes: list[str] = []
     # A candidate only with orientation 1: otherwise the re-encode turns the pixels upright
     # (no viewer left behind), and the strip (keeping a minimal orientation EXIF) is the
     # fallback when that re-encode is not smaller.
     if (not s.keep_metadata and not geo.changes_pixels and out_fmt == fmt_in and orientation == 1
             and fmt_in in _STRIPPABLE):
-        stripped = privacy.lossless_strip(data, fmt_in, keep_icc=strip_icc, orientation=orientation)
         # zero generation loss asked (JPEG), or a GIF re-encode that is not exact: a GIF is
         # re-quantised only when that keeps every displayed frame (checked by decoding)
         lossless_only = (s.lossless is True and fmt_in in ("jpeg", "jxl")) or (
             fmt_in == "gif" and not enc.lossless)
+        stripped = privacy.lossless_strip(
+            data, fmt_in, keep_icc=strip_icc, orientation=orientation, notes=strip_notes,
+            beat=None if lossless_only else int(len(out) / _REENCODE_MARGIN) + 1)
         if isinstance(stripped, bytes) and (lossless_only or len(out) >= _REENCODE_MARGIN * len(stripped)):
             out = stripped
             enc.quality = dec.source_quality if fmt_in == "jpeg" else None
             enc.lossless = True
             ssim_value = 1.0
-            notes.append(privacy.STRIP_NOTE)
+            notes += [privacy.STRIP_NOTE, *strip_notes]
     if png_route is not None:
         # The original route is exact by construction; a re-encode (Pillow-only
         # effort, or a lossy palette that was asked for) wins only when smaller,
@@ -230,20 +233,21 @@ def run(
     input_is_valid_answer = not geo.changes_pixels and (out_fmt == fmt_in or auto)
     if len(out) >= len(data) and input_is_valid_answer and not s.allow_larger:
         return _not_smaller(data, out, info, s, strip_icc, orientation, in_place,
-                            dec.source_quality if fmt_in == "jpeg" else None, stripped)
+                            dec.source_quality if fmt_in == "jpeg" else None, stripped, strip_notes)
     info["status"] = "optimized"
     return out, info
 
 
 def _not_smaller(data: bytes, out: bytes | None, info: dict, s: Settings, keep_icc: bool,
                  orientation: int, in_place: bool, source_quality: int | None,
-                 stripped: bytes | None | object = ...) -> tuple[bytes, dict]:
+                 stripped: bytes | None | object = ...,
+                 strip_notes: list[str] | None = None) -> tuple[bytes, dict]:
     """No encoding is smaller: skip, strip the metadata losslessly, or write the re-encode
     (:func:`.privacy.not_smaller`)."""
     fmt_in = info["format_in"]
     final, fields = privacy.not_smaller(
         data, fmt_in, out, info["format_out"], keep_metadata=s.keep_metadata, keep_icc=keep_icc,
-        orientation=orientation, in_place=in_place, stripped=stripped)
+        orientation=orientation, in_place=in_place, stripped=stripped, strip_notes=strip_notes)
     if fields["lossless"]:  # the input's own pixels: its quality, and an SSIM of 1 only if written
         info.update(quality=source_quality, ssim=None if fields["status"] == "skipped" else 1.0)
     info.update(status=fields["status"], format_out=fields["format_out"])
