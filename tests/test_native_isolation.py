@@ -15,7 +15,8 @@ than ``internal``.
   checks that it really ends a process calling mozjpeg directly;
 - a bounded mutation fuzz over small JPEG (baseline, progressive, restart
   markers), PNG, GIF, WebP, TIFF, AVIF, JPEG XL and HEIC files, every case in
-  its own child process under rotating settings.
+  its own child process under rotating settings;
+- the CLI with one real sidecar: the file gets a result, the sidecar lives.
 
 Cost (shared 2-core machine): the fuzz runs 276 cases, about 10-14 s per
 backend (marked ``slow``); the crafted-JPEG tests well under a second.
@@ -219,3 +220,22 @@ def test_native_isolation_mutation_fuzz_never_ends_the_process():
     assert not bad, bad
     # the fuzz reached the codecs: some files still optimise, some fail typed
     assert outcomes.get("optimized", 0) and outcomes.get("decode_failed", 0), outcomes
+
+
+def test_native_isolation_cli_sidecar_survives_the_corrupt_jpeg(tmp_path):
+    """Through the CLI and a real sidecar: a result for the file, not ``worker_lost`` (poison)."""
+    import json
+    import subprocess
+    import sys
+
+    src = tmp_path / "in" / "corrupt.jpg"
+    src.parent.mkdir()
+    src.write_bytes(dc_category_jpeg())
+    run = subprocess.run([sys.executable, "-m", "pyimgopt", "optimize", str(src), "-o",
+                          str(tmp_path / "out"), "--lossless", "-j", "1", "--json",
+                          "--no-progress", "--state-dir", str(tmp_path / "state")],
+                         capture_output=True, text=True, timeout=120)
+    rows = [json.loads(x) for x in run.stdout.splitlines() if x.startswith("{")]
+    result = next(r for r in rows if r.get("type") == "result")
+    assert run.returncode == 0 and result["status"] in ("optimized", "skipped"), (result, run.stderr)
+    assert (tmp_path / "out" / "corrupt.jpg").read_bytes()[:2] == b"\xff\xd8"
