@@ -227,6 +227,60 @@ def test_metadata_jpeg_to_jxl_recompression_keeps_only_the_orientation():
         assert dict(im.getexif()) == {0x0112: 6}
 
 
+def _raw_tiff_with_everything(mode: str) -> bytes:
+    """An uncompressed TIFF (so the deflate re-encode is smaller and wins) carrying XMP,
+    IPTC, a Photoshop block, camera, software, artist and copyright tags, and a GPS IFD."""
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    for tag in (271, 272, 305, 315, 33432):  # Make, Model, Software, Artist, Copyright
+        info[tag] = f"{MARK.decode()}-{tag}"
+    info[700] = XMP
+    info.tagtype[700] = 1
+    info[33723] = b"\x1c\x02\x50\x00\x10" + MARK + b"-IPTC"
+    info.tagtype[33723] = 7
+    info[34377] = b"8BIM\x04\x04\x00\x00\x00\x00\x00\x10" + MARK + b"-PSHP"
+    info.tagtype[34377] = 1
+    y, x = np.mgrid[0:40, 0:48]
+    rgb = np.dstack([x * 5, y * 6, (x + y) * 3]).astype(np.uint8)
+    im = Image.fromarray(rgb)
+    if mode == "L":
+        im = im.convert("L")
+    elif mode == "P":
+        im = im.quantize(16)
+    elif mode == "RGBA":
+        im = Image.fromarray(np.dstack([rgb, (x * 5).astype(np.uint8)]))
+    return _tiff_with_gps(encode(im, "TIFF", tiffinfo=info))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "RGBA"])
+def test_metadata_tiff_reencode_carries_no_tags(tmp_path, mode):
+    """The re-encode path (not the blanking): XMP, IPTC, Photoshop, camera, artist,
+    copyright and the GPS pointer are gone in place, to an output and resized."""
+    data = _raw_tiff_with_everything(mode)
+    assert data.count(MARK) >= 8
+    src = tmp_path / "in.tiff"
+    for name, settings, in_place in (("keep", Settings(), False), ("in place", Settings(), True),
+                                     ("lossless", Settings(lossless=True), False),
+                                     ("resized", Settings(max_width=30), False),
+                                     ("auto in place", Settings(format="auto"), True)):
+        src.write_bytes(data)
+        dst = src if in_place else tmp_path / "out" / "in.tiff"
+        r = optimize_file(src, None if in_place else dst, settings)
+        written = dst.read_bytes()
+        assert r.status == "optimized" and r.format_out == "tiff", (name, r)
+        assert len(written) < len(data) and privacy_strip_note_absent(r), (name, r.notes)
+        _clean(written, f"tiff {mode} {name}")
+        with Image.open(io.BytesIO(written)) as im:
+            left = {700, 33723, 34377, 271, 272, 305, 315, 33432, 34853} & set(im.tag_v2)
+            assert not left, (name, left)
+            if name != "resized":
+                assert np.array_equal(np.asarray(im.convert("RGBA")), _pixels(data)), name
+
+
+def privacy_strip_note_absent(r) -> bool:
+    """The re-encode won (the case this test is about), not the same-size blanking."""
+    return "lossless metadata strip (no re-encode)" not in r.notes
+
+
 def _unparseable_webp() -> bytes:
     """A lossy WebP libwebp decodes, with a marker chunk and a chunk whose size runs past the end."""
     d = encode(_noise(), "WEBP", quality=5)

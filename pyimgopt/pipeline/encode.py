@@ -171,7 +171,10 @@ def encode(
             lossless = _gif_exact(data, frames)
         elif out_fmt == "tiff":
             lossless = True
-            data = save(frames[:1], "tiff", compression="tiff_adobe_deflate", **meta)
+            # a fresh image: Pillow's TIFF writer copies every tag of a TiffImageFile it is
+            # given (XMP, IPTC, Photoshop, Make, Artist, a GPS IFD pointer); only what the
+            # writer derives from the pixels, plus ``meta``, may be written
+            data = save([_fresh(frames[0])], "tiff", compression="tiff_adobe_deflate", **meta)
         elif out_fmt == "bmp":
             lossless = True
             im = frames[0]
@@ -186,6 +189,13 @@ def encode(
     except Exception as exc:
         raise EncodeError(f"{out_fmt.upper()} encoder failed: {exc}", stage="encode") from None
     return Encoded(data=data, format=out_fmt, quality=quality, lossless=lossless, notes=notes)
+
+
+def _fresh(im: Image.Image) -> Image.Image:
+    """A plain copy of ``im`` (not the plugin's class): no tags, no ``info`` a writer could copy."""
+    out = im.copy()
+    out.info = {}
+    return out
 
 
 def _gif_exact(data: bytes, frames: list[Image.Image]) -> bool:
