@@ -77,7 +77,10 @@ class Settings:
         this is ``None``.
     lossless:
         Encode WebP/AVIF/JPEG XL losslessly, never re-encode a JPEG kept as
-        JPEG, never a lossy PNG palette. ``None`` means lossless only when the
+        JPEG, never a lossy PNG palette; with ``format="auto"`` only exact
+        encodings are tried. A JPEG output is refused
+        (``unsupported_format``) except a JPEG kept as JPEG without a resize.
+        ``None`` means lossless only when the
         input is lossless WebP (or lossless JPEG XL) kept in its format.
         Lossless AVIF is RGB with the identity matrix, written through libvips
         and checked by decoding it; without pyvips, or for an animation, it is

@@ -3,13 +3,13 @@
 GIFs are built byte by byte here (local palettes, offsets, disposal methods,
 transparent indices, delays, with or without a NETSCAPE block), APNG and WebP
 with Pillow. The oracle reads timing back with its own small parsers of the
-output containers and compares the frames Pillow composites from input and
+output containers and compares the frames libvips composites (libnsgif,
+libwebp; APNG through Pillow, the only APNG reader here) from input and
 output. Cost: about 2 s per backend.
 """
 
 from __future__ import annotations
 
-import io
 import struct
 from fractions import Fraction
 
@@ -17,66 +17,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pyimgopt import Settings, optimize_bytes
+from pyimgopt import Settings, optimize_bytes, optimize_file
 
 from conftest import encode
-
-# -- a GIF writer for tests: each frame with its own palette, offset, disposal -------
-
-
-def _lzw(indices: bytes, min_code: int) -> bytes:
-    """Uncompressed-style GIF LZW: a clear code every few codes, so no table growth."""
-    clear, end = 1 << min_code, (1 << min_code) + 1
-    width = min_code + 1
-    codes, bits, nbits, out = [], 0, 0, bytearray()
-    for i, v in enumerate(indices):
-        if i % ((1 << min_code) - 2) == 0:
-            codes.append(clear)
-        codes.append(v)
-    codes.append(end)
-    for code in codes:
-        bits |= code << nbits
-        nbits += width
-        while nbits >= 8:
-            out.append(bits & 0xFF)
-            bits >>= 8
-            nbits -= 8
-    if nbits:
-        out.append(bits & 0xFF)
-    blocks = b"".join(bytes((len(out[i : i + 255]),)) + bytes(out[i : i + 255]) for i in range(0, len(out), 255))
-    return bytes((min_code,)) + blocks + b"\x00"
-
-
-def gif(width, height, frames, loop=None, comment=None) -> bytes:
-    """``frames``: dicts with ``pixels`` (2-D uint8 indices), ``palette`` (list of RGB),
-    ``x``, ``y``, ``delay`` (1/100 s), ``disposal``, ``transparent`` (index or None)."""
-    gct = bytes(np.zeros(3 * 4, np.uint8))  # 4 black entries
-    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80 | 1, 0, 0) + gct)
-    if loop is not None:
-        out += b"!\xff\x0bNETSCAPE2.0\x03\x01" + struct.pack("<H", loop) + b"\x00"
-    if comment:
-        out += b"!\xfe" + bytes((len(comment),)) + comment + b"\x00"
-    for f in frames:
-        tr = f.get("transparent")
-        packed = (f.get("disposal", 0) << 2) | (1 if tr is not None else 0)
-        out += b"!\xf9\x04" + struct.pack("<BHB", packed, f.get("delay", 0), tr or 0) + b"\x00"
-        pix = np.asarray(f["pixels"], np.uint8)
-        bits = max(1, (len(f["palette"]) - 1).bit_length())
-        pal = list(f["palette"]) + [(0, 0, 0)] * ((1 << bits) - len(f["palette"]))
-        out += b"," + struct.pack("<HHHHB", f.get("x", 0), f.get("y", 0), pix.shape[1], pix.shape[0],
-                                  0x80 | (bits - 1))
-        out += bytes(np.asarray(pal, np.uint8).reshape(-1))
-        out += _lzw(pix.tobytes(), max(2, bits))
-    return bytes(out + b";")
-
+from matrix import oracle
+from matrix.gifwriter import gif  # noqa: F401 (also imported from here by older scripts)
 
 def _gif_frames_composited(data: bytes) -> list[np.ndarray]:
-    with Image.open(io.BytesIO(data)) as im:
-        out = []
-        for i in range(im.n_frames):
-            im.seek(i)
-            out.append(np.asarray(im.convert("RGBA")).copy())
-        return out
+    """The frames as displayed, by libvips (libnsgif): never Pillow, which composites GIF
+    disposal 2 with a transparent index wrong (and wrote such frames into outputs)."""
+    return oracle.frames(data)
 
 
 def _gif_timing(data: bytes) -> tuple[list[int], int | None]:
@@ -273,3 +223,107 @@ def test_animation_avif_says_it_loops_forever():
     out, r = optimize_bytes(_two_frame_gif(None, (40, 50)), Settings(format="avif"))
     assert r.frames == 2
     assert any("loop forever" in n for n in r.notes)
+
+
+# -- GIF disposal 2 with a transparent index, as browsers (and libnsgif) show it ------
+
+
+def _disposal_2_gif() -> bytes:
+    """Frame 1 is cleared after it is shown (disposal 2) and has a transparent index; frame 2
+    has holes (its own transparent index) through which the cleared area must show
+    *transparent*. Pillow composites it with frame 1's colour instead."""
+    w, h = 160, 120
+    y, x = np.mgrid[0:h, 0:w]
+    f0 = ((x // 8 + y // 8) % 4).astype(np.uint8)
+    p1 = np.full((60, 80), 1, np.uint8)
+    p1[20:40, 20:60] = 3
+    p2 = ((np.mgrid[0:50, 0:70][1] // 5) % 3 + 1).astype(np.uint8)
+    p2[:10] = 0
+    return gif(w, h, [
+        {"pixels": f0, "palette": [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)],
+         "delay": 10, "disposal": 1},
+        {"pixels": p1, "palette": [(0, 0, 0), (10, 200, 30), (1, 1, 1), (200, 0, 200)], "x": 20,
+         "y": 15, "delay": 10, "disposal": 2, "transparent": 3},
+        {"pixels": p2, "palette": [(9, 9, 9), (50, 60, 70), (250, 240, 230), (128, 0, 255)],
+         "x": 60, "y": 40, "delay": 10, "disposal": 1, "transparent": 0},
+    ], loop=0)
+
+
+@pytest.mark.parametrize("build", [_disposal_2_gif, _rich_gif])
+@pytest.mark.parametrize("settings", [
+    Settings(), Settings(effort=9), Settings(format="webp", lossless=True), Settings(format="png"),
+    Settings(format="auto"), Settings(keep_metadata=True)],
+    ids=["keep", "effort9", "webp-lossless", "apng", "auto", "keep-metadata"])
+def test_animation_disposal_2_frames_are_what_a_browser_shows(build, settings):
+    """Every frame of every exact output equals libvips' (libnsgif's) frames of the source."""
+    data = build()
+    want = oracle.frames(data)
+    assert any((f[..., 3] == 0).any() for f in want[1:])  # the source has transparent holes
+    out, r = optimize_bytes(data, settings)
+    got = oracle.frames(out)
+    assert len(got) == len(want)
+    assert oracle.same_frames(got, want) == [0] * len(want), (r.format_out, r.notes)
+    assert r.ssim in (None, 1.0)
+
+
+def test_animation_resized_disposal_2_gif_keeps_its_holes():
+    """Resized (a real re-encode): the area disposal 2 cleared stays transparent."""
+    data = _disposal_2_gif()
+    src = oracle.frames(data)
+    out, r = optimize_bytes(data, Settings(max_width=80))
+    got = oracle.frames(out)
+    assert len(got) == 3 and got[0].shape[:2] == (60, 80)
+    for a, b in zip(src, got):
+        want = oracle.resize_ref(a.astype(float), (80, 60))[..., 3] >= 128
+        assert ((b[..., 3] > 0) != want).mean() < 0.02  # at most the edge pixels differ
+
+
+# -- issue: keep_metadata re-quantised GIFs; the frame sample missed the last frame ---
+
+
+@pytest.mark.parametrize("where", ["bytes", "in_place_auto", "in_place"])
+def test_animation_keep_metadata_gif_keeps_every_frame(tmp_path, where):
+    """With keep_metadata the frame-for-frame GIF is still the GIF candidate: the frames of a
+    GIF with 256 colours per frame (over 256 shown) are never re-quantised."""
+    data = _many_colour_gif()
+    if where == "bytes":
+        out, r = optimize_bytes(data, Settings(keep_metadata=True))
+    else:
+        src = tmp_path / "a.gif"
+        src.write_bytes(data)
+        fmt = "auto" if where == "in_place_auto" else "keep"
+        r = optimize_file(src, None, Settings(format=fmt, keep_metadata=True))
+        out = src.read_bytes()
+    assert r.status in ("optimized", "skipped"), r
+    assert oracle.same_frames(oracle.frames(out), oracle.frames(data)) == [0, 0]
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 9])
+def test_animation_measure_frames_judges_the_last_frame(n):
+    """A lossy animation is scored on sampled frames, the last one always among them."""
+    from pyimgopt.pipeline import quality
+    from pyimgopt.pipeline.decode import Decoded
+
+    rng = np.random.default_rng(n)
+    frames = [Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)) for _ in range(n)]
+    good = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    broken = frames[:-1] + [Image.fromarray(255 - np.asarray(frames[-1]))]
+    bad = encode(broken[0], "WEBP", save_all=True, append_images=broken[1:], lossless=True)
+    dec = Decoded(frames=frames)
+    assert quality.measure_frames(good, dec, (255, 255, 255)) == pytest.approx(1.0)
+    assert quality.measure_frames(bad, dec, (255, 255, 255)) < 0.5
+    assert n - 1 in quality.sample_frames(n) and 0 in quality.sample_frames(n)
+
+
+def test_animation_decoder_durations_are_taken_as_they_are():
+    """What the decoder says is only the fallback of the container's own timing, and it is
+    taken as it is: a 0 ms frame is not made 100 ms, nor a fraction truncated."""
+    from pyimgopt.pipeline.decode import decode
+    from pyimgopt.pipeline.probe import probe
+
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 255, 0))]
+    data = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=[0, 70],
+                  lossless=True)
+    dec = decode(probe(data, Settings()), all_frames=True, draft_size=None, keep_palette=False,
+                 keep_exif=False)
+    assert dec.durations == [0, 70]

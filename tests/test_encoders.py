@@ -318,3 +318,22 @@ def test_encoders_measure_frames_reads_frame_mismatch_as_failure():
     frames = [f for f, _ in _frames(data)[0]]
     dec = Decoded(frames=[Image.fromarray(f) for f in frames[:3]])
     assert quality.measure_frames(data, dec, (255, 255, 255)) == 0.0
+
+
+@pytest.mark.parametrize("source", ["png", "jpeg-resized", "jpeg-keep-resized"])
+def test_encoders_lossless_jpeg_output_is_refused_not_faked(source):
+    """lossless=True with a JPEG output is refused (a JPEG encode changes pixels), except the
+    JPEG -> JPEG mode that never re-encodes."""
+    from pyimgopt.errors import UnsupportedFormatError
+
+    png = encode(Image.fromarray(photo(48, 40)), "PNG")
+    jpg = encode(Image.fromarray(photo(48, 40)), "JPEG", quality=90)
+    data, settings = {
+        "png": (png, Settings(format="jpeg", lossless=True)),
+        "jpeg-resized": (jpg, Settings(format="jpeg", lossless=True, max_width=20)),
+        "jpeg-keep-resized": (jpg, Settings(lossless=True, max_width=20)),
+    }[source]
+    with pytest.raises(UnsupportedFormatError, match="lossless=True"):
+        optimize_bytes(data, settings)
+    out, r = optimize_bytes(jpg, Settings(format="jpeg", lossless=True))  # the exact mode stays
+    assert np.array_equal(pixels(out), pixels(jpg))

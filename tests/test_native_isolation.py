@@ -4,9 +4,9 @@ A corrupt JPEG that Pillow decodes made mozjpeg's lossless pass call libjpeg's
 ``error_exit``, which calls ``exit()``: the sidecar (or any program embedding
 pyimgopt) died, and through the CLI the file ended as ``worker_lost`` after
 killing three sidecars. An ``except`` cannot catch that, so these tests run
-each case in a forked child and require it to *exit normally* with a typed
-result: ``optimize_bytes`` returned, or raised a :class:`PyimgoptError` other
-than ``internal``.
+each case in a forked child (of a fresh interpreter, ``tests/fork_cases.py``)
+and require it to *exit normally* with a typed result: ``optimize_bytes``
+returned, or raised a :class:`PyimgoptError` other than ``internal``.
 
 - the JPEG that triggers it is built here byte by byte (a baseline 8x8 gray
   JPEG whose DC difference has Huffman category 12: libjpeg-turbo's decoder
@@ -25,18 +25,20 @@ backend (marked ``slow``); the crafted-JPEG tests well under a second.
 from __future__ import annotations
 
 import io
+import json
 import os
+import pathlib
+import pickle
 import random
-import signal
 import struct
-import warnings
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pyimgopt import Settings, optimize_bytes
-from pyimgopt.errors import PyimgoptError
+from pyimgopt import Settings
 from pyimgopt.pipeline import boost, heif, jxl
 from pyimgopt.pipeline.encode import has_avif
 
@@ -67,38 +69,15 @@ def dc_category_jpeg(category: int = 12) -> bytes:
             + dht + _segment(0xDA, b"\x01\x01\x00\x00\x3f\x00") + scan + b"\xff\xd9")
 
 
-def _in_child(fn, timeout: int = 60) -> tuple[int, bytes]:
-    """Run ``fn()`` (returning bytes) in a forked child: (exit status, what it returned)."""
-    r, w = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12+: fork with threads
-        pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.close(r)
-            signal.alarm(timeout)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-            out = fn()
-            while out:
-                out = out[os.write(w, out):]
-        except BaseException:
-            code = 4
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    while chunk := os.read(r, 65536):
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    return status, b"".join(chunks)
-
-
-def _how(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    return f"exit status {os.WEXITSTATUS(status)}"
+def _in_children(cases: list[tuple]) -> list[dict]:
+    """Each case in its own forked child of a fresh interpreter (``tests/fork_cases.py``):
+    ``{"ok", "how", "said"}`` per case."""
+    run = subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name("fork_cases.py"))],
+                         input=pickle.dumps(cases), capture_output=True, timeout=600)
+    assert run.returncode == 0, run.stderr.decode(errors="replace")[-2000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    assert len(rows) == len(cases), run.stderr.decode(errors="replace")[-2000:]
+    return rows
 
 
 def test_native_isolation_crafted_jpeg_really_ends_a_process_calling_mozjpeg():
@@ -109,31 +88,26 @@ def test_native_isolation_crafted_jpeg_really_ends_a_process_calling_mozjpeg():
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         assert im.size == (8, 8)
-    import mozjpeg_lossless_optimization as mz
-
-    status, _ = _in_child(lambda: mz.optimize(data, copy=mz.COPY_MARKERS.ALL))
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1, _how(status)
+    (row,) = _in_children([("mozjpeg", data)])
+    assert not row["ok"] and row["how"] == "exit status 1", row
 
 
-@pytest.mark.parametrize("settings", [Settings(), Settings(lossless=True), Settings(effort=9),
-                                      Settings(format="auto")], ids=["default", "lossless",
-                                                                     "effort9", "auto"])
-def test_native_isolation_corrupt_jpeg_is_a_typed_result_not_an_exit(settings):
+_ROUTES = {"default": Settings(), "lossless": Settings(lossless=True),
+           "effort9": Settings(effort=9), "auto": Settings(format="auto")}
+
+
+def test_native_isolation_corrupt_jpeg_is_a_typed_result_not_an_exit():
     """Every route that reaches mozjpeg's lossless pass survives it: a result, and a note
     when the pass was needed and refused."""
     data = dc_category_jpeg()
-
-    def run() -> bytes:
-        out, res = optimize_bytes(data, settings)
-        return f"{res.status}|{'|'.join(res.notes)}".encode()
-
-    status, said = _in_child(run)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, _how(status)
-    status_text, *notes = said.decode().split("|")
-    assert status_text in ("optimized", "skipped")
-    if settings.lossless and boost.available("mozjpeg"):
-        assert any("mozjpeg's lossless pass refused" in n and "out of range" in n
-                   for n in notes), notes
+    rows = _in_children([("optimize", data, s) for s in _ROUTES.values()])
+    for name, row in zip(_ROUTES, rows):
+        assert row["ok"], (name, row)
+        status, *notes = row["said"].split("|")
+        assert status in ("optimized", "skipped"), (name, row)
+        if name == "lossless" and boost.available("mozjpeg"):
+            assert any("mozjpeg's lossless pass refused" in n and "out of range" in n
+                       for n in notes), notes
 
 
 # -- the fuzz ------------------------------------------------------------------------
@@ -192,42 +166,29 @@ def _mutate(seed: bytes, rnd: random.Random) -> bytes:
     return bytes(d)
 
 
-def _typed(data: bytes, settings: Settings) -> bytes:
-    try:
-        _, res = optimize_bytes(data, settings)
-        return res.status.encode()
-    except PyimgoptError as exc:
-        if exc.code == "internal":
-            raise
-        return exc.code.encode()
-
-
 @pytest.mark.slow
 def test_native_isolation_mutation_fuzz_never_ends_the_process():
     """Each mutated file runs in its own child, which must end normally with a typed result."""
     rnd = random.Random(20240538)  # on main this stream hit the mozjpeg exit (jpeg-prog #16)
-    bad = []
-    outcomes: dict[str, int] = {}
+    cases, names = [], []
     for name, seed in _seeds().items():
         for i in range(PER_SEED):
-            data = _mutate(seed, rnd)
             settings = _SETTINGS[i % len(_SETTINGS)]
-            status, said = _in_child(lambda: _typed(data, settings))
-            if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-                bad.append(f"{name}#{i} ({settings.format}, lossless={settings.lossless}): "
-                           f"{_how(status)}")
-            outcomes[said.decode()] = outcomes.get(said.decode(), 0) + 1
+            cases.append(("optimize", _mutate(seed, rnd), settings))
+            names.append(f"{name}#{i} ({settings.format}, lossless={settings.lossless})")
+    rows = _in_children(cases)
+    bad = [f"{n}: {r['how']} {r['said'][:200]}" for n, r in zip(names, rows) if not r["ok"]]
     assert not bad, bad
+    outcomes: dict[str, int] = {}
+    for r in rows:
+        key = r["said"].split("|")[0]
+        outcomes[key] = outcomes.get(key, 0) + 1
     # the fuzz reached the codecs: some files still optimise, some fail typed
     assert outcomes.get("optimized", 0) and outcomes.get("decode_failed", 0), outcomes
 
 
 def test_native_isolation_cli_sidecar_survives_the_corrupt_jpeg(tmp_path):
     """Through the CLI and a real sidecar: a result for the file, not ``worker_lost`` (poison)."""
-    import json
-    import subprocess
-    import sys
-
     src = tmp_path / "in" / "corrupt.jpg"
     src.parent.mkdir()
     src.write_bytes(dc_category_jpeg())

@@ -155,16 +155,80 @@ def test_pixels_lossless_webp_detected_behind_a_big_icc_chunk():
 
 
 def test_pixels_bmp_alpha_kept():
-    rgba = np.zeros((5, 7, 4), np.uint8)
-    rgba[..., 0] = 200
-    rgba[..., 3] = np.linspace(0, 255, 7).astype(np.uint8)
+    """A BMP with alpha kept as BMP (a 32-bit BITMAPV4HEADER whose alpha mask counts), read
+    back by a decoder that is not pyimgopt's writer."""
+    from matrix.inputs import bmp_cases
+
+    case = next(c for c in bmp_cases() if c.id == "bmp-32-alpha")
+    out, r = optimize_bytes(case.data, Settings(allow_larger=True))
+    assert r.format_out == "bmp" and out[:2] == b"BM"
+    got = oracle.view(out)  # Pillow's BMP reader: this libvips has no BMP loader
+    assert np.array_equal(got.rgba, case.truth)
+    assert (case.truth[..., 3] < 255).any() and (case.truth[..., 3] > 0).any()
+
+
+def test_pixels_resized_gif_transparency_is_thresholded_at_half():
+    """GIF holds 1-bit transparency: a resized edge pixel is opaque only from alpha 128 (not
+    from alpha 1, which dilated the shape by a pixel all round)."""
+    w, h = 120, 80
+    yy, xx = np.mgrid[0:h, 0:w]
+    idx = np.full((h, w), 1, np.uint8)  # 1 = transparent
+    idx[(xx - 60) ** 2 + (yy - 40) ** 2 < 30 ** 2] = 2
+    idx[(xx - 60) ** 2 + (yy - 40) ** 2 < 12 ** 2] = 3
+    im = Image.fromarray(idx, "P")
+    im.putpalette([0, 0, 0, 0, 255, 0, 220, 20, 20, 20, 20, 220] + [0] * 744)
     buf = io.BytesIO()
-    Image.fromarray(rgba).save(buf, "PNG")
-    out, _ = optimize_bytes(buf.getvalue(), Settings(format="png"))
-    src = Image.open(io.BytesIO(out))
-    from pyimgopt.pipeline.encode import _bmp_rgba
-    back = Image.open(io.BytesIO(_bmp_rgba(src.convert("RGBA"))))
-    assert back.mode == "RGBA" and np.array_equal(np.asarray(back), rgba)
+    im.save(buf, "GIF", transparency=1)
+    ref = oracle.view(buf.getvalue()).rgba
+    for width in (40, 30):
+        out, r = optimize_bytes(buf.getvalue(), Settings(max_width=width))
+        got = oracle.view(out).rgba
+        want = oracle.resize_ref(ref, (got.shape[1], got.shape[0]))[..., 3] >= 128
+        assert ((got[..., 3] > 0) != want).mean() <= 0.01, (width, int((got[..., 3] > 0).sum()),
+                                                           int(want.sum()))
+
+
+def test_pixels_malformed_palette_png_is_refused_on_every_route():
+    """Indices past the end of PLTE: an error in the PNG specification, shown differently by
+    different decoders (black, another entry); no output could be exact, so it is refused."""
+    from pyimgopt.errors import DecodeError
+
+    idx = np.zeros((8, 16), np.uint8)
+    idx[:, 8:] = 5
+    data = write_png(idx, 3, 8, palette=np.array([[200, 0, 0], [0, 200, 0]], np.uint8))
+    for settings in (Settings(), Settings(format="png", effort=0), Settings(format="webp"),
+                     Settings(max_width=8), Settings(format="auto")):
+        with pytest.raises(DecodeError, match="PLTE"):
+            optimize_bytes(data, settings)
+
+
+@pytest.mark.parametrize("fmt", ["webp", "png"])
+def test_pixels_unreadable_profile_survives_the_metadata_strip(fmt):
+    """A profile LittleCMS cannot read is kept by the strip (its colours are unknown, so
+    dropping it could change them), while the GPS beside it goes."""
+    from conftest import exif_bytes
+
+    noise = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    junk = b"\x00\x00\x02\x00not-a-real-profile" + bytes(300)
+    buf = io.BytesIO()
+    params = {"quality": 5} if fmt == "webp" else {}  # a q80 re-encode is larger: the strip wins
+    Image.fromarray(noise).save(buf, fmt.upper(), icc_profile=junk, exif=exif_bytes(1, gps=True),
+                                **params)
+    out, r = optimize_bytes(buf.getvalue())
+    assert r.status == "optimized", r
+    with Image.open(io.BytesIO(out)) as im:
+        assert im.info.get("icc_profile") == junk, r.notes
+        assert not im.getexif().get_ifd(0x8825)
+
+
+def test_pixels_skipped_result_claims_no_strip():
+    """A file left as it is carries no note about a strip that was not written."""
+    im = Image.fromarray(np.random.default_rng(4).integers(0, 4, (6, 6), dtype=np.uint8) * 60)
+    buf = io.BytesIO()
+    im.convert("P").save(buf, "GIF")
+    out, r = optimize_bytes(buf.getvalue())
+    assert r.status == "skipped" and out == buf.getvalue()
+    assert "lossless metadata strip (no re-encode)" not in r.notes, r.notes
 
 
 def test_pixels_oracle_floors_catch_gross_errors():

@@ -94,3 +94,46 @@ def test_quality_target_ssim_validation():
     for bad in (0, 1.5, "0.9", True):
         with pytest.raises(InvalidSettingsError, match="target_ssim"):
             Settings(target_ssim=bad)
+
+
+def _light_over_soft_alpha() -> bytes:
+    """White pixels over a soft, detailed alpha (a glow or overlay asset): on white every
+    candidate looks perfect, whatever it does to the alpha."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:128]
+    alpha = 127 + 60 * np.sin(x / 3.0) * np.cos(y / 4.0) + 60 * np.sin((x + y) / 7.0)
+    alpha = np.clip(alpha + rng.normal(0, 8, alpha.shape), 0, 255).astype(np.uint8)
+    rgba = np.dstack([np.full((96, 128, 3), 255, np.uint8), alpha])
+    return encode(Image.fromarray(rgba), "PNG")
+
+
+@pytest.mark.parametrize("settings", [
+    Settings(format="auto"),
+    pytest.param(Settings(format="avif", target_ssim=0.985),
+                 marks=pytest.mark.skipif(not has_avif(), reason="no AVIF")),
+    Settings(format="webp", target_ssim=0.985, lossless=False)], ids=["auto", "avif", "webp"])
+def test_quality_target_sees_alpha(settings):
+    """The score is the lower of the composites on white and on black: a target met on
+    white alone cannot hide a damaged alpha (an AVIF at q20 scored 0.99996 on white,
+    0.926 on black)."""
+    from matrix import oracle
+
+    data = _light_over_soft_alpha()
+    ref = oracle.view(data).rgba
+    out, r = optimize_bytes(data, settings)
+    got = oracle.view(out).rgba
+    on_black = oracle.ssim(oracle.composite(got, (0, 0, 0)), oracle.composite(ref, (0, 0, 0)))
+    alpha = oracle.ssim(got[..., 3], ref[..., 3])
+    assert r.ssim is not None and r.ssim >= 0.985, r
+    assert on_black >= 0.97 and alpha >= 0.97, (r.format_out, r.quality, on_black, alpha)
+
+
+def test_quality_auto_with_lossless_tries_only_exact_encodings():
+    """format auto + lossless=True (the web UI offers both): the smallest exact encoding."""
+    from matrix import oracle
+
+    data = encode(Image.fromarray(photo(64, 48)), "PNG")
+    out, r = optimize_bytes(data, Settings(format="auto", lossless=True))
+    assert r.format_out in ("png", "webp") and r.ssim == 1.0
+    assert np.array_equal(oracle.view(out).rgba, oracle.view(data).rgba)
+    assert all("-lossless=" in part for part in r.notes[-1].split(": ", 1)[1].split(", "))

@@ -230,4 +230,6 @@ def gif_lossless(data: bytes, keep_metadata: bool) -> tuple[bytes, list[str]] | 
     out = strip_gif(data)
     if out is None:
         return None
+    if out == data:
+        return out, ["animated GIF kept as it is (frames, palettes, disposal and timing)"]
     return out, ["animated GIF kept frame for frame; metadata blocks removed (no re-encode)"]

@@ -1,18 +1,22 @@
 """Decode and normalise: from a probed input to upright sRGB working frames.
 
 Owns decoding (with JPEG DCT shrink-on-load through Pillow's ``draft``),
-animation frames and their timing, EXIF auto-orientation (invalid values mean
-no rotation), conversion of embedded ICC profiles to sRGB (:mod:`.colour`:
-every mode, palette and gray included; skipped when the caller keeps the
-profile with the original values), CMYK/Lab/16-bit/float to 8-bit RGB or L
-without clipping (16-bit rounded: ``v * 255 / 65535``; 16-bit colour PNG and
-TIFF are read through libvips because Pillow truncates them), and
-transparency carried as data in the pixels — an alpha band, or a palette
-whose entries have alpha — never in Pillow's ``info`` side channel (a
+animation frames (an animated GIF's composited as browsers show them,
+:mod:`.gifanim`; the decoder's frame durations only as a fallback for
+:func:`.animation.apply_timing`), EXIF auto-orientation (invalid values mean
+no rotation; a TIFF's orientation is applied by Pillow's reader itself),
+conversion of embedded ICC profiles to sRGB (:mod:`.colour`: every mode,
+palette and gray included; skipped when the caller keeps the profile with the
+original values), CMYK/Lab/16-bit/float/32-bit/signed samples to 8-bit RGB or
+L without clipping (:mod:`.samples`; 16-bit rounded: ``v * 255 / 65535``;
+16-bit colour PNG and TIFF are read through libvips because Pillow truncates
+them), and transparency carried as data in the pixels — an alpha band, or a
+palette whose entries have alpha — never in Pillow's ``info`` side channel (a
 ``tRNS`` colour key becomes alpha; a low-bit gray key is scaled as the
 samples are). Alpha is dropped only when every pixel is opaque. Output frames
 are Pillow images in mode L, LA, RGB or RGBA — or the palette/bilevel/gray
-image when the caller keeps it for a lossless re-encode.
+image when the caller keeps it for a lossless re-encode — and
+``Decoded.exact`` says whether they still hold every source value.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ from PIL import Image, ImageCms
 
 from ..errors import DecodeError, TooLargeError
 from . import boost
-from .colour import icc_info, is_srgb, srgb_icc, to_srgb
+from .colour import icc_info, is_srgb, profile_must_stay, srgb_icc, to_srgb
 from .pngfile import png_header
 from .probe import Probe
+from . import gifanim
+from .samples import Samples, needs_vips, round16, source_bits, to_8bit
+from .samples import of as samples_of
 
 __all__ = ["Decoded", "read_orientation", "decode", "srgb_icc", "estimate_jpeg_quality",
            "source_bits", "icc_info"]
@@ -55,8 +62,8 @@ class Decoded:
     """Upright, sRGB frames plus what the encoder needs to know about the source."""
 
     frames: list[Image.Image]
-    durations: list[int] | None = None
-    loop: int | None = None
+    durations: list | None = None  # ms per frame (exact Fractions after animation.apply_timing)
+    loop: int | None = None  # total plays, 0 = forever (set by animation.apply_timing)
     orientation: int = 1
     exif: bytes | None = None
     icc_converted: bool = False
@@ -66,6 +73,12 @@ class Decoded:
     icc: bytes | None = None
     source_quality: int | None = None
     notes: list[str] = field(default_factory=list)
+    #: Every source value survives in the frames (no depth reduction, no colour
+    #: conversion): only then may a lossless encode of them report SSIM 1.
+    exact: bool = True
+    #: A metadata strip of the source must keep its profile: not sRGB by its
+    #: contents, or unreadable (:func:`.colour.profile_must_stay`).
+    icc_must_stay: bool = False
 
     @property
     def mode(self) -> str:
@@ -105,65 +118,25 @@ def estimate_jpeg_quality(im: Image.Image) -> int | None:
     return int(min(100, max(1, round(quality))))
 
 
-def _to_8bit_gray(im: Image.Image) -> Image.Image:
-    arr = np.asarray(im)
-    if im.mode == "F":
-        arr = arr.astype(np.float64)
-        peak = float(np.nanmax(arr)) if arr.size else 1.0
-        arr = np.nan_to_num(arr) * (255.0 if peak <= 1.0 else 1.0)
-        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
-    arr = arr.astype(np.int64)
-    if im.mode.startswith("I;16") or int(arr.max(initial=0)) > 255:
-        # 16-bit to 8-bit by scaling (x * 255 / 65535, rounded), never by clipping.
-        arr = (np.clip(arr, 0, 65535) * 255 + 32767) // 65535
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-
-
-def source_bits(pr: Probe) -> int:
-    """Bits per sample of the source as stored (16 for 16-bit PNG/TIFF, else 8)."""
-    data = pr.data
-    if pr.format == "PNG":
-        hdr = png_header(data)
-        return 16 if hdr is not None and hdr.depth == 16 else 8
-    if pr.format == "TIFF":
-        try:
-            bps = pr.image.tag_v2.get(258)  # type: ignore[attr-defined]
-        except Exception:
-            return 8
-        values = bps if isinstance(bps, tuple) else (bps,)
-        return 16 if any(isinstance(v, int) and v > 8 for v in values) else 8
-    return 8
-
-
-def _needs_vips(pr: Probe) -> bool:
-    """16-bit colour (or gray+alpha) PNG/TIFF: Pillow would truncate it to 8 bits."""
-    if source_bits(pr) != 16:
-        return False
-    if pr.format == "PNG":
-        hdr = png_header(pr.data)
-        return hdr is not None and hdr.color_type in (2, 4, 6)
-    return pr.format == "TIFF" and pr.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "L")
-
-
-def round16(arr: np.ndarray) -> np.ndarray:
-    """16-bit samples to 8 bits, rounded (``v * 255 / 65535``), never truncated."""
-    return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-
-
-def _vips_frame(data: bytes) -> Image.Image | None:
-    """The first image of ``data`` through libvips, rounded to 8 bits, tRNS as alpha."""
+def _vips_frame(data: bytes, notes: list[str]) -> tuple[Image.Image, bool] | None:
+    """The first image of ``data`` through libvips, rounded to 8 bits, tRNS as alpha, as
+    stored (not oriented); and whether the 8-bit values are exact. ``None`` without libvips."""
     vips = boost._module("vips")
     if vips is None:
         return None
     im = vips.Image.new_from_buffer(data, "", access="sequential", fail=True)
     arr = im.numpy().reshape(im.height, im.width, im.bands)
+    exact = True
     if arr.dtype == np.uint16:
+        exact = not bool((arr % 257).any())
+        if not exact:
+            notes.append("16-bit samples rounded to 8 bits (v * 255 / 65535)")
         arr = round16(arr)
     elif arr.dtype != np.uint8:
         return None
     if arr.shape[2] == 1:
         arr = arr[..., 0]
-    return Image.fromarray(np.ascontiguousarray(arr))
+    return Image.fromarray(np.ascontiguousarray(arr)), exact
 
 
 def _low_gray_key(key: int, pr: Probe) -> int:
@@ -213,46 +186,52 @@ def _explicit_transparency(im: Image.Image, info: dict, pr: Probe) -> Image.Imag
     return im
 
 
-def _to_working(im: Image.Image) -> Image.Image:
-    """Any decoded mode to L, LA, RGB or RGBA (no colour management)."""
+def _to_working(im: Image.Image, smp: Samples, notes: list[str]) -> tuple[Image.Image, bool]:
+    """Any decoded mode to L, LA, RGB or RGBA (no colour management); (image, values exact)."""
     mode = im.mode
-    if mode in ("L", "LA", "RGB", "RGBA"):
-        return im
+    if mode in ("L", "LA", "RGB", "RGBA") and smp.kind == "uint":
+        return im, True
     if mode == "CMYK":
-        return im.convert("RGB")
+        return im.convert("RGB"), False
     if mode == "LAB":
         lab = ImageCms.buildTransform(
             ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
         )
-        return ImageCms.applyTransform(im, lab)
+        return ImageCms.applyTransform(im, lab), False
     if mode in ("RGBX",):
-        return im.convert("RGB")
+        return im.convert("RGB"), False
     if mode == "RGBa":
-        return im.convert("RGBA")
+        return im.convert("RGBA"), False
     if mode == "La":
-        return im.convert("LA")
+        return im.convert("LA"), False
     if mode == "1":
-        return im.convert("L")
+        return im.convert("L"), True
     if mode in ("P", "PA"):
-        return im.convert("RGBA" if im.has_transparency_data else "RGB")
-    if mode.startswith("I") or mode == "F":
-        return _to_8bit_gray(im)
-    return im.convert("RGB")  # YCbCr, HSV and anything else Pillow can convert
+        return im.convert("RGBA" if im.has_transparency_data else "RGB"), True
+    if mode.startswith("I") or mode == "F" or (mode == "L" and smp.kind == "int"):
+        return to_8bit(im, smp, notes)
+    if mode in ("LA", "RGB", "RGBA"):  # signed or float samples Pillow read as bytes
+        notes.append(f"{smp.describe()} samples read as unsigned 8-bit by Pillow")
+        return im, False
+    return im.convert("RGB"), False  # YCbCr, HSV and anything else Pillow can convert
 
 
-def _normalise(im: Image.Image, icc: bytes | None, notes: list[str]) -> tuple[Image.Image, bool]:
-    """Return (image in L/LA/RGB/RGBA sRGB, whether an ICC conversion happened)."""
+def _normalise(im: Image.Image, icc: bytes | None, smp: Samples,
+               notes: list[str]) -> tuple[Image.Image, bool, bool]:
+    """Return (image in L/LA/RGB/RGBA sRGB, whether an ICC conversion happened, values exact)."""
     converted = False
+    exact = True
     if icc and not is_srgb(icc):
         if im.mode.startswith("I") or im.mode == "F":
-            im = _to_8bit_gray(im)
+            im, exact = to_8bit(im, smp, notes)
         im, converted = to_srgb(im, icc, notes)
     elif icc:
         try:
             icc_info(icc)
         except Exception:
             notes.append("embedded ICC profile is unreadable; ignored")
-    return _to_working(im), converted
+    im, same = _to_working(im, smp, notes)
+    return im, converted, exact and same and not converted
 
 
 def _drop_opaque_alpha(frames: list[Image.Image]) -> list[Image.Image]:
@@ -332,27 +311,35 @@ def decode(
             if pr.format == "JPEG" and draft_size is not None and im.mode in ("RGB", "L", "CMYK"):
                 im.draft(im.mode, draft_size)
             raw: list[Image.Image] = []
-            durations: list[int] = []
+            durations: list = []
             count = pr.frames if all_frames else 1
-            deep = _vips_frame(pr.data) if count == 1 and _needs_vips(pr) else None
-            if count == 1 and _needs_vips(pr) and deep is None:
+            vips16 = count == 1 and needs_vips(pr)
+            deep = _vips_frame(pr.data, notes) if vips16 else None
+            if vips16 and deep is None:
                 notes.append("16-bit samples truncated to 8 bits by Pillow (pyvips unavailable)")
-            for index in range(count):
+                out.exact = False
+            elif deep is not None:
+                out.exact = deep[1]
+            if count > 1 and pr.format == "GIF":
+                # composited as browsers do (Pillow shows disposal 2 with a transparent index
+                # wrong); timing comes from the container (animation.apply_timing)
+                raw = gifanim.composite(pr.data, count)
+            for index in range(0 if raw else count):
                 if index:
                     im.seek(index)
                 im.load()
                 frame = im
                 if deep is not None:
-                    frame = deep
+                    frame = deep[0]
                 elif count > 1:
                     frame = im.convert("RGBA")
-                    durations.append(int(im.info.get("duration") or 100))
+                    # the decoder's own value: only a fallback for animation.apply_timing
+                    durations.append(im.info.get("duration") or 0)
                 else:
                     frame = _explicit_transparency(im, im.info, pr)
                 raw.append(frame)
-            if count > 1:
+            if durations:
                 out.durations = durations
-                out.loop = int(im.info.get("loop", 0) or 0)
         for w in caught:
             notes.append(f"decoder warning: {w.message}")
     except MemoryError:
@@ -366,21 +353,28 @@ def decode(
         ) from None
 
     out.icc_nonsrgb = bool(icc) and not is_srgb(icc)
+    out.icc_must_stay = profile_must_stay(icc)
     keep_values = keep_icc and out.icc_nonsrgb
     if keep_values:
         out.icc = icc
+    smp = samples_of(pr)
+    # Pillow's TIFF reader turns the pixels upright itself (its size is as shown); libvips
+    # and the other readers give them as stored
+    turn = 1 if pr.format == "TIFF" and deep is None else orientation
     frames: list[Image.Image] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for frame in raw:
-            if keep_palette and frame.mode in ("P", "1", "L") and (keep_values or not out.icc_nonsrgb):
-                norm = frame
+            if keep_palette and frame.mode in ("P", "1", "L") and (keep_values or not out.icc_nonsrgb) \
+                    and smp.kind == "uint":
+                norm, same = frame, True
             elif keep_values:
-                norm = _to_working(frame)
+                norm, same = _to_working(frame, smp, notes)
             else:
-                norm, conv = _normalise(frame, icc, notes)
+                norm, conv, same = _normalise(frame, icc, smp, notes)
                 out.icc_converted |= conv
-            frames.append(_orient(norm, orientation))
+            out.exact &= same
+            frames.append(_orient(norm, turn))
     for w in caught:
         notes.append(f"conversion warning: {w.message}")
     for f in frames:

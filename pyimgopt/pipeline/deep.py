@@ -22,12 +22,12 @@ from .probe import Probe
 __all__ = ["lossless_16", "really_16", "refusal"]
 
 
-def _load(pr: Probe):
+def _load(pr: Probe, access: str = "sequential"):
     vips = boost._module("vips")
     if vips is None:
         return None, None
     opts = {"page": 0} if pr.format == "TIFF" else {}
-    im = vips.Image.new_from_buffer(pr.data, "", access="sequential", fail=True, **opts)
+    im = vips.Image.new_from_buffer(pr.data, "", access=access, fail=True, **opts)
     return vips, im
 
 
@@ -46,23 +46,35 @@ def really_16(pr: Probe) -> bool:
     return bool((arr % 257).any())
 
 
-def lossless_16(pr: Probe, out_fmt: str, s: Settings) -> tuple[bytes, list[str]] | None:
+def lossless_16(pr: Probe, out_fmt: str, s: Settings, orientation: int = 1
+                ) -> tuple[bytes, list[str]] | None:
     """The 16-bit image as a 16-bit ``out_fmt`` (png or tiff), or ``None`` without libvips.
 
-    Samples, alpha and bit depth are kept exactly; metadata is dropped except
-    a non-sRGB ICC profile (kept, as the values are); with ``keep_metadata``
-    libvips keeps what it read.
+    Samples, alpha and bit depth are kept exactly; an EXIF/TIFF ``orientation``
+    2-8 is applied by libvips (rotations and flips move samples, they change
+    none) and not written again; metadata is dropped except a non-sRGB ICC
+    profile (kept, as the values are); with ``keep_metadata`` libvips keeps
+    what it read (its orientation reset to 1).
     """
     try:
-        vips, im = _load(pr)
+        vips, im = _load(pr, "sequential" if orientation == 1 else "random")
+        if im is None or im.format != "ushort":
+            return None
+        if orientation != 1:
+            im = im.copy()
+            im.set_type(vips.GValue.gint_type, "orientation", orientation)
+            im = im.autorot()
+        if im.get_typeof("orientation"):
+            im = im.copy()
+            im.set_type(vips.GValue.gint_type, "orientation", 1)
     except Exception:
-        return None
-    if im is None or im.format != "ushort":
         return None
     icc = im.get("icc-profile-data") if im.get_typeof("icc-profile-data") else None
     keep = vips.ForeignKeep.ALL if s.keep_metadata else (
         vips.ForeignKeep.ICC if icc and not is_srgb(icc) else vips.ForeignKeep.NONE)
     notes = ["lossless 16-bit route (libvips): every sample and the bit depth kept"]
+    if orientation != 1:
+        notes.append("EXIF orientation applied by rotating the 16-bit samples (libvips)")
     if out_fmt == "png":
         data = im.pngsave_buffer(bitdepth=16, compression=1, keep=keep)
         if s.effort >= 1 and boost.available("oxipng"):

@@ -24,7 +24,7 @@ from PIL import Image, features
 
 from ..errors import EncodeError, UnsupportedFormatError
 from ..settings import Settings
-from . import animation, boost, jxl
+from . import animation, boost, gifanim, jxl
 from .decode import Decoded, srgb_icc
 from .frames import flatten_rgb, looks_like_graphic, save
 from .jpeg import encode_jpeg
@@ -166,7 +166,10 @@ def encode(
             if len(frames) > 1:
                 # whole composited frames: each one replaces the last (transparent areas too)
                 gif_params["disposal"] = 2
-            data = save(frames, "gif", **gif_params, **_gif_transparency(frames[0]))
+            binary = [_one_bit_alpha(f) for f in frames]
+            data = save(binary, "gif", **gif_params, **_gif_transparency(binary[0]))
+            if len(frames) > 1:  # shown the same by browsers and by libnsgif (libvips)
+                data = gifanim.unambiguous(data)
             # Frames are re-quantised from RGBA: lossless only if every frame shown is the same.
             lossless = _gif_exact(data, frames)
         elif out_fmt == "tiff":
@@ -198,24 +201,38 @@ def _fresh(im: Image.Image) -> Image.Image:
     return out
 
 
+def _one_bit_alpha(im: Image.Image) -> Image.Image:
+    """GIF holds 1-bit transparency: alpha thresholded at 128 (Pillow's writer would make
+    only alpha 0 transparent, so a resized edge's faint pixels would turn opaque)."""
+    if im.mode == "P" and im.palette is not None and im.palette.mode == "RGBA":
+        alpha = im.getpalette("RGBA")[3::4]
+        if all(a in (0, 255) for a in alpha):
+            return im
+        im = im.convert("RGBA")
+    if im.mode not in ("RGBA", "LA"):
+        return im
+    arr = np.array(im)
+    arr[..., -1] = np.where(arr[..., -1] >= 128, 255, 0)
+    return Image.fromarray(arr, im.mode)
+
+
 def _gif_exact(data: bytes, frames: list[Image.Image]) -> bool:
-    """Whether the GIF ``data`` shows exactly ``frames`` (RGBA; fully transparent colour ignored)."""
+    """Whether the GIF ``data`` shows exactly ``frames`` (RGBA; fully transparent colour ignored),
+    its frames composited as a browser does (:mod:`.gifanim`), not by Pillow."""
 
     def rgba(im: Image.Image) -> np.ndarray:
         arr = np.array(im.convert("RGBA"))
         arr[arr[..., 3] == 0] = 0
         return arr
 
-    try:
-        with Image.open(io.BytesIO(data)) as back:
-            if getattr(back, "n_frames", 1) != len(frames):
-                return False
-            for index, frame in enumerate(frames):
-                back.seek(index)
-                if not np.array_equal(rgba(back), rgba(frame)):
-                    return False
-    except Exception:
-        return False
+    want = [rgba(f) for f in frames]
+    for libnsgif in (False, True):  # as browsers show it, and as libvips does
+        try:
+            back = gifanim.composite(data, libnsgif=libnsgif)
+        except Exception:
+            return False
+        if len(back) != len(want) or not all(np.array_equal(rgba(b), w) for b, w in zip(back, want)):
+            return False
     return True
 
 

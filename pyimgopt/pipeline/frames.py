@@ -14,7 +14,7 @@ import io
 import numpy as np
 from PIL import Image
 
-__all__ = ["save", "flatten", "flatten_rgb", "looks_like_graphic"]
+__all__ = ["save", "flatten", "flatten_rgb", "opposite", "looks_like_graphic"]
 
 _PIL_NAMES = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "avif": "AVIF", "gif": "GIF",
               "tiff": "TIFF", "bmp": "BMP"}  # JPEG XL: pipeline/jxl.py
@@ -51,6 +51,11 @@ def flatten_rgb(im: Image.Image, background: tuple[int, int, int]) -> np.ndarray
         base.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
         return np.asarray(base)
     return np.asarray(im.convert("RGB"))
+
+
+def opposite(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The second background alpha is judged on: black for a light background, else white."""
+    return (0, 0, 0) if sum(background) >= 3 * 128 else (255, 255, 255)
 
 
 def looks_like_graphic(im: Image.Image) -> bool:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from ..settings import Settings
 from . import boost
-from .frames import flatten_rgb, save
+from .frames import flatten_rgb, opposite, save
 
 __all__ = ["reduce_lossless", "encode_png"]
 
@@ -99,7 +99,11 @@ def _png(frames: list[Image.Image], s: Settings, anim: dict, meta: dict, notes: 
 
 
 def _ssim_rgb(a: Image.Image, b: Image.Image, s: Settings) -> float:
+    """The score of ``b`` against ``a`` on the background, and on its opposite when ``a`` has
+    transparency (as :func:`.quality.measure` judges)."""
     from . import perceptual
 
-    bg = s.background_rgb
-    return perceptual.score(flatten_rgb(a, bg), flatten_rgb(b, bg))
+    bgs = [s.background_rgb]
+    if a.has_transparency_data:
+        bgs.append(opposite(s.background_rgb))
+    return min(perceptual.score(flatten_rgb(a, bg), flatten_rgb(b, bg)) for bg in bgs)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from . import boost, colour
 from .strip import strip_png
 
-__all__ = ["PngHeader", "png_header", "png_chunks", "png_icc", "display_chunks", "optimise_original"]
+__all__ = ["PngHeader", "png_header", "png_chunks", "png_icc", "display_chunks", "optimise_original",
+           "palette_overrun"]
 
 #: Chunks that change how the pixels are shown and that Pillow's PNG writer
 #: does not carry over from a decoded image.
@@ -79,6 +80,27 @@ def display_chunks(data: bytes) -> set[bytes]:
     return {t for t, _ in png_chunks(data) if t in DISPLAY_CHUNKS}
 
 
+def palette_overrun(data: bytes, im) -> str | None:
+    """Why a palette PNG is malformed (a pixel's index past the end of ``PLTE``), or ``None``.
+
+    The PNG specification calls such an index an error; decoders disagree on
+    what to show (black, the last entry, an error), so no output could be
+    exact. ``im`` is the opened (not yet loaded) Pillow image of ``data``; the
+    first frame's indices are decoded here. Only colour type 3 is checked.
+    """
+    hdr = png_header(data)
+    if hdr is None or hdr.color_type != 3:
+        return None
+    entries = next((len(p) // 3 for t, p in png_chunks(data) if t == b"PLTE"), 0)
+    im.load()
+    if im.mode != "P":
+        return None
+    _, top = im.getextrema()
+    if top >= entries:
+        return f"a pixel uses palette index {top}, past the {entries} entries of PLTE"
+    return None
+
+
 def _chunk(ctype: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(
         ">I", zlib.crc32(ctype + payload) & 0xFFFFFFFF
@@ -99,7 +121,8 @@ def _srgb_chunk_for_icc(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def optimise_original(data: bytes, *, effort: int, keep_metadata: bool) -> tuple[bytes, list[str]] | None:
+def optimise_original(data: bytes, *, effort: int, keep_metadata: bool,
+                      orientation: int = 1) -> tuple[bytes, list[str]] | None:
     """The smallest exact PNG of ``data`` that pyimgopt can make without decoding it.
 
     Without ``keep_metadata``, text, time, EXIF and private chunks go (what
@@ -108,18 +131,20 @@ def optimise_original(data: bytes, *, effort: int, keep_metadata: bool) -> tuple
     (effort 1-9, its presets in :func:`~.boost.png_options`) re-filters and
     re-deflates, with only its lossless reductions (no ``optimize_alpha``, no
     16-to-8 scaling). Effort 0, or oxipng missing, stops after the strip.
-    Returns ``None`` when the file cannot be parsed (bad CRC, no IEND): the
-    caller decodes instead. Notes say what was done.
+    An EXIF ``orientation`` 2-8 the stored pixels still need survives as a
+    minimal ``eXIf`` (:func:`~.strip.strip_png`). Returns ``None`` when the
+    file cannot be parsed (bad CRC, no IEND): the caller decodes instead.
+    Notes say what was done.
     """
     icc = png_icc(data)
-    keep_icc = bool(icc) and (keep_metadata or not colour.is_srgb(icc))
+    keep_icc = bool(icc) and (keep_metadata or colour.profile_must_stay(icc))
     src = _srgb_chunk_for_icc(data) if icc and not keep_icc else data
-    base = src if keep_metadata else strip_png(src, keep_icc=keep_icc)
+    base = src if keep_metadata else strip_png(src, keep_icc=keep_icc, orientation=orientation)
     if base is None:
         return None
     notes = ["lossless PNG route (original samples, bit depth and transparency kept)"]
-    if icc and keep_icc and not colour.is_srgb(icc):
-        notes.append("non-sRGB ICC profile kept with the original pixel values")
+    if icc and keep_icc and colour.profile_must_stay(icc):
+        notes.append("non-sRGB (or unreadable) ICC profile kept with the original pixel values")
     if effort >= 1:
         if boost.available("oxipng"):
             opt = boost.png_optimize(base, effort)

@@ -93,15 +93,17 @@ def not_smaller(
     EncodeError
         No lossless strip, no re-encode, and not in place.
     """
+    as_is = ("output was not smaller than the input" if reencoded is not None
+             else "nothing to strip: the file is left as it is")
     if keep_metadata:
-        return data, _skipped(fmt_in, "output was not smaller than the input")
+        return data, _skipped(fmt_in, as_is)
     strip_notes = list(strip_notes or ())
     if stripped is ...:
         strip_notes = []
         stripped = lossless_strip(data, fmt_in, keep_icc=keep_icc, orientation=orientation,
                                   notes=strip_notes)
     if stripped == data:
-        return data, _skipped(fmt_in, "output was not smaller than the input")
+        return data, _skipped(fmt_in, as_is)
     if isinstance(stripped, bytes) and len(stripped) <= len(data):
         why = [] if reencoded is None else ["a re-encode was not smaller than the input"]
         return stripped, {"status": "optimized", "format_out": fmt_in, "lossless": True,

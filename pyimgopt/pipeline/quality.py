@@ -5,9 +5,11 @@ the encoder quality, each step encoded, decoded and compared to the resized
 source with :func:`.perceptual.score` (the luma SSIM, held down by a chroma
 check so colour damage cannot pass on luma alone) — and the choice behind ``format="auto"``:
 each candidate format at the target, smallest wins (an animation's lossy
-candidates are checked on a sample of frames). The reference and every
-decoded candidate are flattened onto the background the same way, so alpha
-images are compared as they would be seen.
+candidates are checked on a sample of frames, the last included). The
+reference and every decoded candidate are flattened onto the background the
+same way and, for an image with transparency, also onto the opposite
+background (black for a light one): the lower score counts, so an alpha
+error cannot hide behind pixels the colour of the background.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import numpy as np
 from PIL import Image
 
 from ..settings import BROWSER_FORMATS, Settings
-from . import jxl, perceptual
+from . import gifanim, jxl, perceptual
 from .decode import Decoded
-from .encode import Encoded, encode, flatten_rgb, has_avif
+from .encode import Encoded, encode, has_avif
+from .frames import flatten_rgb, opposite
 
-__all__ = ["DEFAULT_AUTO_TARGET", "Candidate", "reference", "measure", "measure_frames",
-           "encode_to_target", "auto_formats"]
+__all__ = ["DEFAULT_AUTO_TARGET", "Candidate", "Reference", "reference", "measure",
+           "measure_frames", "sample_frames", "output_frames", "encode_to_target", "auto_formats"]
 
 #: The SSIM target ``format="auto"`` uses when ``target_ssim`` is not given.
 DEFAULT_AUTO_TARGET = 0.985
@@ -41,47 +44,111 @@ class Candidate:
     notes: list[str]
 
 
-def reference(dec: Decoded, background: tuple[int, int, int]) -> np.ndarray:
-    """The first frame as an RGB array, alpha flattened onto ``background``."""
-    return flatten_rgb(dec.frames[0], background)
+@dataclass
+class Reference:
+    """The source as a viewer sees it: composited on the background, and — when it has
+    alpha — also on the opposite of it (black for a light background, else white)."""
+
+    composites: list[np.ndarray]  # RGB uint8, one per background
+    backgrounds: list[tuple[int, int, int]]
 
 
-def measure(data: bytes, ref: np.ndarray, background: tuple[int, int, int]) -> float:
-    """:func:`.perceptual.score` of the decoded ``data`` against ``ref`` (0.0 if the sizes differ)."""
+def reference(dec: Decoded, background: tuple[int, int, int], index: int = 0) -> Reference:
+    """Frame ``index`` of ``dec`` as a :class:`Reference`.
+
+    A score on one background alone cannot see alpha: white pixels over a
+    soft alpha look the same whatever the alpha on white. Two backgrounds,
+    far apart, make every alpha error show on at least one of them; only
+    images with transparency pay for the second comparison.
+    """
+    frame = dec.frames[index]
+    bgs = [background]
+    if frame.has_transparency_data and frame.convert("RGBA").getchannel("A").getextrema()[0] < 255:
+        bgs.append(opposite(background))
+    return Reference([flatten_rgb(frame, bg) for bg in bgs], bgs)
+
+
+def _holds_alpha(fmt: str | None) -> bool:
+    return fmt not in ("jpeg",)  # JPEG is flattened on the background on purpose
+
+
+def _score(got: Image.Image, ref: Reference | np.ndarray, background: tuple[int, int, int],
+           fmt: str | None) -> float:
+    if isinstance(ref, np.ndarray):
+        ref = Reference([ref], [background])
+    pairs = list(zip(ref.composites, ref.backgrounds))
+    if not _holds_alpha(fmt):
+        pairs = pairs[:1]
+    worst = 1.0
+    for want, bg in pairs:
+        have = flatten_rgb(got, bg)
+        if have.shape != want.shape:
+            return 0.0
+        worst = min(worst, perceptual.score(want, have))
+    return worst
+
+
+def measure(data: bytes, ref: Reference | np.ndarray,
+            background: tuple[int, int, int] | str | None = (255, 255, 255),
+            fmt: str | None = None) -> float:
+    """:func:`.perceptual.score` of the decoded ``data`` against ``ref`` (0.0 if the sizes differ).
+
+    With a :class:`Reference` of an image with alpha, the lowest score over its
+    backgrounds (unless ``fmt`` cannot hold alpha: JPEG is judged on the
+    background it was flattened on). A plain RGB array is compared on ``background``.
+    """
+    if isinstance(background, str) or background is None:  # measure(data, ref, fmt)
+        fmt, background = background, (255, 255, 255)
     with Image.open(io.BytesIO(data)) as im:
         im.load()
-        got = flatten_rgb(im, background)
-    if got.shape != ref.shape:
-        return 0.0
-    return perceptual.score(ref, got)
+        return _score(im, ref, background, fmt)
 
 
 #: Frames of an animation compared by :func:`measure_frames`, evenly spaced.
 ANIMATION_SAMPLE = 6
 
 
-def measure_frames(data: bytes, dec: Decoded, background: tuple[int, int, int]) -> float:
+def sample_frames(n: int) -> list[int]:
+    """Up to :data:`ANIMATION_SAMPLE` frame indices, evenly spaced, first and last included."""
+    k = min(n, ANIMATION_SAMPLE)
+    return sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
+
+
+def output_frames(data: bytes) -> list[Image.Image] | None:
+    """The frames of an encoded animation as displayed (GIF through :mod:`.gifanim`)."""
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        try:
+            return gifanim.composite(data)
+        except ValueError:
+            return None
+    with Image.open(io.BytesIO(data)) as im:
+        out = []
+        for index in range(getattr(im, "n_frames", 1)):
+            im.seek(index)
+            out.append(im.convert("RGBA"))
+        return out
+
+
+def measure_frames(data: bytes, dec: Decoded, background: tuple[int, int, int],
+                   fmt: str | None = None) -> float:
     """Lowest :func:`.perceptual.score` over up to ``ANIMATION_SAMPLE`` evenly spaced frames.
 
-    Both sides are whole composited frames (the decoder gives them so) flattened
-    onto ``background``; a frame count that differs reads as 0.0. A sample, not
-    every frame, keeps the cost bounded for long animations; the frames between
-    are coded from the same palette and quality, so they rarely differ much.
+    Both sides are whole composited frames (GIF outputs composited as browsers
+    do, :mod:`.gifanim`), judged as :func:`measure` judges one; a frame count
+    that differs reads as 0.0. A sample, first and last frames included, not
+    every frame, keeps the cost bounded for long animations.
     """
     n = len(dec.frames)
-    picks = sorted({round(i * (n - 1) / max(1, ANIMATION_SAMPLE - 1)) for i in range(min(n, ANIMATION_SAMPLE))})
+    got = output_frames(data)
+    if got is None or len(got) != n:
+        return 0.0
     worst = 1.0
-    with Image.open(io.BytesIO(data)) as im:
-        if getattr(im, "n_frames", 1) != n:
+    for index in sample_frames(n):
+        ref = reference(dec, background, index)
+        if min(ref.composites[0].shape[:2]) >= _MIN_SIDE:
+            worst = min(worst, _score(got[index], ref, background, fmt))
+        elif got[index].size != dec.frames[index].size:
             return 0.0
-        for index in picks:
-            im.seek(index)
-            got = flatten_rgb(im.convert("RGBA"), background)
-            ref = flatten_rgb(dec.frames[index], background)
-            if got.shape != ref.shape:
-                return 0.0
-            if min(ref.shape[:2]) >= _MIN_SIDE:
-                worst = min(worst, perceptual.score(ref, got))
     return worst
 
 
@@ -109,12 +176,11 @@ def encode_to_target(
     note: the search never goes below what the caller allowed.
     """
     ref = reference(dec, s.background_rgb)
-    bg = s.background_rgb
 
     def at(q: int, fast: bool) -> tuple[Encoded, float]:
         enc = encode(dec, fmt, s.replace(quality=q), source_format=source_format,
                      source_lossless=source_lossless, fast=fast)
-        return enc, measure(enc.data, ref, bg)
+        return enc, measure(enc.data, ref, fmt=fmt)
 
     cap = s.quality if s.quality is not None else 100
     if fmt == "jpeg" and source_format == "jpeg" and dec.source_quality:
@@ -155,7 +221,7 @@ def auto_formats(dec: Decoded, source_format: str, in_place: bool,
 
 def _auto_formats(dec: Decoded, source_format: str) -> list[str]:
     mode = dec.mode
-    has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in dec.frames[0].info)
+    has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and dec.frames[0].has_transparency_data)
     if len(dec.frames) > 1:
         out = ["webp"]
         if source_format in ("gif", "png"):

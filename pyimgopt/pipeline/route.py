@@ -1,9 +1,14 @@
 """Route: which way one image goes through the pipeline, and the exact routes.
 
 Owns the decision, per image, between the routes that keep every sample (the
-original PNG re-optimised, 16-bit kept through libvips, JPEG recompressed as
-JPEG XL, JPEG lossless mode, HEIF kept) and the decode → resize → encode
-route, and the rules applied to whatever comes out: display chunks carried,
+original PNG re-optimised, 16-bit kept through libvips and turned upright
+there, JPEG recompressed as JPEG XL, JPEG lossless mode, an animated GIF's
+frames as they are), the originals kept as they are (HEIF; a TIFF whose
+samples pyimgopt cannot write back; a lossless JPEG XL with deep samples or a
+wide-gamut profile: :mod:`.exact`) and the decode → resize → encode route;
+the refusals of ``lossless=True`` where it cannot hold (a JPEG output, deep
+samples into 8 bits); ``format="auto"`` in place as ``keep`` with an SSIM
+target; and the rules applied to whatever comes out: display chunks carried,
 the lossless metadata strip as a candidate, never larger than the input
 (:func:`.privacy.not_smaller`). Called by :mod:`pyimgopt.pipeline` with the
 input's bytes; returns the output bytes and the fields of its
@@ -15,12 +20,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ..errors import EncodeError, InvalidSettingsError, UnsupportedFormatError
+from ..errors import DecodeError, InvalidSettingsError, UnsupportedFormatError
 from ..settings import Settings
-from . import animation, boost, deep, display, geometry, jxl, pngfile, privacy
+from . import animation, boost, deep, display, exact, geometry, pngfile, privacy, quality, samples
 from .choose import best_auto, encode_one
 from .colour import profile_must_stay
-from .decode import decode, read_orientation, source_bits
+from .decode import decode, read_orientation
 from .encode import ANIMATED_FORMATS, output_format
 from .probe import probe, webp_is_lossless
 
@@ -71,6 +76,18 @@ def run(
             path=path,
             stage="settings",
         )
+    if s.format == "auto" and in_place:
+        # auto in place keeps the format: that is ``keep`` searched to the SSIM target, with
+        # every route ``keep`` has that keeps the samples (16 bits, a non-sRGB profile, ...)
+        s = s.replace(format="keep", target_ssim=s.target_ssim if s.target_ssim is not None
+                      else quality.DEFAULT_AUTO_TARGET)
+    if fmt_in == "png":
+        try:
+            bad = pngfile.palette_overrun(data, pr.image)
+        except Exception as exc:
+            raise DecodeError(f"corrupt PNG data: {exc}", path=path, stage="decode") from None
+        if bad:
+            raise DecodeError(f"malformed palette PNG: {bad}", path=path, stage="decode")
     auto = s.format == "auto"
     out_fmt = fmt_in if auto else output_format(s.format, fmt_in)
     info: dict = {
@@ -81,8 +98,7 @@ def run(
     }
     all_frames = False
     if pr.animated:
-        can_animate = out_fmt in ANIMATED_FORMATS or (auto and not in_place)
-        if fmt_in == "tiff" or not can_animate:
+        if fmt_in == "tiff" or not (out_fmt in ANIMATED_FORMATS or auto):
             if not s.first_frame:
                 what = "multi-page TIFF" if fmt_in == "tiff" else f"animated {pr.format}"
                 raise UnsupportedFormatError(
@@ -94,25 +110,51 @@ def run(
         else:
             all_frames = True
     orientation = read_orientation(pr.image)
-    swap = orientation in (5, 6, 7, 8)
+    # Pillow's TIFF reader applies the TIFF orientation itself and reports the shown size
+    swap = orientation in (5, 6, 7, 8) and fmt_in != "tiff"
     up_w, up_h = (pr.height, pr.width) if swap else (pr.width, pr.height)
     geo = geometry.plan(up_w, up_h, s)
     draft = None
     if geo.resize_to is not None:
         draft = (geo.resize_to[1], geo.resize_to[0]) if swap else geo.resize_to
-    if s.lossless is True and fmt_in == "jpeg" and out_fmt == "jpeg" and not geo.changes_pixels:
-        return privacy.jpeg_lossless(data, s, pr, orientation, info, clock.lap, in_place)
-    gif_kept = None  # auto, animated GIF: the frame-for-frame GIF is its GIF candidate
-    if auto and fmt_in == "gif" and pr.animated and not geo.changes_pixels and not in_place:
-        gif_kept = animation.gif_lossless(data, s.keep_metadata)
-    deep_bits = getattr(pr.header, "bits", 8) if fmt_in in ("jxl", "heif") else 8
-    if deep_bits > 8 and s.lossless is True:
+    if s.lossless is True and out_fmt == "jpeg":
+        if fmt_in == "jpeg" and not geo.changes_pixels:
+            return privacy.jpeg_lossless(data, s, pr, orientation, info, clock.lap, in_place)
         raise UnsupportedFormatError(
-            f"a {deep_bits}-bit {pr.format} is read as 8 bits; lossless=True would lose that",
+            "lossless=True cannot be met by a JPEG output: a JPEG encode always changes pixels "
+            "(only a JPEG kept as JPEG, not resized, is optimised losslessly, without "
+            "re-encoding); use format png, webp or jxl, or lossless=False",
+            path=path, stage="encode")
+    smp = samples.of(pr)
+    icc_in = pr.image.info.get("icc_profile") if pr.image is not None else None
+    kept_as_is = fmt_in in ("heif", "jxl") and out_fmt == fmt_in and not geo.changes_pixels
+    if smp.bits > 8 and fmt_in in ("jxl", "heif") and s.lossless is True and not kept_as_is:
+        raise UnsupportedFormatError(
+            f"a {smp.bits}-bit {pr.format} is read as 8 bits; lossless=True would lose that",
             path=path, stage="probe")
+    if fmt_in == "tiff" and not smp.keepable:
+        if out_fmt == "tiff" and geo.changes_pixels:
+            raise UnsupportedFormatError(
+                f"a {smp.describe()} TIFF cannot be written as TIFF without changing its samples "
+                "(pyimgopt writes 8- and 16-bit unsigned gray, RGB and palette TIFF); choose "
+                "format png, jpeg, webp or avif to convert it", path=path, stage="encode")
+        if out_fmt == "tiff":
+            exact.validate(pr, path)
+            clock.lap("decode")
+            return exact.original_kept(
+                data, info, [], s, in_place, size=(up_w, up_h),
+                keep_icc=profile_must_stay(icc_in), orientation=orientation,
+                why=f"a {smp.describe()} TIFF is not re-encoded (pyimgopt writes 8- and 16-bit "
+                    "unsigned gray, RGB and palette TIFF): the original is kept; convert it with "
+                    "format png, jpeg, webp or avif")
+        if s.lossless is True:
+            raise UnsupportedFormatError(
+                f"lossless=True cannot keep this TIFF's {smp.describe()} samples as "
+                f"{out_fmt.upper()}: they are converted to 8-bit RGB; drop lossless to convert",
+                path=path, stage="encode")
     recompress_notes: list[str] = []
     if s.lossless is True and fmt_in == "jpeg" and out_fmt == "jxl" and not geo.changes_pixels:
-        done = _jpeg_to_jxl(data, s, pr, orientation, info, clock, recompress_notes)
+        done = exact.jpeg_to_jxl(data, s, pr, orientation, info, clock.lap, recompress_notes)
         if done is not None:
             return done
     src_lossless = fmt_in in ("png", "gif", "bmp", "tiff") or (
@@ -125,34 +167,49 @@ def run(
         fmt_in in ("png", "tiff")
         or (fmt_in == "webp" and (s.lossless if s.lossless is not None else src_lossless))
     )
-    bits = source_bits(pr)
-    if bits == 16 and not geo.changes_pixels and not auto and orientation == 1 and (
+    deep16 = smp.bits == 16 and fmt_in in ("png", "tiff") and pr.frames == 1
+    if deep16 and not geo.changes_pixels and not auto and (
             out_fmt in ("png", "tiff") and (fmt_in == out_fmt or s.lossless is True)):
-        if fmt_in == "png" and out_fmt == "png" and pr.frames == 1:
-            pass  # the original-bytes route below keeps every 16-bit sample
-        else:
-            kept = deep.lossless_16(pr, out_fmt, s)
+        if not (fmt_in == "png" and out_fmt == "png" and orientation == 1):
+            # (a PNG kept as PNG upright: the original-bytes route below keeps every sample)
+            kept = deep.lossless_16(pr, out_fmt, s, orientation)
             if kept is not None:
-                return _finish_exact(kept, data, s, pr, info, clock, in_place)
-            if s.lossless is True:
+                return exact.finish_exact(kept, data, s, info, clock.lap, in_place,
+                                          size=(up_w, up_h), keep_icc=profile_must_stay(icc_in),
+                                          orientation=orientation)
+            if s.lossless is True and not (fmt_in == "png" and out_fmt == "png"):
                 raise deep.refusal(pr, out_fmt, path)
-    elif (bits == 16 and s.lossless is True and not geo.changes_pixels and out_fmt != "png"
+            if fmt_in == "tiff" and out_fmt == "tiff":
+                exact.validate(pr, path)
+                return exact.original_kept(
+                    data, info, [], s, in_place, size=(up_w, up_h),
+                    keep_icc=profile_must_stay(icc_in), orientation=orientation,
+                    why="16-bit TIFF needs pyvips (libvips) to be written: the original is kept")
+    elif (deep16 and s.lossless is True and not geo.changes_pixels and out_fmt != "png"
           and not auto and deep.really_16(pr)):
         raise deep.refusal(pr, out_fmt, path)
     png_route = None
     may_lose = s.lossless is not True and (s.lossy_png or s.target_ssim is not None)
-    if fmt_in == "png" and unchanged and orientation == 1 and pr.frames == 1:
-        png_route = pngfile.optimise_original(data, effort=s.effort, keep_metadata=s.keep_metadata)
+    if fmt_in == "png" and unchanged and pr.frames == 1 and (orientation == 1 or deep16):
+        # a 16-bit PNG with an EXIF orientation gets here only without libvips: its samples
+        # stay as stored, the orientation as a minimal eXIf a viewer applies once
+        png_route = pngfile.optimise_original(data, effort=s.effort, keep_metadata=s.keep_metadata,
+                                              orientation=orientation)
         pillow_only = s.effort == 0 or not boost.available("oxipng")
-        if png_route is not None and not may_lose and (bits == 16 or not pillow_only):
+        if png_route is not None and not may_lose and (deep16 or not pillow_only):
             if pillow_only:
-                _validate(pr, path)
-            return _finish_exact(png_route, data, s, pr, info, clock, in_place)
-    heif_kept = fmt_in == "heif" and ((out_fmt == "heif" and not auto) or (auto and in_place))
+                exact.validate(pr, path)
+            return exact.finish_exact(png_route, data, s, info, clock.lap, in_place,
+                                      size=(pr.width, pr.height), keep_icc=profile_must_stay(icc_in),
+                                      orientation=orientation)
+    heif_kept = fmt_in == "heif" and out_fmt == "heif" and not auto
     if heif_kept and geo.changes_pixels:
         raise UnsupportedFormatError(
             "pyimgopt does not write HEIF: a resized HEIF needs another format "
             "(format avif, jpeg or auto)", path=path, stage="encode")
+    gif_kept = None  # an animated GIF's frame-for-frame copy: always its GIF candidate
+    if fmt_in == "gif" and pr.animated and not geo.changes_pixels and (auto or out_fmt == "gif"):
+        gif_kept = animation.gif_lossless(data, s.keep_metadata)
     keep_palette = (
         not auto
         and not geo.changes_pixels
@@ -171,14 +228,26 @@ def run(
     clock.lap("decode")
     if all_frames:
         animation.apply_timing(dec, data, fmt_in)
+    if heif_kept:
+        clock.lap("encode")
+        return exact.original_kept(
+            data, info, [], s, in_place, size=(pr.width, pr.height), keep_icc=True,
+            orientation=1, why="HEIF is not written by pyimgopt (no browser but Safari shows "
+                               "it): the original is kept; use format avif, jpeg or auto to "
+                               "convert")
+    if kept_as_is and fmt_in == "jxl" and src_lossless and (smp.bits > 8 or dec.icc_nonsrgb):
+        clock.lap("encode")
+        what = f"{smp.bits}-bit samples" if smp.bits > 8 else "a colour space other than sRGB"
+        return exact.original_kept(
+            data, info, [], s, in_place, size=(pr.width, pr.height), keep_icc=True,
+            orientation=1, why=f"a lossless JPEG XL with {what} is not re-encoded (pyimgopt's "
+                               "JPEG XL encoder writes 8-bit sRGB): the original is kept")
     if geo.changes_pixels:
         _apply_geometry(dec, geo, s, "jpeg" if auto else out_fmt)
         clock.lap("resize")
-    if heif_kept:
-        return _heif_kept(data, pr, info, dec.notes, clock, s, in_place)
     if auto:
-        jpeg_probe = pr if fmt_in == "jpeg" and not geo.changes_pixels and not in_place else None
-        choice = best_auto(dec, s, fmt_in, src_lossless, in_place, jpeg_probe, orientation, gif_kept)
+        jpeg_probe = pr if fmt_in == "jpeg" and not geo.changes_pixels else None
+        choice = best_auto(dec, s, fmt_in, src_lossless, jpeg_probe, orientation, gif_kept)
     else:
         choice = encode_one(dec, out_fmt, s, fmt_in, src_lossless)
     enc, ssim_value = choice.encoded, choice.ssim
@@ -186,18 +255,24 @@ def run(
     out = enc.data
     out_fmt = enc.format
     out, carried = display.carry(out, out_fmt, display.read_display(data, fmt_in),
-                                 colour=not dec.icc_converted, swap=orientation in (5, 6, 7, 8))
+                                 colour=not dec.icc_converted, swap=swap)
     notes += [n for n in carried if n not in notes]
-    strip_icc = dec.icc_nonsrgb
+    if gif_kept is not None and not auto:
+        # frames, palettes and disposal as they are, unless a re-encode is smaller and shows
+        # exactly the same frames (checked with a browser-like compositor)
+        kept_data, kept_notes = gif_kept
+        if not enc.lossless or len(kept_data) <= len(out):
+            out, ssim_value, enc.quality, enc.lossless = kept_data, 1.0, None, True
+            notes = [*dec.notes, *kept_notes]
+    strip_icc = dec.icc_must_stay
     stripped: bytes | None | object = ...  # not computed
     strip_notes: list[str] = []
     # A candidate only with orientation 1: otherwise the re-encode turns the pixels upright
     # (no viewer left behind), and the strip (keeping a minimal orientation EXIF) is the
     # fallback when that re-encode is not smaller.
     if (not s.keep_metadata and not geo.changes_pixels and out_fmt == fmt_in and orientation == 1
-            and fmt_in in _STRIPPABLE):
-        # zero generation loss asked (JPEG), or a GIF re-encode that is not exact: a GIF is
-        # re-quantised only when that keeps every displayed frame (checked by decoding)
+            and fmt_in in _STRIPPABLE and not (gif_kept is not None and not auto)):
+        # zero generation loss asked (JPEG, JPEG XL), or a GIF re-encode that is not exact
         lossless_only = (s.lossless is True and fmt_in in ("jpeg", "jxl")) or (
             fmt_in == "gif" and not enc.lossless)
         stripped = privacy.lossless_strip(
@@ -214,7 +289,7 @@ def run(
         # effort, or a lossy palette that was asked for) wins only when smaller,
         # and a lossless one only when it lost nothing Pillow cannot write.
         route, route_notes = png_route
-        faithful = not enc.lossless or (bits == 8 and not pngfile.display_chunks(data))
+        faithful = not enc.lossless or (smp.bits <= 8 and not pngfile.display_chunks(data))
         if len(route) <= len(out) or not faithful:
             out, ssim_value, enc.quality = route, 1.0, None
             enc.lossless = True
@@ -232,91 +307,11 @@ def run(
     )
     input_is_valid_answer = not geo.changes_pixels and (out_fmt == fmt_in or auto)
     if len(out) >= len(data) and input_is_valid_answer and not s.allow_larger:
-        return _not_smaller(data, out, info, s, strip_icc, orientation, in_place,
-                            dec.source_quality if fmt_in == "jpeg" else None, stripped, strip_notes)
+        return exact.not_smaller(data, out, info, s, strip_icc, orientation, in_place,
+                                 dec.source_quality if fmt_in == "jpeg" else None, stripped,
+                                 strip_notes)
     info["status"] = "optimized"
     return out, info
-
-
-def _not_smaller(data: bytes, out: bytes | None, info: dict, s: Settings, keep_icc: bool,
-                 orientation: int, in_place: bool, source_quality: int | None,
-                 stripped: bytes | None | object = ...,
-                 strip_notes: list[str] | None = None) -> tuple[bytes, dict]:
-    """No encoding is smaller: skip, strip the metadata losslessly, or write the re-encode
-    (:func:`.privacy.not_smaller`)."""
-    fmt_in = info["format_in"]
-    final, fields = privacy.not_smaller(
-        data, fmt_in, out, info["format_out"], keep_metadata=s.keep_metadata, keep_icc=keep_icc,
-        orientation=orientation, in_place=in_place, stripped=stripped, strip_notes=strip_notes)
-    if fields["lossless"]:  # the input's own pixels: its quality, and an SSIM of 1 only if written
-        info.update(quality=source_quality, ssim=None if fields["status"] == "skipped" else 1.0)
-    info.update(status=fields["status"], format_out=fields["format_out"])
-    info["notes"] = (*info["notes"], *fields["notes"])
-    return final, info
-
-
-def _validate(pr, path: str | None) -> None:
-    """Decode once to prove the image data is sound (a route that copies it must not pass junk)."""
-    from ..errors import DecodeError
-
-    try:
-        pr.image.load()
-    except Exception as exc:
-        kind = "truncated" if "truncated" in str(exc).lower() else "corrupt"
-        raise DecodeError(f"{kind} {pr.format} data: {exc}", path=path, stage="decode") from None
-
-
-def _finish_exact(route: tuple[bytes, list[str]], data: bytes, s: Settings, pr, info: dict,
-                  clock: Clock, in_place: bool) -> tuple[bytes, dict]:
-    """Result of a route that keeps every sample: same size, SSIM 1; not smaller, the
-    not-smaller rule (skipped, or the metadata stripped losslessly)."""
-    out, notes = route
-    clock.lap("encode")
-    fmt = info["format_in"] if not out.startswith(b"\x89PNG") else "png"
-    info.update(format_out=fmt, width=pr.width, height=pr.height, frames=1, quality=None,
-                ssim=1.0, notes=tuple(notes))
-    if len(out) >= len(data) and fmt == info["format_in"] and not s.allow_larger:
-        icc = pr.image.info.get("icc_profile") if pr.image is not None else None
-        keep_icc = profile_must_stay(icc)
-        return _not_smaller(data, out, info, s, keep_icc, 1, in_place, None)
-    info["status"] = "optimized"
-    return out, info
-
-
-def _jpeg_to_jxl(data: bytes, s: Settings, pr, orientation: int, info: dict, clock: Clock,
-                 notes: list[str]):
-    """JPEG to JPEG XL without decoding: kept only when the JPEG is rebuilt byte for byte.
-
-    Returns ``None`` (with a note in ``notes``) when libjxl cannot recompress
-    this JPEG (CMYK, for one) or the rebuilt JPEG differs: the caller then
-    encodes the decoded pixels losslessly instead.
-    """
-    base, which = privacy.jpeg_for_jxl(data, s, pr, orientation)
-    try:
-        out = jxl.from_jpeg(base, effort=s.effort)
-    except EncodeError as exc:
-        notes.append(f"lossless JPEG recompression not kept ({exc.message}): "
-                     "pixels encoded losslessly instead")
-        return None
-    header = jxl.parse_header(out)
-    clock.lap("encode")
-    info.update(format_out="jxl", width=header.width, height=header.height, frames=1,
-                quality=None, ssim=1.0, status="optimized",
-                notes=(f"lossless JPEG recompression: {which} is rebuilt from the JPEG XL "
-                       "byte for byte (checked)",))
-    return out, info
-
-
-def _heif_kept(data: bytes, pr, info: dict, notes: list[str], clock: Clock, s: Settings,
-               in_place: bool):
-    """HEIF kept as HEIF: pyimgopt does not write HEIF, so the (decoded, valid) original stays,
-    its EXIF and XMP blanked in place unless ``keep_metadata`` (:func:`.privacy.not_smaller`)."""
-    clock.lap("encode")
-    info.update(format_out="heif", width=pr.width, height=pr.height, frames=1, quality=None,
-                ssim=None,
-                notes=(*notes, "HEIF is not written by pyimgopt (AVIF is smaller at equal SSIM): "
-                       "the original is kept; use format avif, jpeg or auto to convert"))
-    return _not_smaller(data, None, info, s, True, 1, in_place, None)
 
 
 def _apply_geometry(dec, geo: geometry.Plan, s: Settings, out_fmt: str) -> None:

@@ -251,6 +251,18 @@ def png_cases() -> list[Case]:
                     k += 1
                     local += 1
     # colour: wide-gamut and misleading profiles on flat patches, every colour type
+    # an EXIF orientation in eXIf (browsers apply it): 8- and 16-bit RGB, a turn and a flip
+    for depth in (8, 16):
+        for o in (5, 6):
+            ow, oh = 19, 12
+            top = (1 << depth) - 1
+            upright = _levels(content(ow, oh, seed=o), depth)
+            exif = exif_block(orientation=o)
+            exif = exif[6:] if exif.startswith(b"Exif\0\0") else exif
+            data = write_png(_stored_for(upright, o), 2, depth, after_plte=[(b"eXIf", exif)])
+            out.append(Case(f"png-ct2-{depth}b-orient{o}", "png", data, (ow, oh),
+                            truth=to_rgba(upright / top), bits=depth, orientation=o,
+                            tags=frozenset({"orient", "ct2"})))
     for ct, depth, key in ((2, 8, "display-p3"), (2, 8, "adobe-rgb"), (2, 8, "prophoto"),
                            (2, 8, "linear-srgb"), (2, 8, "elle-g10"), (2, 16, "display-p3"),
                            (6, 8, "display-p3"), (3, 8, "prophoto"), (3, 4, "display-p3"),
@@ -296,7 +308,7 @@ def _icc_png(ct: int, depth: int, key: str) -> Case:
 
 _ORIENT = {  # stored = F(upright): the inverse of what a viewer applies
     1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, 1), 7: lambda a: np.rot90(a, 1)[::-1],
+    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, 1), 7: lambda a: np.rot90(a, -1)[::-1],
     8: lambda a: np.rot90(a, -1),
 }
 
@@ -458,6 +470,28 @@ def gif_cases() -> list[Case]:
                    disposal=[0, 1, 2, 3], transparency=0, loop=0, optimize=False)
     out.append(Case("gif-animated-local-palettes", "gif", buf.getvalue(), (w, h), frames=4,
                     alpha=True, tags=frozenset({"anim"})))
+    # disposal 2 with a transparent index, a frame with holes over the cleared area, frames
+    # smaller than the canvas, local palettes (byte by byte: Pillow's writer does not make it)
+    from .gifwriter import gif
+    w, h = 36, 28
+    rng = np.random.default_rng(17)
+    p1 = np.full((12, 16), 1, np.uint8)
+    p1[3:9, 4:12] = 3
+    p2 = rng.integers(1, 4, (10, 14)).astype(np.uint8)
+    p2[:4] = 0
+    data = gif(w, h, [
+        {"pixels": rng.integers(0, 4, (h, w)), "palette": [(255, 0, 0), (0, 255, 0), (0, 0, 255),
+                                                         (255, 255, 0)], "delay": 10, "disposal": 1},
+        {"pixels": p1, "palette": [(0, 0, 0), (10, 200, 30), (1, 1, 1), (200, 0, 200)], "x": 6,
+         "y": 5, "delay": 10, "disposal": 2, "transparent": 3},
+        {"pixels": p2, "palette": [(9, 9, 9), (50, 60, 70), (250, 240, 230), (128, 0, 255)],
+         "x": 8, "y": 7, "delay": 10, "disposal": 3, "transparent": 0},
+        {"pixels": rng.integers(0, 4, (6, 6)), "palette": [(90, 90, 200), (200, 90, 90),
+                                                           (90, 200, 90), (0, 0, 0)],
+         "x": 20, "y": 15, "delay": 20, "disposal": 1, "transparent": 2},
+    ], loop=0)
+    out.append(Case("gif-animated-disposal2-holes", "gif", data, (w, h), frames=4, alpha=True,
+                    tags=frozenset({"anim", "disposal2"})))
     return out
 
 
@@ -491,6 +525,21 @@ def tiff_cases() -> list[Case]:
         Case("tiff-rgba16", "tiff", _vips_tiff(np.dstack([u16, a16]), "rgb16"), (w, h), bits=16,
              truth=to_rgba(u16 / 65535.0, a16 / 65535.0), alpha=True, tags=frozenset({"16bit"})),
     ]
+    # the TIFF Orientation tag, 1-8, at 8 and 16 bits (libvips writes it; viewers apply it)
+    import pyvips
+    ow, oh = 17, 11
+    up = content(ow, oh, seed=4)
+    for bits in (8, 16):
+        top = 65535 if bits == 16 else 255
+        upright = np.round(up * top).astype(np.uint16 if bits == 16 else np.uint8)
+        for o in range(1, 9):
+            stored = _stored_for(upright, o)
+            im = pyvips.Image.new_from_array(stored).cast("ushort" if bits == 16 else "uchar")
+            im = im.copy(interpretation="rgb16" if bits == 16 else "srgb")
+            im.set_type(pyvips.GValue.gint_type, "orientation", o)
+            out.append(Case(f"tiff-orient{o}-{bits}b", "tiff", im.tiffsave_buffer(compression="none"),
+                            (ow, oh), truth=to_rgba(upright / top), bits=bits, orientation=o,
+                            tags=frozenset({"orient"} | ({"16bit"} if bits == 16 else set()))))
     pages = [Image.fromarray(np.roll(u8, 5 * i, axis=0)) for i in range(3)]
     buf = io.BytesIO()
     pages[0].save(buf, "TIFF", save_all=True, append_images=pages[1:])

@@ -33,7 +33,7 @@ import numpy as np
 import pyvips
 from PIL import Image
 
-__all__ = ["View", "view", "ssim", "composite", "resize_ref", "patch_means", "read_exif",
+__all__ = ["View", "view", "frames", "ssim", "composite", "resize_ref", "patch_means", "read_exif",
            "is_jxl", "is_heif", "has_box", "djxl", "DJXL", "HEIF_CONVERT"]
 
 DJXL = shutil.which("djxl")
@@ -183,6 +183,10 @@ def view(data: bytes, page: int = 0) -> View:
         v = _view(_run(HEIF_CONVERT, data, ".heic", ".png"), 0, autorotate=False)
         v.fmt, v.orientation = "heif", 1  # irot/imir applied by libheif
         return v
+    if data[4:8] == b"ftyp" and b"avis" in data[8:32]:
+        # an AVIF image sequence (Pillow writes animated AVIF so): this libvips' libheif
+        # cannot read sequences; Pillow's libavif gives its first frame
+        return _pillow_view(data)
     return _view(data, page, autorotate=True)
 
 
@@ -220,6 +224,44 @@ def _view(data: bytes, page: int, *, autorotate: bool) -> View:
         rgba = _to_rgba(raw, interp)
     bits = 16 if im.format == "ushort" else 8
     return View(rgba, raw, bits, icc, pages, loader.split("load")[0], orientation)
+
+
+def frames(data: bytes) -> list[np.ndarray]:
+    """Every frame of an animation as displayed: RGBA uint8, the whole canvas each.
+
+    GIF and WebP through libvips (``n=-1``: libnsgif and libwebp's demuxer
+    composite them); APNG, which this libvips cannot read, through Pillow (the
+    only APNG reader here). A still image gives one frame. libnsgif clears a
+    disposal-2 GIF frame that has no transparent index to the background
+    colour (browsers: to transparent), so GIFs judged by this should give
+    such frames a transparent index.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        with Image.open(io.BytesIO(data)) as im:
+            out = []
+            for i in range(getattr(im, "n_frames", 1)):
+                im.seek(i)
+                out.append(np.asarray(im.convert("RGBA")).copy())
+            return out
+    im = pyvips.Image.new_from_buffer(data, "", n=-1, access="random", fail=True)
+    page = im.get("page-height") if im.get_typeof("page-height") else im.height
+    arr = _np(im)
+    if arr.shape[2] in (1, 2):
+        arr = np.concatenate([arr[..., :1]] * 3 + [arr[..., 1:]], axis=-1)
+    if arr.shape[2] == 3:
+        arr = np.concatenate([arr, np.full(arr.shape[:2] + (1,), 255, arr.dtype)], axis=-1)
+    return [np.ascontiguousarray(arr[i * page:(i + 1) * page]) for i in range(im.height // page)]
+
+
+def same_frames(a: list[np.ndarray], b: list[np.ndarray], tol: int = 0) -> list[int]:
+    """Per frame, the largest RGBA difference (colour under alpha 0 ignored)."""
+    out = []
+    for x, y in zip(a, b):
+        x, y = x.astype(int).copy(), y.astype(int).copy()
+        x[x[..., 3] == 0] = 0
+        y[y[..., 3] == 0] = 0
+        out.append(int(np.abs(x - y).max()) if x.shape == y.shape else 999)
+    return out
 
 
 def composite(rgba: np.ndarray, bg: tuple[float, float, float]) -> np.ndarray:
