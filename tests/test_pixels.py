@@ -245,3 +245,32 @@ def test_pixels_oracle_floors_catch_gross_errors():
     white = (255, 255, 255)
     for bad in (ref[:, ::-1], ref[::-1, ::-1]):
         assert oracle.ssim(oracle.composite(bad, white), oracle.composite(ref, white)) < SSIM_FLOOR
+
+
+def test_pixels_avif_with_nclx_display_p3_is_colour_managed():
+    """An AVIF whose colour is Display P3 by nclx code points, with no ICC profile (as phones
+    write them): converted to sRGB as a colour-managed browser shows it. (libvips ignores
+    nclx, so the expectation is the P3 values converted by LittleCMS through the test's own
+    hand-built Display P3 profile.)"""
+    from PIL import ImageCms
+
+    from matrix.inputs import patches
+
+    pu8 = np.round(patches(96, 72) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pu8).save(buf, "AVIF", quality=95, subsampling="4:4:4")
+    data = bytearray(buf.getvalue())
+    at = data.find(b"colrnclx")
+    assert at > 0 and data[at + 8:at + 10] == b"\x00\x01"  # BT.709 as written
+    data[at + 8:at + 10] = b"\x00\x0c"  # colour primaries 12: Display P3 (SMPTE EG 432-1)
+    data = bytes(data)
+    with Image.open(io.BytesIO(data)) as im:
+        stored = im.convert("RGB")
+    p3 = ImageCms.ImageCmsProfile(io.BytesIO(icclib.profile("display-p3")))
+    want = np.asarray(ImageCms.profileToProfile(stored, p3, ImageCms.createProfile("sRGB"),
+                                                outputMode="RGB"), float)
+    for fmt in ("png", "webp", "jpeg"):
+        out, r = optimize_bytes(data, Settings(format=fmt, quality=95))
+        got = oracle.view(out).rgba[..., :3]
+        err = np.abs(oracle.patch_means(got) - oracle.patch_means(want)).mean(axis=1)
+        assert err.max() <= 3.0, (fmt, err.round(1).tolist(), r.notes)

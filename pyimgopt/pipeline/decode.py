@@ -32,7 +32,7 @@ from . import boost
 from .colour import icc_info, is_srgb, profile_must_stay, srgb_icc, to_srgb
 from .pngfile import png_header
 from .probe import Probe
-from . import gifanim
+from . import apnganim, gifanim, nclx
 from .samples import Samples, needs_vips, round16, source_bits, to_8bit
 from .samples import of as samples_of
 
@@ -251,6 +251,19 @@ def _orient(im: Image.Image, orientation: int) -> Image.Image:
     return im
 
 
+def _avif_nclx_profile(data: bytes, notes: list[str]) -> bytes | None:
+    """An AVIF without an ICC profile: its nclx colour as a profile (Display P3 from a phone,
+    BT.2020...), so it is converted to sRGB as a colour-managed viewer shows it; ``None``
+    for sRGB, or with a note for what is not converted (HDR transfers)."""
+    code = nclx.avif_nclx(data)
+    if code is None:
+        return None
+    prof = nclx.profile(*code)
+    if prof is None and (code[0] not in (1, 2) or code[1] in nclx.HDR_TRANSFERS):
+        notes.append(f"AVIF colour ({nclx.describe(*code)}) not converted: shown as sRGB")
+    return prof
+
+
 def _own_decode(pr: Probe, notes: list[str], path: str | None) -> Image.Image:
     """HEIF / JPEG XL through their own modules: one upright, loaded image."""
     from . import heif, jxl
@@ -295,6 +308,8 @@ def decode(
     im = pr.image if pr.image is not None else _own_decode(pr, notes, path)
     orientation = read_orientation(im)
     icc = im.info.get("icc_profile") or None
+    if icc is None and pr.format == "AVIF":
+        icc = _avif_nclx_profile(pr.data, notes)
     out = Decoded(frames=[], orientation=orientation, notes=notes)
     if pr.format == "JPEG":
         out.source_quality = estimate_jpeg_quality(im)
@@ -324,6 +339,9 @@ def decode(
                 # composited as browsers do (Pillow shows disposal 2 with a transparent index
                 # wrong); timing comes from the container (animation.apply_timing)
                 raw = gifanim.composite(pr.data, count)
+            elif count > 1 and pr.format == "PNG":
+                # APNG: Pillow's "over" blend treats alpha as a colour (apnganim)
+                raw = apnganim.composite(pr.data)
             for index in range(0 if raw else count):
                 if index:
                     im.seek(index)

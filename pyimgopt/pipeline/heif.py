@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DecodeError, TooLargeError, UnsupportedFormatError
-from . import boost
+from . import boost, nclx
 
 __all__ = ["HeifHeader", "parse_header", "decode", "available", "require", "MAX_ITEMS",
            "is_heif_brand"]
@@ -319,10 +319,16 @@ def decode(data: bytes, header: HeifHeader, *, path: str | None = None
     info = {}
     if img.info.get("icc_profile"):
         info["icc_profile"] = bytes(img.info["icc_profile"])
-    nclx = img.info.get("nclx_profile")
-    if nclx and not info and isinstance(nclx, dict) and nclx.get("color_primaries") not in (1, 2, None):
-        notes.append(f"HEIF nclx colour primaries {nclx.get('color_primaries')} not converted "
-                     "(treated as sRGB)")
+    code = img.info.get("nclx_profile")
+    if code and not info and isinstance(code, dict):
+        primaries = int(code.get("color_primaries") or 2)
+        transfer = int(code.get("transfer_characteristics") or 2)
+        prof = nclx.profile(primaries, transfer)
+        if prof is not None:  # converted to sRGB like any profiled image
+            info["icc_profile"] = prof
+        elif primaries not in (1, 2) or transfer in nclx.HDR_TRANSFERS:
+            notes.append(f"HEIF colour ({nclx.describe(primaries, transfer)}) not converted: "
+                         "shown as sRGB")
     exif = img.info.get("exif")
     if exif:
         try:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..settings import BROWSER_FORMATS, Settings
-from . import gifanim, jxl, perceptual
+from . import apnganim, gifanim, jxl, perceptual
 from .decode import Decoded
 from .encode import Encoded, encode, has_avif
 from .frames import flatten_rgb, opposite
@@ -115,10 +115,11 @@ def sample_frames(n: int) -> list[int]:
 
 
 def output_frames(data: bytes) -> list[Image.Image] | None:
-    """The frames of an encoded animation as displayed (GIF through :mod:`.gifanim`)."""
-    if data[:6] in (b"GIF87a", b"GIF89a"):
+    """The frames of an encoded animation as displayed (GIF through :mod:`.gifanim`, APNG
+    through :mod:`.apnganim`, WebP through libwebp's demuxer in Pillow)."""
+    if data[:6] in (b"GIF87a", b"GIF89a") or data[:8] == b"\x89PNG\r\n\x1a\n":
         try:
-            return gifanim.composite(data)
+            return (gifanim if data[:3] == b"GIF" else apnganim).composite(data)
         except ValueError:
             return None
     with Image.open(io.BytesIO(data)) as im:

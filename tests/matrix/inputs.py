@@ -263,6 +263,21 @@ def png_cases() -> list[Case]:
             out.append(Case(f"png-ct2-{depth}b-orient{o}", "png", data, (ow, oh),
                             truth=to_rgba(upright / top), bits=depth, orientation=o,
                             tags=frozenset({"orient", "ct2"})))
+    # APNG: semi-transparent frames blended OVER, every dispose op (Pillow's own compositing
+    # blends alpha like a colour)
+    rng = np.random.default_rng(21)
+    frames = []
+    for i in range(4):
+        a = np.round(to_rgba(content(24, 18, seed=i), alpha_pattern(24, 18, "partial"))).astype(np.uint8)
+        a[..., 3] = np.where(rng.random((18, 24)) < 0.25, 0, a[..., 3])
+        if i == 0:
+            a[..., 3] = 255
+        frames.append(Image.fromarray(np.roll(a, 3 * i, axis=1), "RGBA"))
+    buf = io.BytesIO()
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:], duration=[40, 60, 80, 100],
+                   disposal=[0, 2, 1, 0], blend=[0, 1, 1, 1], loop=0, default_image=False)
+    out.append(Case("png-apng-blend-over", "png", buf.getvalue(), (24, 18), frames=4, alpha=True,
+                    tags=frozenset({"anim", "apng"})))
     for ct, depth, key in ((2, 8, "display-p3"), (2, 8, "adobe-rgb"), (2, 8, "prophoto"),
                            (2, 8, "linear-srgb"), (2, 8, "elle-g10"), (2, 16, "display-p3"),
                            (6, 8, "display-p3"), (3, 8, "prophoto"), (3, 4, "display-p3"),
@@ -379,6 +394,15 @@ def jpeg_cases() -> list[Case]:
     assert at > 0 and d[at + 11] == 0
     d[at + 11] = 2
     out.append(Case("jpeg-ycck", "jpeg", bytes(d), (w, h), lossy=True, tags=frozenset({"ycck"})))
+    # CMYK with an embedded CMYK profile (libvips' built-in one: a real press profile; the
+    # pipeline converts it with LittleCMS through Pillow, the oracle with libvips)
+    import pyvips
+    pu8 = np.round(patches(pw, ph) * 255).astype(np.uint8)
+    ink = np.dstack([255 - pu8, np.full(pu8.shape[:2], 20, np.uint8)])
+    out.append(Case("jpeg-cmyk-icc", "jpeg",
+                    _pil(Image.fromarray(ink, "CMYK"), "JPEG", quality=95,
+                         icc_profile=bytes(pyvips.Operation.call("profile_load", "cmyk"))),
+                    (pw, ph), lossy=True, patches=True, tags=frozenset({"cmyk", "icc"})))
     for o in range(1, 9):
         stored = _stored_for(u8, o)
         ex = exif_block(orientation=o, gps=(o % 2 == 0), make="CameraMaker" if o % 2 == 0 else None)
