@@ -73,10 +73,11 @@ def _region(ihdr: bytes, shared: list[bytes], width: int, height: int, coded: by
         return np.asarray(im.convert("RGBA"), dtype=np.float64)
 
 
-def composite(data: bytes) -> list[Image.Image]:
+def composite(data: bytes, wanted: set[int] | None = None) -> list[Image.Image | None]:
     """Every frame of the APNG ``data`` as an RGBA image of the whole canvas, as displayed.
 
     ``ValueError`` when the file is not an APNG or a frame does not decode.
+    With ``wanted`` (frame indices) only those frames are made (others ``None``).
     """
     ihdr, shared, frames = _parse(data)
     width, height = struct.unpack(">II", ihdr[:8])
@@ -97,7 +98,8 @@ def composite(data: bytes) -> list[Image.Image]:
             area[..., :3] = np.where(alpha > 0, (px[..., :3] * a + area[..., :3] * b * (1 - a)) / safe, 0)
             area[..., 3:] = alpha * 255.0
         area[:] = np.round(area)  # the canvas holds 8-bit values, as a browser's does
-        out.append(Image.fromarray(np.clip(np.round(canvas), 0, 255).astype(np.uint8), "RGBA"))
+        keep = wanted is None or len(out) in wanted
+        out.append(Image.fromarray(canvas.astype(np.uint8), "RGBA") if keep else None)
         if dispose == 1:
             canvas[y:y + h, x:x + w] = 0
         elif dispose == 2:

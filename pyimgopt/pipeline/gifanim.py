@@ -122,8 +122,8 @@ def _indices(frame: Frame) -> np.ndarray:
         return np.asarray(im)
 
 
-def composite(data: bytes, count: int | None = None, *,
-              libnsgif: bool = False) -> list[Image.Image]:
+def composite(data: bytes, count: int | None = None, *, libnsgif: bool = False,
+              wanted: set[int] | None = None) -> list[Image.Image | None]:
     """Every frame of the GIF ``data`` as an RGBA image of the whole canvas, as displayed.
 
     ``count`` (the frames the caller counted) must match, else ``ValueError``;
@@ -131,7 +131,9 @@ def composite(data: bytes, count: int | None = None, *,
     as libnsgif (libvips) does, which differs from browsers in one case: a
     frame with disposal 2 and no transparent index is cleared to the opaque
     background colour, not to transparent. An encoder's output is exact only
-    when both agree with the source.
+    when both agree with the source. With ``wanted`` (frame indices) only
+    those frames are made (the others are ``None``): a long animation's
+    sample costs one canvas, not one image per frame.
     """
     width, height, frames, background = parse(data)
     if count is not None and len(frames) != count:
@@ -152,7 +154,8 @@ def composite(data: bytes, count: int | None = None, *,
             area = canvas[frame.y:y1, frame.x:x1]
             draw = np.ones(sub.shape, bool) if frame.transparent is None else sub != frame.transparent
             area[draw] = table[sub[draw]]
-        out.append(Image.fromarray(canvas.copy(), "RGBA"))
+        keep = wanted is None or len(out) in wanted
+        out.append(Image.fromarray(canvas.copy(), "RGBA") if keep else None)
         if frame.disposal == 2 and x1 > frame.x and y1 > frame.y:
             fill = 0
             if libnsgif and frame.transparent is None and background is not None:

@@ -114,19 +114,23 @@ def sample_frames(n: int) -> list[int]:
     return sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
 
 
-def output_frames(data: bytes) -> list[Image.Image] | None:
+def output_frames(data: bytes, wanted: set[int] | None = None) -> list[Image.Image | None] | None:
     """The frames of an encoded animation as displayed (GIF through :mod:`.gifanim`, APNG
-    through :mod:`.apnganim`, WebP through libwebp's demuxer in Pillow)."""
+    through :mod:`.apnganim`, WebP through libwebp's demuxer in Pillow); only the
+    ``wanted`` indices are made (the others are ``None``). ``None`` when it does not parse."""
     if data[:6] in (b"GIF87a", b"GIF89a") or data[:8] == b"\x89PNG\r\n\x1a\n":
         try:
-            return (gifanim if data[:3] == b"GIF" else apnganim).composite(data)
+            return (gifanim if data[:3] == b"GIF" else apnganim).composite(data, wanted=wanted)
         except ValueError:
             return None
     with Image.open(io.BytesIO(data)) as im:
-        out = []
+        out: list[Image.Image | None] = []
         for index in range(getattr(im, "n_frames", 1)):
-            im.seek(index)
-            out.append(im.convert("RGBA"))
+            if wanted is None or index in wanted:
+                im.seek(index)
+                out.append(im.convert("RGBA"))
+            else:
+                out.append(None)
         return out
 
 
@@ -140,11 +144,12 @@ def measure_frames(data: bytes, dec: Decoded, background: tuple[int, int, int],
     every frame, keeps the cost bounded for long animations.
     """
     n = len(dec.frames)
-    got = output_frames(data)
+    picks = sample_frames(n)
+    got = output_frames(data, set(picks))
     if got is None or len(got) != n:
         return 0.0
     worst = 1.0
-    for index in sample_frames(n):
+    for index in picks:
         ref = reference(dec, background, index)
         if min(ref.composites[0].shape[:2]) >= _MIN_SIDE:
             worst = min(worst, _score(got[index], ref, background, fmt))
