@@ -39,6 +39,7 @@ __all__ = [
     "load_secret",
     "key_id",
     "Authenticator",
+    "authorized_keys",
     "make_server",
     "make_client",
     "peer_key",
@@ -256,14 +257,7 @@ class Authenticator:
         self._lock = threading.Lock()
 
     def _load(self) -> frozenset[str]:
-        keys: set[str] = set()
-        for folder in self.folders:
-            if not folder.is_dir():
-                raise FileNotFoundError(f"authorised keys folder {folder} does not exist")
-            for path in sorted(folder.glob("*" + _PUBLIC_SUFFIX)):
-                if path.is_file():
-                    keys.add(key_id(load_public(path)))
-        return frozenset(keys)
+        return authorized_keys(self.folders)
 
     def start(self) -> None:
         """Read the folders and start answering ZAP requests.
@@ -328,6 +322,26 @@ class Authenticator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def authorized_keys(folders: Iterable[str | os.PathLike]) -> frozenset[str]:
+    """The key ids of every public key file (``*.key``) in ``folders``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A folder does not exist (never read as "no keys").
+    ValueError
+        A ``.key`` file in it is not a key.
+    """
+    keys: set[str] = set()
+    for folder in map(pathlib.Path, folders):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"authorised keys folder {folder} does not exist")
+        for path in sorted(folder.glob("*" + _PUBLIC_SUFFIX)):
+            if path.is_file():
+                keys.add(key_id(load_public(path)))
+    return frozenset(keys)
 
 
 def _zap_handler_running(context: zmq.Context) -> bool:

@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
                    help='JSON: {"local": POLICY, "clients": {KEY_ID or KEY_FILE: POLICY}}')
     r.add_argument("--insecure-loopback", action="store_true",
                    help="allow tcp://127.0.0.1 without CurveZMQ (testing only)")
-    sc = sub.add_parser("sidecar", help="run one sidecar worker (same options as python -m sidecar)")
+    sc = sub.add_parser("sidecar", help="run one sidecar worker (same options as python -m pyimgopt_sidecar)")
     sc.add_argument("args", nargs=argparse.REMAINDER, help="--connect ENDPOINT [...]")
     r.add_argument("--state-dir", metavar="DIR", default=None, help="journal folder")
     r.add_argument("--metrics-port", type=int, default=None, metavar="P",
@@ -297,7 +297,7 @@ def _router(a: argparse.Namespace) -> int:
             kid = key_id(load_public(who)) if who.endswith((".key", ".key_secret")) else who
             cfg.key_policies[kid] = Policy.from_dict(pol)
     router = Router(a.bind, side, cfg)
-    signal.signal(signal.SIGTERM, lambda *_: router._stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: router.request_stop())
     try:
         router.start()
     except (OSError, ValueError, zmq.ZMQError) as exc:  # PermissionError is an OSError
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ui":
         return _ui(args)
     if args.command == "sidecar":
-        from sidecar.__main__ import main as sidecar_main
+        from pyimgopt_sidecar.__main__ import main as sidecar_main
 
         return sidecar_main(args.args)
     if args.command == "keys":

@@ -306,15 +306,18 @@ class Client:
         ``workers=0`` processes in-process (degraded mode, announced by a
         ``degraded`` event). The endpoints live in a fresh 0700 folder.
         """
+        import dataclasses
+
         from .router import Router, RouterConfig
 
         tmp = tempfile.mkdtemp(prefix="pyimgopt-")
         os.chmod(tmp, 0o700)
-        cfg = config or RouterConfig()
+        overrides: dict[str, Any] = {}
         if workers is not None:
-            cfg.workers = workers
+            overrides["workers"] = workers
         if state_dir is not None:
-            cfg.state_dir = state_dir
+            overrides["state_dir"] = state_dir
+        cfg = dataclasses.replace(config or RouterConfig(), **overrides)  # the caller's stays as it was
         router = Router(f"ipc://{tmp}/clients", f"ipc://{tmp}/sidecars", cfg)
         router.start()
         return cls(router.client_endpoint, timeout=timeout, policy=policy, _router=router, _tmpdir=tmp)

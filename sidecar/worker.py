@@ -38,11 +38,7 @@ from pyimgopt.errors import (
 )
 from pyimgopt.pipeline import optimize_bytes, optimize_file
 
-__all__ = ["Sidecar", "rss_bytes", "CRASH_ENV"]
-
-#: Test-only crash hook: a job whose input path contains this variable's value
-#: makes the process die at once (SIGKILL-like). Unset in normal use.
-CRASH_ENV = "PYIMGOPT_TEST_CRASH_ON"
+__all__ = ["Sidecar", "rss_bytes"]
 
 #: Stages announced to the router as ``progress`` (each also renews the job's lease).
 _REPORTED_STAGES = frozenset({"decode", "resize", "encode"})
@@ -114,8 +110,9 @@ class Sidecar:
     parent:
         Exit when this process is no longer our parent (the router died), so
         a pool never leaves orphans behind.
-    allow_crash_hook:
-        Honour the test-only :data:`CRASH_ENV` hook (never in-process).
+    crash_on:
+        Test-only: a job whose input path contains this text makes the
+        process die at once (SIGKILL-like). ``None`` (the default): off.
     cpu_per_job:
         CPU seconds a job may use (RLIMIT_CPU, raised before each job). Past
         it the job fails with ``timeout`` (not retried) and this sidecar
@@ -136,7 +133,7 @@ class Sidecar:
         name: str | None = None,
         context: zmq.Context | None = None,
         parent: int | None = None,
-        allow_crash_hook: bool = True,
+        crash_on: str | None = None,
         cpu_per_job: float | None = None,
     ) -> None:
         self.endpoint = endpoint
@@ -158,7 +155,7 @@ class Sidecar:
         self._done = 0
         self._stop = threading.Event()
         self._wake_addr = f"inproc://sidecar-wake-{uuid.uuid4().hex}"
-        self._crash_on = (os.environ.get(CRASH_ENV) or None) if allow_crash_hook else None
+        self._crash_on = crash_on or None
         self.parent = parent
         self.cpu_per_job = cpu_per_job
         self._over_cpu = threading.Event()

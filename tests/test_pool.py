@@ -180,11 +180,11 @@ def test_pool_sidecar_killed_mid_job_is_retried_and_completes_once(tmp_path):
     assert not temp_files(tmp_path)  # the router removes what the killed writer left
 
 
-def test_pool_poison_file_fails_and_batch_completes(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYIMGOPT_TEST_CRASH_ON", "KILLS-EVERY-SIDECAR")
+def test_pool_poison_file_fails_and_batch_completes(tmp_path):
     make_images(tmp_path / "in", 5)
     (tmp_path / "in" / "KILLS-EVERY-SIDECAR.jpg").write_bytes(jpeg())
-    with Client.local(workers=2, config=RouterConfig(**FAST)) as c:
+    crash = RouterConfig(sidecar_args=["--test-crash-on", "KILLS-EVERY-SIDECAR"], **FAST)
+    with Client.local(workers=2, config=crash) as c:
         results = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out").wait(180)
         counters = c.status()["counters"]
     bad = [r for r in results if r.status == "failed"]
@@ -314,3 +314,22 @@ def test_pool_status_carries_metrics_while_work_is_queued(tmp_path):
         assert "metrics" in st and isinstance(st["metrics"]["queue"], dict)
         batch.wait(60)
         assert c.status()["metrics"]["images_processed"] == 6
+
+
+def test_pool_crash_hook_is_off_unless_a_test_turns_it_on(tmp_path, monkeypatch):
+    # The environment variable that used to arm it does nothing now: only the
+    # hidden sidecar argument a test passes (see the poison test) does.
+    monkeypatch.setenv("PYIMGOPT_TEST_CRASH_ON", "KILLS-EVERY-SIDECAR")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "KILLS-EVERY-SIDECAR.jpg").write_bytes(jpeg())
+    with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
+        results = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out").wait(120)
+        counters = c.status()["counters"]
+    assert [r.status for r in results] == ["optimized"] and counters["sidecars_lost"] == 0
+
+
+def test_pool_client_local_leaves_the_callers_config_alone(tmp_path):
+    cfg = RouterConfig(**FAST)
+    with Client.local(workers=0, config=cfg, state_dir=str(tmp_path / "state")):
+        pass
+    assert cfg.workers is None and cfg.state_dir is None

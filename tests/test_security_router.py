@@ -266,7 +266,7 @@ def test_security_remote_sidecar_over_tcp_curve_without_our_files(tmp_path, keys
     cfg.local_policy = None
     router = Router(f"ipc://{private}/clients", "tcp://127.0.0.1:0", cfg, context=ctx)
     router.start()
-    cmd = [sys.executable, "-m", "sidecar", "--connect", router.sidecar_endpoint,
+    cmd = [sys.executable, "-m", "pyimgopt_sidecar", "--connect", router.sidecar_endpoint,
            "--curve-secret", str(k / "sidecars/worker.key_secret"),
            "--server-key", str(k / "server/router.key")]
     if hidden:

@@ -27,7 +27,7 @@ from ..errors import (
     PyimgoptError,
     WorkerLostError,
 )
-from ..auth import Authenticator, check_ipc_bind, check_tcp_bind, make_server, peer_key
+from ..auth import Authenticator, authorized_keys, check_ipc_bind, check_tcp_bind, make_server, peer_key
 from ..security import Policy
 from ..journal import Journal
 from ..logs import event, get_logger
@@ -119,7 +119,7 @@ class Router(BatchDesk):
         self._auth = None
         sidecar_keys: frozenset[str] = frozenset()
         if curve:
-            sidecar_keys = Authenticator(self._ctx, authorized=cfg.authorized_sidecars)._load()
+            sidecar_keys = authorized_keys(cfg.authorized_sidecars)
             self._auth = Authenticator(
                 self._ctx, authorized=[*cfg.authorized_clients, *cfg.authorized_sidecars])
             self._auth.start()
@@ -183,6 +183,10 @@ class Router(BatchDesk):
             raise err
         self._thread = t
         return t
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop and return at once (safe in a signal handler)."""
+        self._stop.set()
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the loop, shut down the pool and wait for the thread."""

@@ -50,4 +50,7 @@ class RouterConfig:
     metrics_port: int | None = None  # serve Prometheus /metrics on 127.0.0.1:PORT (0: any free port)
     sidecar_address_space: int | None = 8 * 1024**3  # RLIMIT_AS of pool sidecars
     cpu_per_job: float | None = 300.0  # CPU seconds one job may use in a pool sidecar
+    # Extra command-line arguments for every pool sidecar (``python -m
+    # pyimgopt_sidecar --help``), e.g. ``["--slots", "2"]``.
+    sidecar_args: list[str] = field(default_factory=list)
 

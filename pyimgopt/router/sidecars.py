@@ -251,7 +251,7 @@ class SidecarExecutor:
 
     def _spawn(self) -> None:
         r = self.r
-        cmd = [sys.executable, "-m", "sidecar", "--connect", self._pool_endpoint,
+        cmd = [sys.executable, "-m", "pyimgopt_sidecar", "--connect", self._pool_endpoint,
                "--heartbeat", str(self.config.heartbeat), "--parent", str(os.getpid())]
         if self.config.max_jobs_per_sidecar:
             cmd += ["--max-jobs", str(self.config.max_jobs_per_sidecar)]
@@ -261,6 +261,7 @@ class SidecarExecutor:
             cmd += ["--max-address-space-mb", str(self.config.sidecar_address_space // (1024 * 1024))]
         if self.config.cpu_per_job:
             cmd += ["--cpu-per-job", str(self.config.cpu_per_job)]
+        cmd += [str(a) for a in self.config.sidecar_args]
         # One codec thread per sidecar (oxipng's rayon pool, AVIF's encoder):
         # the pool owns the parallelism, so the cores are not oversubscribed.
         # glibc: two arenas; buffers under 32 MiB come from the heap and are reused
@@ -284,11 +285,11 @@ class SidecarExecutor:
         """Run the sidecar job loop in a thread of this process (no pool)."""
         if self._degraded is not None:
             return
-        from sidecar.worker import Sidecar  # the same job loop, in a thread, over inproc
+        from pyimgopt_sidecar.worker import Sidecar  # the same job loop, in a thread, over inproc
 
         self.degraded_reason = reason
         worker = Sidecar(self._inproc_backend, context=self.r._ctx, name="in-process",
-                         heartbeat=self.config.heartbeat, router_timeout=1e9, allow_crash_hook=False)
+                         heartbeat=self.config.heartbeat, router_timeout=1e9)
         self._degraded_worker = worker
         self._degraded = threading.Thread(target=worker.run, name="pyimgopt-inprocess", daemon=True)
         self._degraded.start()
