@@ -44,6 +44,8 @@ __all__ = [
     "make_client",
     "peer_key",
     "check_tcp_bind",
+    "check_ipc_bind",
+    "check_not_abstract",
     "keys_main",
 ]
 
@@ -525,11 +527,33 @@ def keys_main(argv: list[str]) -> int:
     return 0
 
 
+def check_not_abstract(endpoint: str) -> None:
+    """Refuse a Linux abstract-namespace ipc endpoint (``ipc://@name``), to bind or to connect.
+
+    Such a socket has no file and no permissions: any local user can bind
+    the name first or connect to it, so neither a router nor a client nor a
+    sidecar may rely on it. Other endpoints pass.
+
+    Raises
+    ------
+    PermissionError
+        Saying what to use instead.
+    """
+    if isinstance(endpoint, str) and endpoint.startswith("ipc://@"):
+        raise PermissionError(
+            f"refusing {endpoint}: an abstract-namespace socket has no permissions, so any local "
+            "user could take it over or connect to it; use ipc:///PATH in a folder only you can "
+            "enter (0700)"
+        )
+
+
 def check_ipc_bind(endpoint: str) -> None:
     """Refuse an ``ipc://`` endpoint whose folder others could reach, or that a live router holds.
 
     The folder must be owned by this user and closed to group and others
     (0700), since the local endpoint carries no authentication of its own.
+    A Linux abstract-namespace socket (``ipc://@name``) has no folder and no
+    permissions at all, so any local user could connect: refused.
     An existing socket file that accepts a connection belongs to a running
     router: binding over it (libzmq would unlink it) is refused; a stale
     one is left for libzmq to replace. Other transports pass.
@@ -537,13 +561,13 @@ def check_ipc_bind(endpoint: str) -> None:
     Raises
     ------
     PermissionError
-        The folder is not private to this user, or the endpoint is in use.
+        An abstract socket; the folder is not private to this user; or the
+        endpoint is in use.
     """
     if not endpoint.startswith("ipc://"):
         return
+    check_not_abstract(endpoint)
     path = endpoint[len("ipc://"):]
-    if path.startswith("@"):  # Linux abstract namespace: no folder to check
-        return
     folder = os.path.dirname(os.path.abspath(path)) or "."
     st = os.stat(folder)
     if st.st_uid != os.geteuid() or st.st_mode & 0o077:
