@@ -30,7 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     # (The router starts pool sidecars with MALLOC_ARENA_MAX=2 in their
     # environment: glibc reads it at start-up, too early to set it here.)
+    from pyimgopt.auth import check_not_abstract
     from pyimgopt.logs import configure
+
+    try:
+        check_not_abstract(a.connect)
+    except PermissionError as exc:
+        print(f"python -m pyimgopt_sidecar: error: {exc}", file=sys.stderr)
+        return 2
 
     from .worker import Sidecar
 

@@ -61,19 +61,23 @@ class Recorder:
 
 
 def test_pool_batch_completes_with_progress_for_every_file(tmp_path):
-    paths = make_images(tmp_path / "in", 8)
+    """Every file starts and ends with an event; a file that takes a while (here
+    an AVIF encode) also reports the stages it passes (quick ones would only
+    add messages: progress starts after PROGRESS_AFTER)."""
+    paths = make_images(tmp_path / "in", 7)
+    paths += make_images(tmp_path / "in", 1, size=(900, 700), prefix="slow")
     rec = Recorder()
     with Client.local(workers=2, config=RouterConfig(**FAST)) as c:
-        batch = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out", on_event=rec)
+        batch = c.submit([tmp_path / "in"], Settings(format="avif"), out_dir=tmp_path / "out", on_event=rec)
         results = batch.wait(120)
         pids = [s["pid"] for s in c.status()["sidecars"]]
     assert len(results) == 8 and all(r.status == "optimized" for r in results)
     for p in paths:
-        decode((tmp_path / "out" / p.name).read_bytes())
+        decode((tmp_path / "out" / p.with_suffix(".avif").name).read_bytes())
     jobs = {e.job for e in rec.kinds("result")}
-    assert len(jobs) == 8
-    progressed = {e.job for e in rec.kinds("progress")}
-    assert jobs <= progressed
+    assert len(jobs) == 8 and {e.job for e in rec.kinds("started")} == jobs
+    slow = next(e.job for e in rec.kinds("result") if "slow" in e.data["result"]["input"])
+    assert {e.data["stage"] for e in rec.kinds("progress") if e.job == slow} >= {"encode"}
     assert rec.kinds("batch_progress")[-1].data["done"] == 8
     assert rec.kinds("batch_done")[0].data["total"] == 8
     assert pids and gone(pids)  # no orphan sidecar once the client is closed
@@ -333,3 +337,88 @@ def test_pool_client_local_leaves_the_callers_config_alone(tmp_path):
     with Client.local(workers=0, config=cfg, state_dir=str(tmp_path / "state")):
         pass
     assert cfg.workers is None and cfg.state_dir is None
+
+
+def test_pool_a_bug_in_a_handler_answers_internal_and_the_router_goes_on(tmp_path, monkeypatch):
+    """An unexpected exception in a request handler (injected here) is answered
+    ``internal`` and counted; one in a step of the loop is logged; neither ends
+    the router thread, which then runs a batch."""
+    from pyimgopt.errors import PyimgoptError
+    from pyimgopt.router import broker, sidecars
+
+    make_images(tmp_path / "in", 2)
+    real_status, real_tick = broker.Router.status, sidecars.SidecarExecutor.tick
+    faults = {"status": 1, "tick": 1}
+
+    def status(self, *a, **k):
+        if faults["status"]:
+            faults["status"] -= 1
+            raise KeyError("injected bug")
+        return real_status(self, *a, **k)
+
+    def tick(self, *a, **k):
+        if faults["tick"]:
+            faults["tick"] -= 1
+            raise ZeroDivisionError("injected bug")
+        return real_tick(self, *a, **k)
+
+    monkeypatch.setattr(broker.Router, "status", status)
+    monkeypatch.setattr(sidecars.SidecarExecutor, "tick", tick)
+    with Client.local(workers=1, config=RouterConfig(**FAST), timeout=10) as c:
+        with pytest.raises(PyimgoptError) as err:
+            c.status()
+        assert err.value.code == "internal" and "status" in err.value.message
+        results = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out").wait(60)
+        counters = c.status()["counters"]
+    assert [r.status for r in results] == ["optimized", "optimized"]
+    assert counters["internal_errors"] == 2 and faults == {"status": 0, "tick": 0}
+
+
+def test_pool_client_memory_stays_bounded(tmp_path):
+    """A long-lived client forgets batches once they are done (the caller's
+    Batch keeps its results), and keeps events of batches it does not follow
+    only briefly and boundedly."""
+    make_images(tmp_path / "in", 1)
+    with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
+        kept = [c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / f"o{i}") for i in range(15)]
+        for b in kept:
+            assert [r.status for r in b.wait(60)] == ["optimized"]
+        assert c._batches == {}
+        for i in range(5000):  # a flood of events for batches nobody here submitted
+            c._on_message(protocol.decode(protocol.encode(
+                "event", batch=f"stranger{i % 200}", kind="progress", job=f"j{i}", data={"stage": "decode"})))
+        held = sum(len(evs) for _, evs in c._early.values())
+        assert len(c._early) <= 65 and held <= 65 * c.EARLY_EVENTS
+
+
+def test_pool_cancelling_an_async_for_leaves_no_thread_behind(tmp_path):
+    import asyncio
+
+    make_images(tmp_path / "in", 3, size=(400, 300))
+    with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
+        batch = c.submit([tmp_path / "in"], Settings(format="avif", effort=9), out_dir=tmp_path / "out")
+
+        async def main():
+            first = asyncio.get_running_loop().create_future()
+
+            async def consume():
+                async for ev in batch:
+                    if not first.done():
+                        first.set_result(ev.kind)
+
+            task = asyncio.create_task(consume())
+            await asyncio.wait_for(first, 60)  # the iteration is under way
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+        runner = threading.Thread(target=asyncio.run, args=(main(),), name="async-host")
+        runner.start()
+        runner.join(30)
+        assert not runner.is_alive(), "asyncio.run did not return: a thread is stuck in the iteration"
+        left = [t.name for t in threading.enumerate() if t.name.startswith("asyncio")]
+        assert left == []
+        batch.cancel()
+        batch.wait(60)

@@ -36,6 +36,9 @@ class RouterConfig:
     # client key id; an authorised key without an entry may do nothing.
     local_policy: Policy | None = None
     key_policies: dict[str, Policy] = field(default_factory=dict)
+    # What clients on a TCP endpoint without CurveZMQ (insecure_loopback) may
+    # do: any local user can connect there, so None means nothing at all.
+    insecure_policy: Policy | None = None
     # CurveZMQ: the router's secret key file, and folders of the public keys
     # of clients and of sidecars it admits. Required for any tcp:// endpoint,
     # unless insecure_loopback is set and the endpoint is on 127.0.0.1.
@@ -46,6 +49,13 @@ class RouterConfig:
     # The journal (SQLite, WAL) in this folder: batches survive a router crash
     # and resume on the next start. None: no journal (an ephemeral router).
     state_dir: str | None = None
+    # Recovery at start: True requeues every unfinished batch of the journal
+    # (a long-running router, an embedding host); False runs only a batch a
+    # client attaches to (``pyimgopt optimize`` and ``resume``).
+    recover: bool = True
+    # When another process owns state_dir's journal: False refuses to start
+    # (JournalBusyError); True keeps a private journal in state_dir/runs/.
+    private_journal_if_busy: bool = False
     retention_days: float = 30.0  # finished batches older than this are pruned
     metrics_port: int | None = None  # serve Prometheus /metrics on 127.0.0.1:PORT (0: any free port)
     sidecar_address_space: int | None = 8 * 1024**3  # RLIMIT_AS of pool sidecars

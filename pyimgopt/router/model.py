@@ -16,7 +16,7 @@ from typing import Any
 __all__ = ["Job", "Batch", "SidecarRecord", "str_keys"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
     id: str
     batch: str
@@ -24,13 +24,16 @@ class Job:
     output: str | None
     attempt: int = 0
     kills: int = 0
-    state: str = "queued"
+    state: str = "queued"  # queued | running | writing | done | failed | cancelled
     sidecar: bytes | None = None
     deadline: float = 0.0
     not_before: float = 0.0
-    mem: int | None = None
+    mem: int | None = None  # the sidecar's header estimate, once known
+    reserved: int = 0  # bytes of the memory budget held while it runs
+    size: int = 0  # input bytes at submit (for the first reservation)
     started: float = 0.0
     expect: dict | None = None
+    outputs: dict | None = None  # format="auto": checked final name per format
     inline: bool = False
     mode: int | None = None
     result: dict | None = None  # kept for replay to a client that reattaches
@@ -40,11 +43,12 @@ class Job:
 @dataclass
 class Batch:
     id: str
-    client: bytes
+    client: bytes | None  # the connection its events go to (None: nobody attached)
     priority: int
     settings: dict
     in_place: bool
     jobs: list[str]
+    total: int = 0  # every job of the batch, also while they are still being registered
     done: int = 0
     failed: int = 0
     bytes_in: int = 0
@@ -56,10 +60,6 @@ class Batch:
     last_progress: float = 0.0
     owner: str | None = None  # CurveZMQ key id of the submitter (None: local)
     finished_at: float = 0.0
-
-    @property
-    def total(self) -> int:
-        return len(self.jobs)
 
 
 @dataclass
@@ -77,6 +77,10 @@ class SidecarRecord:
     local: bool = False
     inline: bool = False
     sock: Any = None  # the ROUTER socket this sidecar is connected to
+    pool: bool = False  # a process of our own pool (its /proc is ours to read)
+    cpu: float = -1.0  # its CPU seconds at the last look (pool sidecars)
+    fd: int | None = None  # the connection's file descriptor (remote sidecars)
+    stale: set[str] = field(default_factory=set)  # jobs given up on that it may still run
 
 
 def str_keys(value: Any) -> Any:
