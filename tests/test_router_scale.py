@@ -20,7 +20,7 @@ from PIL import Image
 
 from pyimgopt import Settings, protocol
 from pyimgopt.client import Client
-from pyimgopt.journal import JOURNAL_NAME, Journal, journal_folders
+from pyimgopt.journal import JOURNAL_NAME, Journal
 from pyimgopt.router import RouterConfig
 
 from conftest import jpeg, photo
@@ -82,8 +82,7 @@ def test_scale_a_submit_in_chunks_is_one_batch(tmp_path):
         results = batch.wait(300)
     assert len(results) == 3000 and len({r.input for r in results}) == 3000
     assert {r.status for r in results} == {"skipped"}
-    (folder,) = journal_folders(tmp_path / "state")
-    j = Journal(folder, readonly=True)
+    j = Journal(tmp_path / "state", readonly=True)
     (row,) = j.summary()
     j.close()
     assert (row["total"], row["done"]) == (3000, 3000)
