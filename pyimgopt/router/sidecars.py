@@ -314,11 +314,12 @@ class SidecarExecutor:
 
     # -- losses --------------------------------------------------------------------------
 
-    def _lose(self, sc: SidecarRecord, why: str, *, clean: bool = False) -> None:
+    def _lose(self, sc: SidecarRecord, why: str, *, clean: bool = False, exited: bool = False) -> None:
         """A sidecar died or went silent: kill it if ours, requeue or poison its jobs.
 
         ``clean``: it said goodbye (recycling) and exited 0 — a job sent to it
         meanwhile never started, so it goes back to the queue as it was.
+        ``exited``: it is a pool process already reaped (dead for sure).
         """
         r = self.r
         if self.sidecars.get(sc.identity) is sc:
@@ -330,7 +331,7 @@ class SidecarExecutor:
         # goodbye was overtaken by its exit): information, not a warning.
         event(r._log, "sidecar_lost", logging.WARNING if sc.busy and not clean else logging.INFO,
               sidecar=sc.name, count=len(sc.busy), reason=why)
-        dead = sc.pool and self.pool.kill(sc.pid)
+        dead = exited or (sc.pool and self.pool.kill(sc.pid))
         for jid in list(sc.busy):
             job = r._jobs[jid]
             self._release(job, None)
@@ -364,9 +365,9 @@ class SidecarExecutor:
                 del self._asked[ident]
         for pid, code in self.pool.reap(now):
             for sc in list(self.sidecars.values()):
-                if sc.pid == pid and sc.pool:
+                if sc.pid == pid and sc.pool:  # reaped: dead for sure
                     self._lose(sc, f"sidecar {pid} exited with code {code}",
-                               clean=sc.retiring and code == 0)
+                               clean=sc.retiring and code == 0, exited=True)
         for sc in list(self.sidecars.values()):
             silent = now - sc.last_seen
             if not sc.local and silent > cfg.liveness:
