@@ -314,7 +314,9 @@ def _router(a: argparse.Namespace) -> int:
         side = f"ipc://{tmp}/sidecars"
     from .logs import configure
 
-    configure(json_lines=True if a.log_json else None)
+    # Until the banner is out only warnings are logged: a reader of stderr
+    # (a supervisor, a test) finds the endpoints on the first line.
+    configure(json_lines=True if a.log_json else None, level="WARNING")
     cfg = RouterConfig(
         workers=a.workers,
         state_dir=_state_dir(a.state_dir),
@@ -349,6 +351,7 @@ def _router(a: argparse.Namespace) -> int:
         metrics = f", metrics http://127.0.0.1:{router.metrics_server.port}/metrics"
     print(f"pyimgopt router: clients {router.client_endpoint}, sidecars {router.sidecar_endpoint}"
           f"{metrics}", file=sys.stderr, flush=True)
+    configure(json_lines=True if a.log_json else None)
     try:
         while router.is_alive():
             time.sleep(0.2)
