@@ -1,8 +1,13 @@
 """The router: pyimgopt's broker between clients and the sidecar pool.
 
-Owns the loop and the life of each job (:mod:`.broker`), what clients ask
-about batches (:mod:`.batches`), where jobs run (the sidecar executor,
-:mod:`.sidecars`), the dispatch order (:mod:`.queue`), what the machine
+The router decides *what* runs; an executor decides *where*. Owns the loop
+and its start/stop (:mod:`.broker`), what clients send and receive
+(:mod:`.clients`), what they ask about batches — submit, attach, recovery,
+status (:mod:`.batches`, with the file-system checks off the loop's thread in
+:mod:`.checks` and :mod:`.offload`), the life of each job and dispatch
+(:mod:`.jobs`), the dispatch order (:mod:`.queue`), and the executor of
+today: ZeroMQ sidecars (:mod:`.sidecars`, the local pool in :mod:`.pool`,
+image bytes for remote ones in :mod:`.inline`); also what the machine
 allows (:mod:`.resources`), the tunables (:mod:`.config`) and the in-memory
 records (:mod:`.model`). It never touches pixels.
 """

@@ -35,10 +35,11 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .. import protocol
 from ..auth import make_server
-from ..errors import JobTimeoutError, ProtocolError, PyimgoptError, ScopeDeniedError
+from ..errors import JobTimeoutError, ProtocolError, PyimgoptError
 from ..logs import event
 from ..pipeline.encode import EXTENSIONS
-from ..pipeline.write import atomic_write, expected_parent, read_input, remove_stale_temps
+from ..pipeline.write import remove_stale_temps
+from .inline import read_inline, write_inline
 from .model import Batch, Job, SidecarRecord
 from .pool import LocalPool, proc_stat
 
@@ -50,38 +51,6 @@ __all__ = ["SidecarExecutor"]
 
 def _is_net(ep: str) -> bool:
     return not ep.startswith(("ipc://", "inproc://"))
-
-
-def _read_inline(path: str, limit: int, expect: dict | None) -> tuple[bytes, int]:
-    """The input bytes for a sidecar that cannot see our files (checked as a local read)."""
-    want = None if expect is None else (expect["dev"], expect["ino"])
-    data, st = read_input(path, limit, expect=want)
-    return data, st.st_mode
-
-
-def _write_inline(job: Job, in_place: bool, auto: bool, mode: int | None, result: dict,
-                  data: bytes) -> dict:
-    """Write what a remote sidecar sent back, under this router's checks; return the result."""
-    result = dict(result)
-    result["input"] = job.input
-    if in_place:
-        dst = job.input
-    else:
-        dst = job.output
-        fmt_in, fmt_out = result.get("format_in"), result.get("format_out")
-        if auto and fmt_out and fmt_out != fmt_in:
-            if fmt_out not in EXTENSIONS:
-                raise ProtocolError(f"unknown output format {fmt_out!r}", path=job.input, stage="protocol")
-            dst = os.path.splitext(dst)[0] + EXTENSIONS[fmt_out]
-            if job.outputs is not None and job.outputs.get(fmt_out) != dst:
-                raise ScopeDeniedError(f"format auto chose {fmt_out.upper()}, but writing {dst} is not "
-                                       "allowed (write scope, deny pattern or overwrite)",
-                                       path=job.input, stage="write")
-    if not (in_place and result.get("status") == "skipped"):
-        parent, depth = expected_parent(job.expect)
-        atomic_write(dst, data, mode=mode if in_place else None, expect_parent=parent, create_depth=depth)
-    result["output"] = dst
-    return result
 
 
 class SidecarExecutor:
@@ -278,7 +247,7 @@ class SidecarExecutor:
                                                     path=job.input, stage="protocol"), retry=False)
                     return
                 job.state = "writing"
-                r._offload.submit(_write_inline, job, batch.in_place, batch.settings.get("format") == "auto",
+                r._offload.submit(write_inline, job, batch.in_place, batch.settings.get("format") == "auto",
                                   self._modes.pop(job.id, None), msg["result"], msg.bulk[0],
                                   then=lambda value, err: self._written(job, value, err))
                 return
@@ -430,7 +399,7 @@ class SidecarExecutor:
             return True
         limit = int(batch.settings.get("max_input_bytes") or 256 * 1024 * 1024)
         attempt = job.attempt
-        self.r._offload.submit(_read_inline, job.input, limit, job.expect,
+        self.r._offload.submit(read_inline, job.input, limit, job.expect,
                                then=lambda value, err: self._read(job, attempt, sc, fields, value, err))
         return True
 
