@@ -94,7 +94,9 @@ def start_router(endpoint, state):
         stderr=subprocess.PIPE, text=True,
     )
     line = proc.stderr.readline()
-    assert "pyimgopt router" in line, line
+    if "pyimgopt router" not in line:  # never leave it running behind a failed start
+        kill(proc)
+        raise AssertionError(f"router did not start: {line}")
     return proc
 
 
