@@ -434,3 +434,28 @@ def test_pool_cancelling_an_async_for_leaves_no_thread_behind(tmp_path):
         assert left == []  # nothing was waiting in a thread when the iteration was cancelled
         slow.cancel()
         assert [r.status for r in batch.wait(120)] == ["optimized", "optimized"]
+
+
+def test_pool_memory_estimate_counts_every_frame_of_an_animation():
+    """The sidecar's header estimate (what it asks the router to reserve) grows
+    with the frames of an animation, GIF included (each frame is decoded and
+    re-encoded); a header the pipeline refuses needs nothing reserved."""
+    import io
+
+    from pyimgopt_sidecar.memory import BASE, estimate_job_memory
+
+    def gif(n):
+        frames = []
+        for i in range(n):  # a square that moves: no two frames alike
+            im = Image.new("RGB", (400, 300), (255, 255, 255))
+            im.paste((200, 10 * i % 255, 30), (10 * i, 20, 10 * i + 40, 60))
+            frames.append(im.convert("P"))
+        buf = io.BytesIO()
+        frames[0].save(buf, "GIF", save_all=n > 1, append_images=frames[1:], duration=50)
+        return buf.getvalue()
+
+    one, twenty = gif(1), gif(20)
+    e1, e20 = estimate_job_memory(one, Settings()), estimate_job_memory(twenty, Settings())
+    assert e1 >= BASE + 400 * 300 * 4 * 5
+    assert e20 - e1 >= 19 * 2 * 400 * 300 * 4
+    assert estimate_job_memory(b"not an image", Settings()) is None
