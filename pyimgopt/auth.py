@@ -39,10 +39,13 @@ __all__ = [
     "load_secret",
     "key_id",
     "Authenticator",
+    "authorized_keys",
     "make_server",
     "make_client",
     "peer_key",
     "check_tcp_bind",
+    "check_ipc_bind",
+    "check_not_abstract",
     "keys_main",
 ]
 
@@ -256,14 +259,7 @@ class Authenticator:
         self._lock = threading.Lock()
 
     def _load(self) -> frozenset[str]:
-        keys: set[str] = set()
-        for folder in self.folders:
-            if not folder.is_dir():
-                raise FileNotFoundError(f"authorised keys folder {folder} does not exist")
-            for path in sorted(folder.glob("*" + _PUBLIC_SUFFIX)):
-                if path.is_file():
-                    keys.add(key_id(load_public(path)))
-        return frozenset(keys)
+        return authorized_keys(self.folders)
 
     def start(self) -> None:
         """Read the folders and start answering ZAP requests.
@@ -328,6 +324,26 @@ class Authenticator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def authorized_keys(folders: Iterable[str | os.PathLike]) -> frozenset[str]:
+    """The key ids of every public key file (``*.key``) in ``folders``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A folder does not exist (never read as "no keys").
+    ValueError
+        A ``.key`` file in it is not a key.
+    """
+    keys: set[str] = set()
+    for folder in map(pathlib.Path, folders):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"authorised keys folder {folder} does not exist")
+        for path in sorted(folder.glob("*" + _PUBLIC_SUFFIX)):
+            if path.is_file():
+                keys.add(key_id(load_public(path)))
+    return frozenset(keys)
 
 
 def _zap_handler_running(context: zmq.Context) -> bool:
@@ -511,11 +527,33 @@ def keys_main(argv: list[str]) -> int:
     return 0
 
 
+def check_not_abstract(endpoint: str) -> None:
+    """Refuse a Linux abstract-namespace ipc endpoint (``ipc://@name``), to bind or to connect.
+
+    Such a socket has no file and no permissions: any local user can bind
+    the name first or connect to it, so neither a router nor a client nor a
+    sidecar may rely on it. Other endpoints pass.
+
+    Raises
+    ------
+    PermissionError
+        Saying what to use instead.
+    """
+    if isinstance(endpoint, str) and endpoint.startswith("ipc://@"):
+        raise PermissionError(
+            f"refusing {endpoint}: an abstract-namespace socket has no permissions, so any local "
+            "user could take it over or connect to it; use ipc:///PATH in a folder only you can "
+            "enter (0700)"
+        )
+
+
 def check_ipc_bind(endpoint: str) -> None:
     """Refuse an ``ipc://`` endpoint whose folder others could reach, or that a live router holds.
 
     The folder must be owned by this user and closed to group and others
     (0700), since the local endpoint carries no authentication of its own.
+    A Linux abstract-namespace socket (``ipc://@name``) has no folder and no
+    permissions at all, so any local user could connect: refused.
     An existing socket file that accepts a connection belongs to a running
     router: binding over it (libzmq would unlink it) is refused; a stale
     one is left for libzmq to replace. Other transports pass.
@@ -523,13 +561,13 @@ def check_ipc_bind(endpoint: str) -> None:
     Raises
     ------
     PermissionError
-        The folder is not private to this user, or the endpoint is in use.
+        An abstract socket; the folder is not private to this user; or the
+        endpoint is in use.
     """
     if not endpoint.startswith("ipc://"):
         return
+    check_not_abstract(endpoint)
     path = endpoint[len("ipc://"):]
-    if path.startswith("@"):  # Linux abstract namespace: no folder to check
-        return
     folder = os.path.dirname(os.path.abspath(path)) or "."
     st = os.stat(folder)
     if st.st_uid != os.geteuid() or st.st_mode & 0o077:

@@ -76,10 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--authorized-sidecars", action="append", default=[], metavar="DIR",
                    help="folder of sidecar public keys admitted (repeatable)")
     r.add_argument("--policies", metavar="FILE",
-                   help='JSON: {"local": POLICY, "clients": {KEY_ID or KEY_FILE: POLICY}}')
+                   help='JSON: {"local": POLICY, "insecure": POLICY, '
+                        '"clients": {KEY_ID or KEY_FILE: POLICY}}')
     r.add_argument("--insecure-loopback", action="store_true",
-                   help="allow tcp://127.0.0.1 without CurveZMQ (testing only)")
-    sc = sub.add_parser("sidecar", help="run one sidecar worker (same options as python -m sidecar)")
+                   help="allow tcp://127.0.0.1 without CurveZMQ (testing only): such clients get "
+                        'the "insecure" policy (default: nothing), and no sidecar may register')
+    sc = sub.add_parser("sidecar", help="run one sidecar worker (same options as python -m pyimgopt_sidecar)")
     sc.add_argument("args", nargs=argparse.REMAINDER, help="--connect ENDPOINT [...]")
     r.add_argument("--state-dir", metavar="DIR", default=None, help="journal folder")
     r.add_argument("--metrics-port", type=int, default=None, metavar="P",
@@ -206,9 +208,11 @@ def _optimize(a: argparse.Namespace) -> int:
         if a.connect:
             client = Client.connect(a.connect)
         else:
-            client = Client.local(workers=a.workers, state_dir=_state_dir(getattr(a, "state_dir", None)))
+            client = _local_client(a)
     except PyimgoptError as exc:
         print(f"pyimgopt: error: {exc.message}", file=sys.stderr)
+        return 1
+    if client is None:
         return 1
     progress = None
     try:
@@ -259,6 +263,41 @@ def _optimize(a: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def _local_client(a: argparse.Namespace):
+    """The private router (and pool) of one ``optimize`` or ``resume`` run.
+
+    Its journal is the state folder's, or — while another run owns that one —
+    a private one in the folder's ``runs/``; either way it runs only its own
+    batch (``recover=False``): a batch another run left is finished by
+    ``pyimgopt resume``, never picked up by accident. ``resume`` opens the
+    journal that holds its batch; None (after saying why) when it cannot.
+    """
+    from .client import Client
+    from .journal import JournalBusyError, find_batch, holder
+    from .router import RouterConfig
+
+    state = _state_dir(getattr(a, "state_dir", None))
+    batch = getattr(a, "resume_batch", None)
+    if batch is None:
+        cfg = RouterConfig(recover=False, private_journal_if_busy=True)
+        return Client.local(workers=a.workers, config=cfg, state_dir=state)
+    folder = find_batch(state, batch)
+    if folder is None:
+        print(f"pyimgopt: unknown batch {batch} (no journal in {state} holds it)", file=sys.stderr)
+        return None
+    pid = holder(folder)
+    if pid is not None:
+        print(f"pyimgopt: batch {batch} belongs to a pyimgopt process that is still running"
+              f"{f' (pid {pid})' if pid else ''}; it finishes it, or resume once it has ended",
+              file=sys.stderr)
+        return None
+    try:
+        return Client.local(workers=a.workers, config=RouterConfig(recover=False), state_dir=folder)
+    except JournalBusyError as exc:
+        print(f"pyimgopt: {exc.message}; resume once it has ended", file=sys.stderr)
+        return None
+
+
 def _router(a: argparse.Namespace) -> int:
     import signal
     import tempfile
@@ -275,7 +314,9 @@ def _router(a: argparse.Namespace) -> int:
         side = f"ipc://{tmp}/sidecars"
     from .logs import configure
 
-    configure(json_lines=True if a.log_json else None)
+    # Until the banner is out only warnings are logged: a reader of stderr
+    # (a supervisor, a test) finds the endpoints on the first line.
+    configure(json_lines=True if a.log_json else None, level="WARNING")
     cfg = RouterConfig(
         workers=a.workers,
         state_dir=_state_dir(a.state_dir),
@@ -293,14 +334,16 @@ def _router(a: argparse.Namespace) -> int:
             spec = json.load(fh)
         if "local" in spec:
             cfg.local_policy = Policy.from_dict(spec["local"])
+        if "insecure" in spec:
+            cfg.insecure_policy = Policy.from_dict(spec["insecure"])
         for who, pol in (spec.get("clients") or {}).items():
             kid = key_id(load_public(who)) if who.endswith((".key", ".key_secret")) else who
             cfg.key_policies[kid] = Policy.from_dict(pol)
     router = Router(a.bind, side, cfg)
-    signal.signal(signal.SIGTERM, lambda *_: router._stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: router.request_stop())
     try:
         router.start()
-    except (OSError, ValueError, zmq.ZMQError) as exc:  # PermissionError is an OSError
+    except (OSError, ValueError, zmq.ZMQError) as exc:  # PermissionError, JournalBusyError are OSErrors
         print(f"pyimgopt router: error: {exc}", file=sys.stderr)
         return 2
     metrics = ""
@@ -308,9 +351,10 @@ def _router(a: argparse.Namespace) -> int:
         metrics = f", metrics http://127.0.0.1:{router.metrics_server.port}/metrics"
     print(f"pyimgopt router: clients {router.client_endpoint}, sidecars {router.sidecar_endpoint}"
           f"{metrics}", file=sys.stderr, flush=True)
+    configure(json_lines=True if a.log_json else None)
     try:
-        while router._thread.is_alive():
-            router._thread.join(0.5)
+        while router.is_alive():
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     router.stop()
@@ -318,6 +362,10 @@ def _router(a: argparse.Namespace) -> int:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
+    if router.failure is not None:
+        print(f"pyimgopt router: error: the router stopped on {type(router.failure).__name__}: "
+              f"{router.failure}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -333,17 +381,21 @@ def _resume(a: argparse.Namespace) -> int:
 
 
 def _status(a: argparse.Namespace) -> int:
-    from .journal import JOURNAL_NAME, Journal
+    from .journal import Journal, journal_folders
 
-    folder = _state_dir(a.state_dir)
-    if not os.path.exists(os.path.join(folder, JOURNAL_NAME)):
-        print(f"pyimgopt: no journal in {folder}", file=sys.stderr)
+    state = _state_dir(a.state_dir)
+    folders = journal_folders(state)
+    if not folders:
+        print(f"pyimgopt: no journal in {state}", file=sys.stderr)
         return 1
-    j = Journal(folder, readonly=True)
-    try:
-        rows = j.summary(a.batch)
-    finally:
-        j.close()
+    rows = []
+    for folder in folders:  # the state folder's journal, then the private ones of concurrent runs
+        j = Journal(folder, readonly=True)
+        try:
+            rows += [{**r, "journal": folder} for r in j.summary(a.batch)]
+        finally:
+            j.close()
+    rows.sort(key=lambda r: r["created"], reverse=True)
     if a.batch and not rows:
         print(f"pyimgopt: unknown batch {a.batch}", file=sys.stderr)
         return 1
@@ -371,11 +423,17 @@ def _ui(a: argparse.Namespace) -> int:
         print(f"pyimgopt ui: serving {', '.join(os.path.realpath(r) for r in roots)}", flush=True)
         print(f"open {url}", flush=True)
 
+    from .journal import JournalBusyError
+
     try:
         # Its own journal by default: a restart shows and resumes the UI's batches only.
         state = a.state_dir or os.path.join(_state_dir(None), "ui")
         serve(roots, port=a.port, workers=a.workers, in_place=not a.no_in_place,
               state_dir=state, open_browser=a.open, on_ready=ready)
+    except JournalBusyError as exc:
+        print(f"pyimgopt ui: {exc.message} (another pyimgopt ui?); give it --state-dir DIR",
+              file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"pyimgopt ui: cannot listen on 127.0.0.1:{a.port}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -400,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ui":
         return _ui(args)
     if args.command == "sidecar":
-        from sidecar.__main__ import main as sidecar_main
+        from pyimgopt_sidecar.__main__ import main as sidecar_main
 
         return sidecar_main(args.args)
     if args.command == "keys":

@@ -31,7 +31,7 @@ import zmq
 from . import protocol
 from .errors import IOFailureError, JobTimeoutError, PyimgoptError, ScopeDeniedError
 from .pipeline import TEMP_SUFFIX, output_name, sniff
-from .auth import make_client
+from .auth import check_not_abstract, make_client
 from .result import Result
 from .security import Policy, clobbered_inputs, printable_path, utf8_name
 from .settings import Settings
@@ -188,6 +188,7 @@ class Batch:
         self._results: list[Result] = []
         self._finished_jobs: set[str] = set()
         self._done = threading.Event()
+        self._wakers: list = []  # (event loop, asyncio.Event) of async iterations
         self.last_event = 0.0
         self._local = [
             Event("failed", batch_id, None, {"error": protocol.pack_error(r.error), "input": r.input})
@@ -215,6 +216,11 @@ class Batch:
             except Exception:  # a host callback bug must not kill the I/O thread
                 pass
         self._events.put(ev)
+        for loop, wake in list(self._wakers):
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # that event loop is closed
+                pass
         if ev.kind == "batch_done":
             self._done.set()
 
@@ -232,14 +238,36 @@ class Batch:
                 return
 
     async def aevents(self, timeout: float | None = None):
-        """``async for ev in batch.aevents()``: the same stream for asyncio hosts."""
-        it = self.events(timeout)
-        sentinel = object()
-        while True:
-            ev = await asyncio.to_thread(next, it, sentinel)
-            if ev is sentinel:
-                return
-            yield ev
+        """``async for ev in batch.aevents()``: the same stream for asyncio hosts.
+
+        No thread waits on the caller's behalf: the client's I/O thread wakes
+        the event loop, so leaving or cancelling the ``async for`` leaves
+        nothing behind.
+        """
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        waker = (loop, wake)
+        self._wakers.append(waker)
+        try:
+            for ev in self._local:
+                yield ev
+            while True:
+                try:
+                    ev = self._events.get_nowait()
+                except queue.Empty:
+                    wake.clear()
+                    if not self._events.empty():
+                        continue  # arrived between the two looks
+                    try:
+                        await asyncio.wait_for(wake.wait(), timeout)
+                    except asyncio.TimeoutError:
+                        raise JobTimeoutError(f"no event for batch {self.id} within {timeout} s") from None
+                    continue
+                yield ev
+                if ev.kind == "batch_done":
+                    return
+        finally:
+            self._wakers.remove(waker)
 
     def __aiter__(self):
         return self.aevents()
@@ -272,6 +300,10 @@ class Client:
 
     def __init__(self, endpoint: str, *, timeout: float = 30.0, policy: Policy | None = None,
                  curve: tuple[str, str] | None = None, _router=None, _tmpdir=None) -> None:
+        try:
+            check_not_abstract(endpoint)
+        except PermissionError as exc:
+            raise ScopeDeniedError(str(exc), stage="client") from None
         self.endpoint = endpoint
         #: Seconds of silence after which open batches are reattached.
         self.reattach_after = 5.0
@@ -284,8 +316,11 @@ class Client:
         self._ctx = zmq.Context.instance()
         self._cmds: collections.deque = collections.deque()
         self._pending: dict[str, cf.Future] = {}
+        #: Batches still running (a finished one is dropped once its
+        #: ``batch_done`` is delivered: the caller's Batch keeps its results).
         self._batches: dict[str, Batch] = {}
-        self._early: dict[str, list[Event]] = {}
+        # events of a batch this client does not follow (yet): kept briefly, bounded
+        self._early: dict[str, tuple[float, list[Event]]] = {}
         self._reqs = itertools.count(1)
         self._closed = threading.Event()
         self._wake_addr = f"inproc://client-wake-{uuid.uuid4().hex}"
@@ -294,6 +329,9 @@ class Client:
         self._wake_tx = self._ctx.socket(zmq.PAIR)
         self._wake_tx.connect(self._wake_addr)
         self._wake_lock = threading.Lock()
+        #: Jobs per submit message; bigger batches travel in several (``protocol.split_jobs``).
+        #: Small enough that the router decodes one in a few milliseconds.
+        self.chunk_jobs = 5000
         self._io = threading.Thread(target=self._loop, name="pyimgopt-client", daemon=True)
         self._io.start()
         self._send(protocol.encode("hello", client="pyimgopt.client", pid=os.getpid()))
@@ -306,15 +344,18 @@ class Client:
         ``workers=0`` processes in-process (degraded mode, announced by a
         ``degraded`` event). The endpoints live in a fresh 0700 folder.
         """
+        import dataclasses
+
         from .router import Router, RouterConfig
 
         tmp = tempfile.mkdtemp(prefix="pyimgopt-")
         os.chmod(tmp, 0o700)
-        cfg = config or RouterConfig()
+        overrides: dict[str, Any] = {}
         if workers is not None:
-            cfg.workers = workers
+            overrides["workers"] = workers
         if state_dir is not None:
-            cfg.state_dir = state_dir
+            overrides["state_dir"] = state_dir
+        cfg = dataclasses.replace(config or RouterConfig(), **overrides)  # the caller's stays as it was
         router = Router(f"ipc://{tmp}/clients", f"ipc://{tmp}/sidecars", cfg)
         router.start()
         return cls(router.client_endpoint, timeout=timeout, policy=policy, _router=router, _tmpdir=tmp)
@@ -393,13 +434,21 @@ class Client:
             sock.close(0)
 
     def _on_message(self, msg: protocol.Message) -> None:
-        if msg.type == "event":
-            ev = Event(msg["kind"], msg["batch"], msg["job"], msg["data"])
-            batch = self._batches.get(ev.batch)
-            if batch is None:
-                self._early.setdefault(ev.batch, []).append(ev)
+        if msg.type == "ping":
+            return  # the router is alive; hearing it is all that counts
+        if msg.type in ("event", "events"):
+            if msg.type == "event":
+                evs = [Event(msg["kind"], msg["batch"], msg["job"], msg["data"])]
             else:
-                batch._deliver(ev)
+                evs = [Event(kind, bid, job, data) for bid, kind, job, data in msg["events"]]
+            for ev in evs:
+                batch = self._batches.get(ev.batch)
+                if batch is None:
+                    self._keep_early(ev)
+                else:
+                    batch._deliver(ev)
+                    if ev.kind == "batch_done":
+                        self._batches.pop(ev.batch, None)  # done: nothing more to follow
             return
         fut = self._pending.pop(msg.get("req") or "", None)
         if fut is None:
@@ -409,17 +458,34 @@ class Client:
         else:
             fut.set_result(msg)
 
-    def _request(self, msg_type: str, **fields: Any) -> protocol.Message:
+    #: Events kept for a batch nobody follows, and for how long (seconds).
+    EARLY_EVENTS = 1000
+    EARLY_SECONDS = 30.0
+
+    def _keep_early(self, ev: Event) -> None:
+        """Hold an event of an unknown batch briefly (bounded): it is most likely
+        the late echo of a finished one, and is dropped unless attach follows."""
+        now = time.monotonic()
+        for bid in [b for b, (t, _) in self._early.items() if now - t > self.EARLY_SECONDS]:
+            del self._early[bid]
+        _, held = self._early.setdefault(ev.batch, (now, []))
+        if len(held) < self.EARLY_EVENTS and len(self._early) <= 64:
+            held.append(ev)
+        elif ev.batch in self._early and not held:
+            del self._early[ev.batch]
+
+    def _request(self, msg_type: str, *, timeout: float | None = None, **fields: Any) -> protocol.Message:
         req = f"r{next(self._reqs)}"
         fut: cf.Future = cf.Future()
         self._pending[req] = fut
         self._send(protocol.encode(msg_type, req=req, **fields))
+        wait = self.timeout if timeout is None else timeout
         try:
-            return fut.result(self.timeout)
+            return fut.result(wait)
         except cf.TimeoutError:
             self._pending.pop(req, None)
             raise JobTimeoutError(f"router at {self.endpoint} did not answer {msg_type} "
-                                  f"within {self.timeout} s", stage="client") from None
+                                  f"within {wait:g} s", stage="client") from None
 
     # -- API -------------------------------------------------------------------------
 
@@ -449,10 +515,25 @@ class Client:
         bid = uuid.uuid4().hex[:16]
         batch = Batch(self, bid, len(jobs), refused, on_event)
         self._batches[bid] = batch
-        reply = self._request("submit", batch=bid, priority=int(priority),
-                              settings=protocol.pack_settings(s), jobs=jobs, in_place=bool(in_place))
+        # A batch of any size: the jobs travel in chunks that each fit the
+        # message limits; the router assembles them into this one batch.
+        chunks = protocol.split_jobs(jobs, max_count=self.chunk_jobs)
+        # the last answer waits for the router's checks of every file: more time for more files
+        last_wait = self.timeout + len(jobs) / 2000
+        try:
+            reply = self._request("submit", batch=bid, priority=int(priority),
+                                  settings=protocol.pack_settings(s), jobs=chunks[0],
+                                  in_place=bool(in_place), more=len(chunks) > 1,
+                                  timeout=last_wait if len(chunks) == 1 else None)
+            for i, chunk in enumerate(chunks[1:], start=2):
+                last = i == len(chunks)
+                reply = self._request("jobs", batch=bid, jobs=chunk, more=not last,
+                                      timeout=last_wait if last else None)
+        except BaseException:
+            self._batches.pop(bid, None)
+            raise
         batch.total = reply["total"] + len(refused)
-        for ev in self._early.pop(bid, []):
+        for ev in self._early.pop(bid, (0.0, []))[1]:
             batch._deliver(ev)
         return batch
 

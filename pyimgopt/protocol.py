@@ -48,6 +48,7 @@ __all__ = [
     "encode",
     "decode",
     "configure_socket",
+    "split_jobs",
     "pack_settings",
     "unpack_settings",
     "pack_result",
@@ -60,8 +61,12 @@ VERSION = 1
 
 #: A msgpack body larger than this is refused before it is parsed.
 MAX_BODY_BYTES = 4 * 1024 * 1024
-#: ZMQ_MAXMSGSIZE for every socket (it applies per frame): ZeroMQ drops the
-#: peer that sends more. Bulk image frames count, hence the size.
+#: The largest whole message (body and bulk frames together): :func:`decode`
+#: refuses more, and it is ZMQ_MAXMSGSIZE (which ZeroMQ applies per frame)
+#: on sockets that take bulk frames. Bulk image frames count, hence the size.
+#: Sockets whose peers never send bulk (the router's client endpoint) take
+#: ``max_bytes=MAX_BODY_BYTES`` in :func:`configure_socket`: a client can
+#: make the shared router hold no more than that per message.
 MAX_MESSAGE_BYTES = 300 * 1024 * 1024
 #: Raw frames after the body, across all types (each type allows fewer).
 MAX_BULK_FRAMES = 2
@@ -90,6 +95,7 @@ _D = (dict,)
 _L = (list,)
 _DN = (dict, _NONE)
 _BN = (bool, _NONE)
+_IN = (int, _NONE)
 REQ, OPT = True, False  # an OPT field may be absent (it reads as None)
 
 #: type -> {field: (accepted types, required)}. Types are matched exactly as
@@ -105,7 +111,12 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "settings": (_D, REQ),
         "jobs": (_L, REQ),
         "in_place": (_B, REQ),
+        # True: more jobs of this batch follow as "jobs" chunks; the router
+        # answers each chunk with a "reply" and the last one with "accepted"
+        "more": (_BN, OPT),
     },
+    # the next chunk of a batch whose "submit" said more=True
+    "jobs": {"req": (_S, REQ), "batch": (_S, REQ), "jobs": (_L, REQ), "more": (_B, REQ)},
     "cancel": {"req": (_S, REQ), "batch": (_S, REQ)},
     "pause": {"req": (_S, REQ), "batch": (_S, REQ)},
     "resume": {"req": (_S, REQ), "batch": (_S, REQ)},
@@ -121,8 +132,15 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "job": (_SN, OPT),
         "data": (_D, REQ),
     },
+    # several events in one message, in order: [[batch, kind, job, data], ...]
+    # (the router sends what gathered for a client in a turn of its loop together)
+    "events": {"events": (_L, REQ)},
     "reply": {"req": (_S, REQ), "ok": (_B, REQ), "data": (_D, REQ)},
     "error": {"req": (_SN, OPT), "error": (_D, REQ)},
+    # the router is alive: sent to a client with open batches when nothing
+    # else was sent for a while, so a long quiet stage is not taken for a
+    # lost router (which would make the client reattach and replay)
+    "ping": {},
     # router <-> sidecar
     # inline: the sidecar has no access to the router's files (remote) and
     # takes every job as bytes in a frame.
@@ -141,7 +159,21 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         # output folder existed, {"parent_dev", "parent_ino"}; the sidecar
         # refuses a file or folder that is not the one checked.
         "expect": (_DN, OPT),
+        # bytes of memory the router reserved for the job; a sidecar whose
+        # header estimate is larger asks for more ("need") before decoding
+        "mem": (_IN, OPT),
+        # format="auto": {format: output path} of the final names the router
+        # checked against the policy; the writer refuses any other name
+        "outputs": (_DN, OPT),
     },
+    # sidecar -> router: the header says this job needs ``mem`` bytes, more
+    # than reserved; the router answers "grant" (ok: go on; not ok: the job
+    # goes back to the queue to wait for memory, and the slot is free)
+    "need": {"job": (_S, REQ), "attempt": (_I, REQ), "mem": (_I, REQ)},
+    "grant": {"job": (_S, REQ), "attempt": (_I, REQ), "ok": (_B, REQ)},
+    # router -> sidecar: this connection is unknown here (lost, or the
+    # router restarted): announce yourself again with "ready" when idle
+    "register": {},
     "progress": {"job": (_S, REQ), "attempt": (_I, REQ), "stage": (_S, REQ)},
     "result": {"job": (_S, REQ), "attempt": (_I, REQ), "result": (_D, REQ)},
     "failed": {"job": (_S, REQ), "attempt": (_I, REQ), "error": (_D, REQ)},
@@ -283,7 +315,7 @@ def _check_message(msg_type: str, fields: dict[str, Any], nbulk: int) -> None:
     for name, value in fields.items():
         if type(value) is dict or type(value) is list:
             _check_plain(value, f"{what}: field {name!r}")
-    if msg_type == "submit":
+    if msg_type in ("submit", "jobs"):
         for i, entry in enumerate(fields["jobs"]):
             if type(entry) is not dict:
                 raise _fail(f"{what}: jobs[{i}] expected dict but received {_received(entry)}")
@@ -298,6 +330,15 @@ def _check_message(msg_type: str, fields: dict[str, Any], nbulk: int) -> None:
                 f"{what}: unknown event kind {_repr.repr(fields['kind'])}; "
                 f"expected one of {', '.join(sorted(EVENT_KINDS))}"
             )
+    elif msg_type == "events":
+        for i, entry in enumerate(fields["events"]):
+            if (type(entry) is not list or len(entry) != 4 or type(entry[0]) is not str
+                    or type(entry[1]) is not str or type(entry[2]) not in _SN
+                    or type(entry[3]) is not dict):
+                raise _fail(f"{what}: events[{i}] expected [batch, kind, job or None, data] "
+                            f"but received {_received(entry)}")
+            if entry[1] not in EVENT_KINDS:
+                raise _fail(f"{what}: events[{i}] has an unknown event kind {_repr.repr(entry[1])}")
     allowed = BULK_FRAMES.get(msg_type, 0)
     if nbulk > allowed:
         if allowed == 0:
@@ -353,6 +394,9 @@ def decode(frames: Sequence[bytes | zmq.Frame | memoryview]) -> Message:
     if nbulk > MAX_BULK_FRAMES:
         raise _fail(f"too many bulk frames: {nbulk} (at most {MAX_BULK_FRAMES})")
     views = [_frame_view(f, i) for i, f in enumerate(frames)]
+    total = sum(v.nbytes for v in views)
+    if total > MAX_MESSAGE_BYTES:
+        raise _fail(f"message of {total} bytes exceeds MAX_MESSAGE_BYTES ({MAX_MESSAGE_BYTES})")
     if views[0].nbytes > MAX_BODY_BYTES:
         raise _fail(
             f"message body of {views[0].nbytes} bytes exceeds MAX_BODY_BYTES ({MAX_BODY_BYTES})"
@@ -417,12 +461,44 @@ def encode(msg_type: str, bulk: Sequence[bytes] = (), **fields: Any) -> list[byt
     return [packed, *frames]
 
 
-def configure_socket(sock: zmq.Socket) -> None:
+def split_jobs(jobs: Sequence[dict[str, Any]], *, max_bytes: int | None = None,
+               max_count: int | None = None) -> list[list[dict[str, Any]]]:
+    """Split a submit's job entries into chunks that each fit one message.
+
+    Each chunk stays under ``max_bytes`` of body (default half of
+    :data:`MAX_BODY_BYTES`) and ``max_count`` entries (default half of
+    :data:`MAX_ARRAY_LEN`), so a batch of any size travels as ``submit`` +
+    ``jobs`` messages while the limits stay what they are: limits on hostile
+    input. Always returns at least one (possibly empty) chunk.
+    """
+    limit = MAX_BODY_BYTES // 2 if max_bytes is None else int(max_bytes)
+    count = MAX_ARRAY_LEN // 2 if max_count is None else int(max_count)
+    chunks: list[list[dict[str, Any]]] = [[]]
+    size = 0
+    for entry in jobs:
+        # a generous bound of its msgpack size: map and string headers plus UTF-8 text
+        cost = 48 + sum(len(str(v).encode("utf-8", _UNICODE_ERRORS)) for v in entry.values()
+                        if v is not None)
+        if chunks[-1] and (size + cost > limit or len(chunks[-1]) >= count):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(entry)
+        size += cost
+    return chunks
+
+
+def configure_socket(sock: zmq.Socket, *, max_bytes: int | None = None,
+                     max_queued: int | None = None) -> None:
     """Apply the wire limits to a ZeroMQ socket: ZeroMQ itself drops a peer
-    that sends a frame over :data:`MAX_MESSAGE_BYTES`, and close never blocks."""
+    that sends a frame over ``max_bytes`` (default :data:`MAX_MESSAGE_BYTES`;
+    :data:`MAX_BODY_BYTES` where peers send no bulk frames), ``max_queued``
+    bounds the messages buffered per peer (ZMQ_RCVHWM; None keeps ZeroMQ's
+    1000), and close never blocks."""
     import zmq
 
-    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    sock.setsockopt(zmq.MAXMSGSIZE, int(MAX_MESSAGE_BYTES if max_bytes is None else max_bytes))
+    if max_queued is not None:
+        sock.setsockopt(zmq.RCVHWM, int(max_queued))
     sock.setsockopt(zmq.LINGER, 0)
 
 

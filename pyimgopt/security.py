@@ -56,6 +56,7 @@ Hard links
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 import unicodedata
@@ -90,6 +91,8 @@ MAX_COMPONENT_BYTES = 255
 MAX_PATH_BYTES = 4096
 
 _WILDCARDS = frozenset("*?[")
+#: C0 controls, DEL and the C1 range U+0080-U+009F (terminals interpret them).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _fold(s: str) -> str:
@@ -312,7 +315,7 @@ def _check_chars(p: str, given: str) -> None:
     """Refuse empty paths, control characters and over-long names (the C limits)."""
     if not p:
         raise ScopeDeniedError("path is empty", path=given, stage="scope")
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in p):
+    if _CONTROL.search(p):
         raise ScopeDeniedError("path contains control characters", path=given, stage="scope")
     try:
         raw = os.fsencode(p)
@@ -663,6 +666,11 @@ class Policy:
         if out is None:
             return inp, None
         assert given_out is not None
+        self._check_write(out, out_st, given_out)
+        return inp, out
+
+    def _check_write(self, out: str, out_st: os.stat_result | None, given_out: str) -> None:
+        caps = self.capabilities
         if not self.write.matches(out):
             raise ScopeDeniedError(
                 "output is outside the write scope", path=given_out, stage="scope"
@@ -680,7 +688,41 @@ class Policy:
             raise CapabilityDeniedError(
                 "capability 'overwrite' not granted: output exists", path=given_out, stage="scope"
             )
-        return inp, out
+
+    def check_output(self, output: str, *, input: str) -> str:
+        """Check one more name an output may be written under (``format="auto"`` picks
+        its extension after encoding); return it canonical.
+
+        The same rules as the output of :meth:`check_job` — write scope (deny
+        patterns included), ``write_new`` for a new file, ``overwrite`` for an
+        existing regular file, nothing else — and it must not be the
+        (canonical) ``input`` itself.
+
+        Raises
+        ------
+        ScopeDeniedError, CapabilityDeniedError
+            As :meth:`check_job` does for its output.
+        """
+        given = _as_str(output)
+        out = canonical_output(given)
+        try:
+            out_st = os.lstat(out)
+        except FileNotFoundError:
+            out_st = None
+        except OSError:
+            raise _unresolvable(given, "output") from None
+        if out == input or (out_st is not None and _same_file(out_st, input)):
+            raise ScopeDeniedError("output would replace the input", path=given, stage="scope")
+        self._check_write(out, out_st, given)
+        return out
+
+
+def _same_file(st: os.stat_result, path: str) -> bool:
+    try:
+        other = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (other.st_dev, other.st_ino)
 
 
 def clobbered_inputs(pairs: list[tuple[str, str | None]], *, any_extension: bool) -> set[int]:

@@ -1,4 +1,4 @@
-"""``python -m sidecar --connect ENDPOINT``: run one pyimgopt worker process."""
+"""``python -m pyimgopt_sidecar --connect ENDPOINT``: run one pyimgopt worker process."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, apply resource limits, and serve until told to stop."""
-    p = argparse.ArgumentParser(prog="python -m sidecar", description="pyimgopt worker process")
+    p = argparse.ArgumentParser(prog="python -m pyimgopt_sidecar", description="pyimgopt worker process")
     p.add_argument("--connect", required=True, metavar="ENDPOINT", help="router's sidecar endpoint")
     p.add_argument("--slots", type=int, default=1)
     p.add_argument("--max-jobs", type=int, default=None, help="recycle after N jobs")
@@ -24,10 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-key", metavar="FILE", help="the router's public key (tcp://)")
     p.add_argument("--cpu-per-job", type=float, default=None,
                    help="CPU seconds one job may use; past it the job fails with 'timeout'")
+    # Test-only: a job whose input path contains this text kills the process.
+    # Off unless a test passes it (RouterConfig(sidecar_args=[...])).
+    p.add_argument("--test-crash-on", default=None, metavar="TEXT", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     # (The router starts pool sidecars with MALLOC_ARENA_MAX=2 in their
     # environment: glibc reads it at start-up, too early to set it here.)
+    from pyimgopt.auth import check_not_abstract
     from pyimgopt.logs import configure
+
+    try:
+        check_not_abstract(a.connect)
+    except PermissionError as exc:
+        print(f"python -m pyimgopt_sidecar: error: {exc}", file=sys.stderr)
+        return 2
 
     from .worker import Sidecar
 
@@ -50,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu_per_job=a.cpu_per_job,
         inline=a.inline,
         curve=(a.curve_secret, a.server_key) if a.curve_secret else None,
+        crash_on=a.test_crash_on,
     )
     return sc.run()
 

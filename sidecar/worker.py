@@ -3,14 +3,18 @@
 Owns the DEALER connection to the router, the ``ready`` announcement (slots),
 heartbeats (sent by the main thread while jobs run in worker threads; the
 native kernels release the GIL, but a codec that holds it for a whole call —
-pyoxipng 9.1 does — also holds back the heartbeat until that call returns),
-running the pipeline on each
-job, streaming ``progress``, returning ``result`` or ``failed`` with the
-structured error, honouring ``abort`` (the job stops between stages, nothing
-is written) and ``shutdown``, and recycling itself after N jobs or when its
-RSS passes a cap (after the job in hand). Inline jobs (image bytes in a
-frame) run on bytes and return the output bytes; path jobs read and write
-through the pipeline's atomic writer.
+pyoxipng 9.1 does — also holds back the heartbeat until that call returns:
+the router then sees this process's CPU time advance, and ZeroMQ's own
+heartbeats are answered by libzmq's I/O thread), running the pipeline on
+each job, the memory estimate from the image's header and the ``need`` for
+more than the router reserved (asked before decoding), streaming
+``progress``, returning ``result`` or ``failed`` with the structured error,
+honouring ``abort`` (the job stops between stages, nothing is written),
+``register`` (announce again to a router that lost track of us) and
+``shutdown``, and recycling itself after N jobs or when its RSS passes a cap
+(after the job in hand). Inline jobs (image bytes in a frame) run on bytes
+and return the output bytes; path jobs read and write through the
+pipeline's atomic writer.
 """
 
 from __future__ import annotations
@@ -37,15 +41,17 @@ from pyimgopt.errors import (
     PyimgoptError,
 )
 from pyimgopt.pipeline import optimize_bytes, optimize_file
+from pyimgopt.pipeline.write import read_input
 
-__all__ = ["Sidecar", "rss_bytes", "CRASH_ENV"]
+from .memory import estimate_job_memory
 
-#: Test-only crash hook: a job whose input path contains this variable's value
-#: makes the process die at once (SIGKILL-like). Unset in normal use.
-CRASH_ENV = "PYIMGOPT_TEST_CRASH_ON"
+__all__ = ["Sidecar", "rss_bytes"]
 
 #: Stages announced to the router as ``progress`` (each also renews the job's lease).
 _REPORTED_STAGES = frozenset({"decode", "resize", "encode"})
+#: ... once the job has run this long: a host redraws from progress, and for
+#: a job of a few milliseconds the messages cost more than the job itself.
+PROGRESS_AFTER = 0.05
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -90,6 +96,12 @@ class _Running:
     job: str
     attempt: int
     abort: threading.Event = field(default_factory=threading.Event)
+    granted: threading.Event = field(default_factory=threading.Event)
+    grant_ok: bool = False
+
+
+class _Dropped(Exception):
+    """The router took the job back (not enough memory yet): no reply is due."""
 
 
 class Sidecar:
@@ -114,8 +126,9 @@ class Sidecar:
     parent:
         Exit when this process is no longer our parent (the router died), so
         a pool never leaves orphans behind.
-    allow_crash_hook:
-        Honour the test-only :data:`CRASH_ENV` hook (never in-process).
+    crash_on:
+        Test-only: a job whose input path contains this text makes the
+        process die at once (SIGKILL-like). ``None`` (the default): off.
     cpu_per_job:
         CPU seconds a job may use (RLIMIT_CPU, raised before each job). Past
         it the job fails with ``timeout`` (not retried) and this sidecar
@@ -136,7 +149,7 @@ class Sidecar:
         name: str | None = None,
         context: zmq.Context | None = None,
         parent: int | None = None,
-        allow_crash_hook: bool = True,
+        crash_on: str | None = None,
         cpu_per_job: float | None = None,
     ) -> None:
         self.endpoint = endpoint
@@ -158,7 +171,7 @@ class Sidecar:
         self._done = 0
         self._stop = threading.Event()
         self._wake_addr = f"inproc://sidecar-wake-{uuid.uuid4().hex}"
-        self._crash_on = (os.environ.get(CRASH_ENV) or None) if allow_crash_hook else None
+        self._crash_on = crash_on or None
         self.parent = parent
         self.cpu_per_job = cpu_per_job
         self._over_cpu = threading.Event()
@@ -185,11 +198,13 @@ class Sidecar:
     def _run_job(self, msg: protocol.Message) -> None:
         job, attempt = msg["job"], msg["attempt"]
         run = self._running[job]
+        started = time.monotonic()
 
         def progress(stage: str) -> None:
             if run.abort.is_set() and stage != "write":
                 raise CancelledError("aborted by the router", stage=stage)
-            if stage in _REPORTED_STAGES:  # the quick ones would only add messages
+            # the quick stages, and the stages of a quick job, would only add messages
+            if stage in _REPORTED_STAGES and time.monotonic() - started >= PROGRESS_AFTER:
                 self._post(protocol.encode("progress", job=job, attempt=attempt, stage=stage))
 
         bulk: list[bytes] = []
@@ -197,6 +212,7 @@ class Sidecar:
             settings = protocol.unpack_settings(msg["settings"])
             if self._crash_on and self._crash_on in (msg.get("input") or ""):
                 os._exit(137)  # test-only: die like a hostile image would make us
+            self._admit(msg, run, settings)
             if msg["inline"]:
                 if not msg.bulk:
                     raise ProtocolError("inline job without its image frame", stage="protocol")
@@ -206,13 +222,16 @@ class Sidecar:
             else:
                 dst = None if msg["in_place"] else msg["output"]
                 result = optimize_file(msg["input"], dst, settings, progress=progress,
-                                       expect=msg.get("expect"))
+                                       expect=msg.get("expect"), outputs=msg.get("outputs"))
             if result.error is not None:
                 reply = protocol.encode("failed", job=job, attempt=attempt,
                                         error=protocol.pack_error(result.error))
             else:
                 reply = protocol.encode("result", bulk=bulk, job=job, attempt=attempt,
                                         result=protocol.pack_result(result))
+        except _Dropped:
+            self._post(None, finished=job)
+            return
         except PyimgoptError as exc:
             reply = protocol.encode("failed", job=job, attempt=attempt, error=protocol.pack_error(exc))
         except Exception as exc:  # a bug: report it, keep serving
@@ -220,6 +239,33 @@ class Sidecar:
             reply = protocol.encode("failed", job=job, attempt=attempt, error=protocol.pack_error(err))
         _trim_heap()
         self._post(reply, finished=job)
+
+    def _admit(self, msg: protocol.Message, run: _Running, settings) -> None:
+        """Estimate the job's memory from its header; ask the router when it is more
+        than reserved, and wait for the answer before decoding anything."""
+        reserved = msg.get("mem")
+        if reserved is None:
+            return
+        if msg["inline"]:
+            data = msg.bulk[0] if msg.bulk else b""
+        else:
+            want = None if msg.get("expect") is None else (msg["expect"]["dev"], msg["expect"]["ino"])
+            try:
+                data, _ = read_input(msg["input"], settings.max_input_bytes, expect=want)
+            except PyimgoptError:
+                return  # the pipeline reports it, typed, in a moment
+        need = estimate_job_memory(data, settings)
+        del data
+        if need is None or need <= reserved:
+            return
+        self._post(protocol.encode("need", job=run.job, attempt=run.attempt, mem=int(need)))
+        while not run.granted.wait(0.2):
+            if run.abort.is_set():
+                raise CancelledError("aborted by the router", stage="admission")
+            if self._stop.is_set():
+                raise _Dropped
+        if not run.grant_ok:
+            raise _Dropped
 
     # -- main loop -------------------------------------------------------------------
 
@@ -245,8 +291,16 @@ class Sidecar:
             import signal
 
             signal.signal(signal.SIGXCPU, lambda *_: self._over_cpu.set())
+        from pyimgopt.auth import check_not_abstract
+
+        check_not_abstract(self.endpoint)  # anyone could own such a name: never take jobs from it
         sock = self._ctx.socket(zmq.DEALER)
         protocol.configure_socket(sock)
+        if not self.endpoint.startswith("inproc://"):
+            # ZeroMQ's heartbeats (answered by libzmq's I/O thread, GIL or not)
+            # drop a dead connection; the DEALER then reconnects on its own.
+            sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 10_000)
         if self.curve is not None:
             from pyimgopt.auth import make_client
 
@@ -263,11 +317,16 @@ class Sidecar:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(wake_rx, zmq.POLLIN)
-        sock.send_multipart(protocol.encode("ready", slots=self.slots, pid=os.getpid(), name=self.name,
-                                            inline=self.inline))
+
+        def announce() -> None:
+            sock.send_multipart(protocol.encode("ready", slots=self.slots, pid=os.getpid(), name=self.name,
+                                                inline=self.inline))
+
+        announce()
         next_beat = time.monotonic()
         last_heard = time.monotonic()
         recycling = False
+        register_again = False
         code = 0
         linger = 0
         try:
@@ -283,9 +342,6 @@ class Sidecar:
                     code = 4
                     break
                 if self.parent is not None and os.getppid() != self.parent:
-                    code = 3
-                    break
-                if now - last_heard > self.router_timeout:
                     code = 3
                     break
                 if now >= next_beat:
@@ -307,8 +363,25 @@ class Sidecar:
                         over_rss = self.max_rss is not None and rss_bytes() > self.max_rss
                         if (self.max_jobs is not None and self._done >= self.max_jobs) or over_rss:
                             recycling = True
-                    sock.send_multipart(frames)
+                    if frames is not None:  # None: a job the router took back
+                        sock.send_multipart(frames)
                 if recycling and not self._running:
+                    # Jobs already on their way get an answer (no slot): the router
+                    # queues them again at once instead of losing them with us.
+                    while True:
+                        try:
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                        except zmq.Again:
+                            break
+                        try:
+                            msg = protocol.decode(frames)
+                        except ProtocolError:
+                            continue
+                        if msg.type == "job":
+                            sock.send_multipart(protocol.encode(
+                                "failed", job=msg["job"], attempt=msg["attempt"],
+                                error=protocol.pack_error(PyimgoptError(
+                                    "sidecar is recycling", stage="dispatch", retryable=True))))
                     sock.send_multipart(protocol.encode("shutdown", reason="recycle"))
                     linger = 1000  # the router is there to hear it: let it leave
                     break
@@ -325,7 +398,7 @@ class Sidecar:
                             print(f"{self.name}: dropped bad message: {exc}", file=sys.stderr)
                             continue
                         if msg.type == "job":
-                            if recycling or len(self._running) >= self.slots:
+                            if recycling or register_again or len(self._running) >= self.slots:
                                 sock.send_multipart(protocol.encode(
                                     "failed", job=msg["job"], attempt=msg["attempt"],
                                     error=protocol.pack_error(PyimgoptError(
@@ -334,18 +407,39 @@ class Sidecar:
                             self._running[msg["job"]] = _Running(msg["job"], msg["attempt"])
                             self._arm_cpu_limit()
                             self._jobs.put(msg)
+                        elif msg.type == "grant":
+                            run = self._running.get(msg["job"])
+                            if run is not None and run.attempt == msg["attempt"]:
+                                run.grant_ok = msg["ok"]
+                                run.granted.set()
                         elif msg.type == "abort":
                             run = self._running.get(msg["job"])
                             if run is not None:
                                 run.abort.set()
+                        elif msg.type == "register":
+                            # The router lost track of us (we were silent, or it
+                            # restarted): what we run was given to others.
+                            register_again = True
+                            for run in self._running.values():
+                                run.abort.set()
                         elif msg.type == "shutdown":
                             raise _Shutdown
                         # router heartbeats need no answer: our own beats go out on time
+                if register_again and not self._running:
+                    register_again = False
+                    announce()
+                # A job that held the GIL for a long time leaves the router's
+                # messages waiting, not missing: only silence with nothing
+                # waiting to be read means the router is gone.
+                if time.monotonic() - last_heard > self.router_timeout and not sock.poll(0):
+                    code = 3
+                    break
         except _Shutdown:
             code = 0
         except KeyboardInterrupt:
             code = 130
         finally:
+            self._stop.set()
             for _ in threads:
                 self._jobs.put(None)
             for run in self._running.values():

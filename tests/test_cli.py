@@ -145,3 +145,79 @@ def test_cli_router_process_serves_optimize_connect(tmp_path):
             router.stderr.close()
     assert router.returncode == 0
     time.sleep(0.2)
+
+
+def test_cli_two_runs_at_once_on_the_default_state_folder_keep_to_themselves(tmp_path):
+    """Run A (slow files) and, while it runs, run B (four icons) on the same
+    default state folder: B finishes with exactly its files while A is still
+    at work (B neither recovered nor ran A's batch), A's batch cannot be
+    resumed by a third process while A owns it, each batch lives in its own
+    journal, and A finishes all of its files."""
+    import signal
+
+    env = {**os.environ, "PYIMGOPT_STATE_DIR": str(tmp_path / "state")}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for i in range(8):
+        (tmp_path / "a" / f"a{i:02d}.jpg").write_bytes(jpeg(photo(320, 240, seed=i), quality=95))
+    for i in range(4):
+        (tmp_path / "b" / f"b{i}.png").write_bytes(encode(Image.fromarray(photo(32, 32, seed=i)), "PNG"))
+    a = subprocess.Popen([sys.executable, "-m", "pyimgopt", "optimize", str(tmp_path / "a"), "-o",
+                          str(tmp_path / "oa"), "--format", "avif", "--effort", "9", "--json", "-j", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        a_batch = json.loads(a.stdout.readline())["id"]
+        assert json.loads(a.stdout.readline())["type"] == "result"  # A's router runs its batch
+        b = subprocess.run([sys.executable, "-m", "pyimgopt", "optimize", str(tmp_path / "b"), "-o",
+                            str(tmp_path / "ob"), "--json", "-j", "1"],
+                           capture_output=True, text=True, timeout=300, env=env)
+        assert a.poll() is None, "A ended before B: the test proves nothing"
+        assert b.returncode == 0, b.stderr
+        b_results = [r for r in lines(b.stdout) if r["type"] == "result"]
+        assert sorted(os.path.basename(r["input"]) for r in b_results) == [f"b{i}.png" for i in range(4)]
+        again = subprocess.run([sys.executable, "-m", "pyimgopt", "resume", a_batch, "--json", "-j", "1"],
+                               capture_output=True, text=True, timeout=120, env=env)
+        assert again.returncode == 1 and "still running" in again.stderr, again.stderr
+        assert a.poll() is None
+        rest, err = a.communicate(timeout=600)
+    finally:
+        if a.poll() is None:
+            a.send_signal(signal.SIGKILL)
+            a.communicate(timeout=30)
+    assert a.returncode == 0, err
+    a_results = [json.loads(x) for x in rest.splitlines() if x.strip()]
+    a_results = [r for r in a_results if r["type"] == "result"]
+    assert len(a_results) == 7 and all(r["status"] == "optimized" for r in a_results)
+    assert sorted(p.name for p in (tmp_path / "oa").iterdir()) == [f"a{i:02d}.avif" for i in range(8)]
+    assert sorted(p.name for p in (tmp_path / "ob").iterdir()) == [f"b{i}.png" for i in range(4)]
+    st = run("status", "--json", "--state-dir", tmp_path / "state")
+    rows = lines(st.stdout, with_batch=True)
+    assert len(rows) == 2 and {r["state"] for r in rows} == {"done"}
+    assert len({r["journal"] for r in rows}) == 2  # one journal, one owner: B kept its own
+    assert not temp_files(tmp_path)
+
+
+def test_cli_router_exits_nonzero_when_its_router_dies(tmp_path, monkeypatch, capsys):
+    """An unexpected exception inside a handler is contained (see test_pool),
+    but should the loop itself ever die, ``pyimgopt router`` says so and exits 1
+    instead of lingering or exiting 0. The loop is made to die by a fault
+    injected into one step of it."""
+    import signal
+
+    from pyimgopt import cli
+    from pyimgopt.router import broker
+
+    def die(self, now):
+        raise SystemExit("injected: the loop dies")  # not an Exception: _safely lets it through
+
+    monkeypatch.setattr(broker.Router, "_ping_clients", die)
+    sock = tmp_path / "r"
+    sock.mkdir(mode=0o700)
+    before = signal.getsignal(signal.SIGTERM)  # the command installs its own handler
+    try:
+        code = cli.main(["router", "--bind", f"ipc://{sock}/c", "-j", "0",
+                         "--state-dir", str(tmp_path / "state")])
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 1
+    assert "the router stopped" in capsys.readouterr().err

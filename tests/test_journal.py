@@ -94,7 +94,9 @@ def start_router(endpoint, state):
         stderr=subprocess.PIPE, text=True,
     )
     line = proc.stderr.readline()
-    assert "pyimgopt router" in line, line
+    if "pyimgopt router" not in line:  # never leave it running behind a failed start
+        kill(proc)
+        raise AssertionError(f"router did not start: {line}")
     return proc
 
 
@@ -259,3 +261,103 @@ def test_journal_metrics_served_by_a_real_router_move_during_a_batch(tmp_path):
     assert key in after or any("avif" in k or "webp" in k or "jpeg" in k for k in after)
     records = [json.loads(x) for x in logs.splitlines() if x.startswith("{")]
     assert any(r["event"] == "batch_submitted" and r.get("count") == 40 for r in records)
+
+
+def test_journal_one_owner_at_a_time_and_a_dead_owner_releases_it(tmp_path):
+    """A writable journal holds its folder's lock: a second writer is refused
+    (JournalBusyError naming the holder), a reader is not; the lock goes with
+    its process however that process ends (here SIGKILL)."""
+    from pyimgopt.journal import JournalBusyError, holder
+
+    first = Journal(tmp_path / "s")
+    with pytest.raises(JournalBusyError) as err:
+        Journal(tmp_path / "s")
+    assert err.value.holder == os.getpid() and err.value.code == "io_error"
+    assert holder(tmp_path / "s") == os.getpid()
+    Journal(tmp_path / "s", readonly=True).close()
+    first.close()
+    assert holder(tmp_path / "s") is None
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(
+        """
+        import sys, time
+        from pyimgopt.journal import Journal
+        j = Journal(sys.argv[1])
+        print("ready", flush=True)
+        time.sleep(60)
+        """), str(tmp_path / "s")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert holder(tmp_path / "s") == proc.pid
+        with pytest.raises(JournalBusyError):
+            Journal(tmp_path / "s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc.stdout.close()
+    Journal(tmp_path / "s").close()  # free again
+
+
+def test_journal_busy_state_folder_gives_a_private_journal(tmp_path):
+    from pyimgopt.journal import find_batch, journal_folders, open_journal
+
+    main = open_journal(tmp_path)
+    other = open_journal(tmp_path, private_if_busy=True)
+    try:
+        assert main.folder == str(tmp_path)
+        assert os.path.dirname(other.folder) == str(tmp_path / "runs")
+        other.add_batch("b2", None, 0, {}, False, [])
+        main.add_batch("b1", None, 0, {}, False, [])
+    finally:
+        main.close()
+        other.close()
+    assert journal_folders(tmp_path) == [str(tmp_path), other.folder]
+    assert find_batch(tmp_path, "b1") == str(tmp_path) and find_batch(tmp_path, "b2") == other.folder
+    assert find_batch(tmp_path, "nope") is None
+
+
+def test_journal_files_are_private_even_in_an_existing_folder(tmp_path):
+    """A journal made in a folder that already exists (say 0755) is still 0600,
+    and so are its WAL, shared-memory and lock files."""
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    j = Journal(folder)
+    j.add_batch("b", None, 0, {}, False, [{"id": "b:1", "seq": 0, "input": "/x", "status": "queued"}])
+    try:
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+    finally:
+        j.close()
+    assert modes[JOURNAL_NAME] == oct(0o600)
+    assert all(m == oct(0o600) for m in modes.values()), modes
+
+
+def test_journal_refused_jobs_are_never_stored_as_queued(tmp_path):
+    """A job refused at submit is written as refused in the batch's own
+    transaction: a crash right after can never make recovery run it. An SQL
+    trigger records the status of every job row as it is inserted."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "ok.jpg").write_bytes(jpeg(photo(96, 72), quality=95))
+    state = tmp_path / "state"
+    j = Journal(state)  # the schema, so the trigger has a table to watch
+    j._db.executescript(
+        "CREATE TABLE inserted(id TEXT, status TEXT);"
+        "CREATE TRIGGER audit AFTER INSERT ON jobs BEGIN"
+        " INSERT INTO inserted VALUES (NEW.id, NEW.status); END;")
+    j.close()
+    from pyimgopt import protocol
+
+    with Client.local(workers=1, state_dir=str(state)) as c:
+        reply = c._request("submit", batch="r" * 16, priority=0, settings=protocol.pack_settings(Settings()),
+                           in_place=False, jobs=[
+                               {"id": "", "input": str(tmp_path / "in" / "ok.jpg"),
+                                "output": str(tmp_path / "out" / "ok.jpg")},
+                               {"id": "", "input": str(tmp_path / "missing.jpg"),
+                                "output": str(tmp_path / "out" / "missing.jpg")},
+                               {"id": "", "input": str(tmp_path / "in" / "ok.jpg"), "output": None}])
+        assert reply["total"] == 3
+        results = c.attach("r" * 16).wait(60)
+    assert sorted(r.status for r in results) == ["failed", "failed", "optimized"]
+    db = sqlite3.connect(state / JOURNAL_NAME)
+    rows = db.execute("SELECT status FROM inserted ORDER BY rowid").fetchall()
+    db.close()
+    assert sorted(s for (s,) in rows) == ["failed", "failed", "queued"]

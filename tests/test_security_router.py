@@ -65,12 +65,22 @@ class Raw:
         events = []
         while True:
             msg = protocol.decode(self.sock.recv_multipart())
-            events.append(msg)
-            if msg.type == "event" and msg["kind"] == "batch_done":
-                return first, events
+            for ev in as_events(msg):
+                events.append(ev)
+                if ev["kind"] == "batch_done":
+                    return first, events
 
     def close(self):
         self.sock.close(0)
+
+
+def as_events(msg):
+    """The events a message carries, each as a dict (one ``event``, or several in ``events``)."""
+    if msg.type == "event":
+        return [{"kind": msg["kind"], "job": msg["job"], "data": msg["data"]}]
+    if msg.type == "events":
+        return [{"kind": k, "job": j, "data": d} for _, k, j, d in msg["events"]]
+    return []
 
 
 def failures(events):
@@ -221,8 +231,9 @@ def test_security_curve_only_authorised_keys_get_work_done(tmp_path, keys):
                             server_key=server_pub, timeout=10, policy=narrow_policy(root)) as c:
             results = c.submit([root / "in"], Settings(), out_dir=root / "out").wait(60)
             assert [r.status for r in results] == ["optimized"]
-            # alice's status shows only alice's batches
-            assert len(c.status()["batches"]) == 2 - 1
+            # alice's status shows only alice's batches, and nothing global
+            st = c.status()
+            assert len(st["batches"]) == 2 - 1 and set(st) == {"batches"}
     finally:
         router.stop()
         ctx.term()
@@ -266,7 +277,7 @@ def test_security_remote_sidecar_over_tcp_curve_without_our_files(tmp_path, keys
     cfg.local_policy = None
     router = Router(f"ipc://{private}/clients", "tcp://127.0.0.1:0", cfg, context=ctx)
     router.start()
-    cmd = [sys.executable, "-m", "sidecar", "--connect", router.sidecar_endpoint,
+    cmd = [sys.executable, "-m", "pyimgopt_sidecar", "--connect", router.sidecar_endpoint,
            "--curve-secret", str(k / "sidecars/worker.key_secret"),
            "--server-key", str(k / "server/router.key")]
     if hidden:
@@ -489,3 +500,199 @@ def test_security_a_non_utf8_file_name_fails_alone(tmp_path):
     err = by["failed"].error
     assert err.code == "io_error" and "UTF-8" in err.message and "\\xff" in by["failed"].input
     assert (tmp_path / "out" / "ok.png").exists()
+
+
+def _auto_root(tmp_path):
+    """in/a.png, a photo that format="auto" turns into a lossy format; out/ holds
+    a.webp and a.jpg already; the policy may write new files under out/ but
+    not overwrite, and never an AVIF: every lossy name auto could pick is forbidden."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(encode(Image.fromarray(photo(400, 300)), "PNG"))
+    (tmp_path / "out" / "a.webp").write_bytes(b"keep me")
+    (tmp_path / "out" / "a.jpg").write_bytes(b"keep me too")
+    caps = Capabilities(read=True, write_new=True, overwrite=False, formats=frozenset({"auto", "keep"}),
+                        max_pixels=10**8, max_file_bytes=2**30, max_batch_bytes=2**32,
+                        max_batch_files=100)
+    return Policy(caps, Scope(allow=(f"{tmp_path}/in/**",)),
+                  Scope(allow=(f"{tmp_path}/out/**",), deny=("/**/*.avif",)))
+
+
+def _check_auto_refused(tmp_path, results):
+    (r,) = results
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) in (["a.jpg", "a.webp"],
+                                                                   ["a.jpg", "a.png", "a.webp"])
+    assert (tmp_path / "out" / "a.webp").read_bytes() == b"keep me"
+    assert (tmp_path / "out" / "a.jpg").read_bytes() == b"keep me too"
+    if r.status == "failed":
+        assert r.error.code == "scope_denied" and "not allowed" in r.error.message
+    else:  # auto kept PNG, the one name it may write
+        assert r.output.endswith("/out/a.png")
+        decode((tmp_path / "out" / "a.png").read_bytes())
+    assert not temp_files(tmp_path)
+
+
+def test_security_auto_never_writes_a_name_the_policy_forbids(tmp_path):
+    """format="auto" picks the extension after encoding: the writer checks that
+    final name (write scope, deny patterns, overwrite), not only the one submitted."""
+    policy = _auto_root(tmp_path)
+    with Client.local(workers=1, config=RouterConfig(local_policy=policy, **FAST), policy=policy) as c:
+        results = c.submit([tmp_path / "in" / "a.png"], Settings(format="auto"),
+                           out_dir=tmp_path / "out").wait(120)
+    _check_auto_refused(tmp_path, results)
+
+
+def test_security_auto_inline_writer_checks_the_final_name_too(tmp_path):
+    """The same attack through a sidecar that gets the image bytes inline: the
+    router is the writer then, and refuses the name just the same."""
+    from pyimgopt.router import Router
+
+    policy = _auto_root(tmp_path)
+    private = tmp_path / "ipc"
+    private.mkdir(mode=0o700)
+    router = Router(f"ipc://{private}/c", f"ipc://{private}/s",
+                    RouterConfig(pool=False, local_policy=policy, **FAST))
+    router.start()
+    side = subprocess.Popen([sys.executable, "-m", "pyimgopt_sidecar", "--connect", router.sidecar_endpoint,
+                             "--inline", "--heartbeat", "0.2"])
+    try:
+        with Client.connect(router.client_endpoint, timeout=30, policy=policy) as c:
+            results = c.submit([tmp_path / "in" / "a.png"], Settings(format="auto"),
+                               out_dir=tmp_path / "out").wait(120)
+    finally:
+        side.terminate()
+        side.wait(30)
+        router.stop()
+    _check_auto_refused(tmp_path, results)
+
+
+def test_security_abstract_ipc_endpoints_are_refused(tmp_path):
+    """ipc://@name has no file and no permissions: any local user could bind or
+    reach it. A router will not bind it, a client or sidecar will not connect."""
+    from pyimgopt.errors import PyimgoptError
+    from pyimgopt.router import Router
+
+    name = f"ipc://@pyimgopt-test-{os.getpid()}"
+    private = tmp_path / "ipc"
+    private.mkdir(mode=0o700)
+    for client_ep, sidecar_ep in ((name, f"ipc://{private}/s"), (f"ipc://{private}/c", name + "-s")):
+        router = Router(client_ep, sidecar_ep, RouterConfig(workers=0))
+        with pytest.raises(PermissionError, match="abstract"):
+            router.start()
+    with pytest.raises(PyimgoptError, match="abstract"):
+        Client.connect(name)
+    side = subprocess.run([sys.executable, "-m", "pyimgopt_sidecar", "--connect", name],
+                          capture_output=True, text=True, timeout=60)
+    assert side.returncode == 2 and "abstract" in side.stderr
+
+
+def _raw(endpoint, **opts):
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 10_000)
+    sock.connect(endpoint)
+    return sock
+
+
+def test_security_insecure_loopback_grants_only_what_is_configured(tmp_path):
+    """--insecure-loopback: any local user can connect to that TCP port, so a
+    keyless connection gets RouterConfig.insecure_policy (default: nothing),
+    sees no global figures, and cannot register as a sidecar."""
+    from pyimgopt.router import Router
+
+    root = tree(tmp_path)
+    private = tmp_path / "ipc"
+    private.mkdir(mode=0o700)
+    router = Router("tcp://127.0.0.1:0", f"ipc://{private}/s",
+                    RouterConfig(insecure_loopback=True, workers=1, **FAST))
+    router.start()
+    try:
+        with Client.connect(router.client_endpoint, timeout=10) as c:
+            with pytest.raises(Exception) as err:
+                c.submit([root / "in"], Settings(), out_dir=root / "out")
+            assert getattr(err.value, "code", None) == "capability_denied"
+            assert set(c.status()) == {"batches"}
+    finally:
+        router.stop()
+    assert not list((root / "out").iterdir())
+
+    # with a policy configured for it, exactly that policy
+    router = Router("tcp://127.0.0.1:0", f"ipc://{private}/s2",
+                    RouterConfig(insecure_loopback=True, workers=1, insecure_policy=narrow_policy(root),
+                                 **FAST))
+    router.start()
+    try:
+        with Client.connect(router.client_endpoint, timeout=30) as c:
+            results = c.submit([root / "in", root / "secret"], Settings(), out_dir=root / "out").wait(60)
+        assert sorted(r.status for r in results) == ["failed", "optimized"]
+    finally:
+        router.stop()
+
+    # a sidecar without a key on an insecure TCP sidecar endpoint is never registered
+    router = Router(f"ipc://{private}/c3", "tcp://127.0.0.1:0",
+                    RouterConfig(insecure_loopback=True, pool=False, **FAST))
+    router.start()
+    raw = _raw(router.sidecar_endpoint)
+    try:
+        raw.send_multipart(protocol.encode("ready", slots=4, pid=1, name="keyless", inline=True))
+        raw.send_multipart(protocol.encode("heartbeat", rss=0, busy=[]))
+        with Client.connect(router.client_endpoint, timeout=10) as c:
+            for _ in range(3):  # a few round trips: the sidecar endpoint is drained first each turn
+                assert c.status()["sidecars"] == []
+    finally:
+        raw.close(0)
+        router.stop()
+
+
+def test_security_router_never_reads_image_contents(tmp_path):
+    """Header probing for memory admission happens in the sidecars: no thread of
+    the router's process opens an input (an audit hook sees every open)."""
+    import threading
+
+    (tmp_path / "in").mkdir()
+    inputs = set()
+    for i in range(4):
+        p = tmp_path / "in" / f"p{i}.png"
+        p.write_bytes(encode(Image.fromarray(photo(300, 200, seed=i)), "PNG"))
+        inputs.add(str(p))
+    opened: list = []
+    watching = [True]
+
+    def hook(event, args):
+        if watching[0] and event == "open" and isinstance(args[0], (str, bytes)):
+            if os.fsdecode(args[0]) in inputs:
+                opened.append((threading.current_thread().name, args[0]))
+
+    sys.addaudithook(hook)  # cannot be removed; it goes quiet when the test ends
+    try:
+        with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
+            results = c.submit([tmp_path / "in"], Settings(format="webp"), out_dir=tmp_path / "out").wait(60)
+    finally:
+        watching[0] = False
+    assert sorted(r.status for r in results) == ["optimized"] * 4
+    assert opened == []
+
+
+def test_security_whole_messages_are_bounded_not_only_frames(monkeypatch):
+    """Two frames each under the limit are refused when together they are over it."""
+    from pyimgopt.errors import ProtocolError
+
+    monkeypatch.setattr(protocol, "MAX_MESSAGE_BYTES", 64 * 1024)
+    body = protocol.encode("job", bulk=[b"x"], job="j", attempt=1, lease_ms=1, input="/" + "a" * 30_000,
+                           output=None, in_place=False, settings={}, inline=True)[0]
+    assert protocol.decode([body, b"x" * 1000]).type == "job"
+    with pytest.raises(ProtocolError, match="MAX_MESSAGE_BYTES"):
+        protocol.decode([body, b"x" * 40_000])  # each frame under 64 KiB, the message over
+
+
+def test_security_a_client_cannot_make_the_router_hold_a_big_message(tmp_path):
+    """Clients never send bulk frames: the client endpoint takes no frame over
+    MAX_BODY_BYTES (ZeroMQ drops that connection unread), and serves on."""
+    with Client.local(workers=0) as c:
+        raw = _raw(c.endpoint)
+        try:
+            raw.send_multipart([b"\x81\xa1v\x01" + b"x" * (protocol.MAX_BODY_BYTES + 1)], zmq.NOBLOCK)
+            assert raw.poll(500) == 0  # no answer: it was never read
+        finally:
+            raw.close(0)
+        assert c.status()["counters"]["protocol_errors"] == 0

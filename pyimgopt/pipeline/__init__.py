@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from ..errors import InternalError, InvalidSettingsError, PyimgoptError, TooLargeError
+from ..errors import InternalError, InvalidSettingsError, PyimgoptError, ScopeDeniedError, TooLargeError
 from ..result import Result
 from ..settings import Settings
 from .boost import native_error
@@ -113,6 +113,7 @@ def optimize_file(
     *,
     progress: Callable[[str], None] | None = None,
     expect: dict | None = None,
+    outputs: dict[str, str] | None = None,
 ) -> Result:
     """Optimise the file ``src`` and write it to ``dst`` (``None``: in place).
 
@@ -121,6 +122,10 @@ def optimize_file(
     folder above the checked output (:func:`~.write.parent_anchor`) — makes
     the read and the write refuse a path that was swapped after it was
     checked; missing output folders are created beneath that folder only.
+
+    ``outputs`` — ``{format: path}`` of the names a checker allowed — makes a
+    ``format="auto"`` result that changes the extension refuse (``scope_denied``,
+    nothing written) a name not in it.
 
     ``progress(stage)`` is called as each stage ends (``read``, ``probe``,
     ``decode``, ``resize``, ``encode``, ``write``); an exception it raises
@@ -151,6 +156,10 @@ def optimize_file(
         out, info = run(data, s, src_s, clock, in_place=in_place)
         if s.format == "auto" and not in_place and info["format_out"] != info["format_in"]:
             dst_s = os.path.splitext(dst_s)[0] + EXTENSIONS[info["format_out"]]
+            if outputs is not None and outputs.get(info["format_out"]) != dst_s:
+                raise ScopeDeniedError(
+                    f"format auto chose {info['format_out'].upper()}, but writing {dst_s} is not "
+                    "allowed (write scope, deny pattern or overwrite)", path=src_s, stage="write")
         if info["status"] == "skipped" and in_place:
             pass  # the original stays exactly as it was
         else:

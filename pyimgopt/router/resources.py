@@ -1,9 +1,10 @@
 """What this machine lets the router use: CPUs and memory.
 
 Owns the default pool size (the CPUs this process may use: affinity and
-cgroup CPU quota), the memory budget (min of cgroup ``memory.max``, the RAM
-available now and a configured cap, minus a reserve), and the estimate of a
-job's peak memory from its header dimensions (read without decoding pixels).
+cgroup CPU quota) and the memory budget (min of cgroup ``memory.max``, the RAM
+available now and a configured cap, minus a reserve). A job's own need is
+estimated by its sidecar from the image's header: the router never reads
+image contents.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 
-__all__ = ["usable_cpus", "available_memory", "cgroup_memory_limit", "memory_budget", "estimate_job_memory"]
+__all__ = ["usable_cpus", "available_memory", "cgroup_memory_limit", "memory_budget"]
 
 _CGROUP = "/sys/fs/cgroup"
 
@@ -73,27 +74,3 @@ def memory_budget(cap: int | None = None, reserve: int = 256 * 1024 * 1024) -> i
     if cap is not None:
         candidates.append(cap)
     return max(0, min(candidates) - reserve)
-
-
-def estimate_job_memory(path: str | None, inline_bytes: int = 0) -> int:
-    """Rough peak bytes to optimise one image, from its header dimensions.
-
-    Decoded RGBA pixels several times over (decode, convert, resize, encoder
-    buffers) plus the input itself; an unreadable header gives a small
-    default (the sidecar will report the real error).
-    """
-    base = 32 * 1024 * 1024
-    if path is None:
-        return base + 6 * inline_bytes
-    try:
-        from PIL import Image
-
-        from ..pipeline.probe import INPUT_FORMATS
-
-        with Image.open(path, formats=list(INPUT_FORMATS)) as im:
-            w, h = im.size
-            frames = getattr(im, "n_frames", 1) if im.format != "GIF" else 1
-        size = os.path.getsize(path)
-    except Exception:
-        return base
-    return base + size + int(w) * int(h) * 4 * 5 * max(1, min(int(frames), 64))

@@ -1,0 +1,450 @@
+"""The sidecar executor: where the router's jobs run — ZeroMQ sidecars.
+
+Owns the sidecar endpoint's sockets, the registry of sidecars — pool
+processes (:mod:`.pool`), remote sidecars, the degraded in-process worker
+(on an ``inproc`` socket of its own, so no peer can pass for it) — their
+liveness, credit-based placement (never more jobs than a sidecar's
+advertised slots; least-recently-used idle sidecar first), the messages to
+and from sidecars, memory grants (a sidecar that estimates from the header
+that a job needs more than reserved asks first), and inline jobs for
+sidecars that cannot see our files (their reads and writes on worker
+threads). The router decides *what* runs (:mod:`.broker`); this executor
+decides *where*, and reports progress, results, failures and losses back
+through the router's ``job_*`` callbacks.
+
+Liveness tells "busy on a long job" from "dead": a pool sidecar is alive
+while it heartbeats *or* its CPU time advances (read from ``/proc``: a codec
+that holds the GIL stops the heartbeat thread, not the CPU); a remote one
+while it heartbeats or, when busy, while its connection answers ZeroMQ's own
+heartbeats (answered by libzmq's I/O thread, which needs no GIL). A
+stopped or hung sidecar does neither and is lost after ``liveness``; a job
+is also bounded by its lease. A lost remote sidecar that speaks again is
+asked to register anew.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from .. import protocol
+from ..auth import make_server
+from ..errors import JobTimeoutError, ProtocolError, PyimgoptError
+from ..logs import event
+from ..pipeline.encode import EXTENSIONS
+from ..pipeline.write import remove_stale_temps
+from .inline import read_inline, write_inline
+from .model import Batch, Job, SidecarRecord
+from .pool import LocalPool, proc_stat
+
+if TYPE_CHECKING:
+    from .broker import Router
+
+__all__ = ["SidecarExecutor"]
+
+
+def _is_net(ep: str) -> bool:
+    return not ep.startswith(("ipc://", "inproc://"))
+
+
+class SidecarExecutor:
+    """Runs the router's jobs on ZeroMQ sidecars (a local pool and remote ones)."""
+
+    def __init__(self, router: Router) -> None:
+        self.r = router
+        self.config = router.config
+        self.sidecars: dict[bytes, SidecarRecord] = {}
+        self.pool = LocalPool(self)
+        self.inproc_endpoint = f"inproc://pyimgopt-sidecars-{router._uid}"
+        self._back = self._local_back = self._inproc = self._monitor = None
+        self._private_dir: str | None = None
+        self.endpoint = router.sidecar_endpoint
+        self._sidecar_keys: frozenset[str] = frozenset()
+        self._asked: dict[bytes, float] = {}  # unknown peers asked to register, when
+        self._modes: dict[str, int] = {}  # inline in-place jobs: the input's mode for the write
+
+    @property
+    def degraded_reason(self) -> str | None:
+        return self.pool.degraded_reason
+
+    # -- set-up and sockets ------------------------------------------------------------
+
+    def setup(self, sidecar_keys: frozenset[str]) -> list[zmq.Socket]:
+        """Bind the sidecar endpoint (and private ones for the pool); return sockets to poll."""
+        cfg = self.config
+        ctx = self.r._ctx
+        self._sidecar_keys = sidecar_keys
+        self._back = ctx.socket(zmq.ROUTER)
+        protocol.configure_socket(self._back, max_queued=256)
+        self._back.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # ZeroMQ's own heartbeats: answered by the peer's I/O thread even while
+        # its Python holds the GIL, missed by a stopped or vanished peer.
+        self._back.setsockopt(zmq.HEARTBEAT_IVL, max(100, int(cfg.heartbeat * 1000)))
+        self._back.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(500, int(cfg.liveness * 1000)))
+        self._monitor = self._back.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        if cfg.curve_secret is not None and _is_net(self.endpoint):
+            make_server(self._back, cfg.curve_secret)
+        self._back.bind(self.endpoint)
+        # The local pool never needs keys: when the sidecar endpoint is a
+        # network one, it gets a private ipc socket.
+        self._local_back = self._back
+        self._pool_endpoint = self.endpoint
+        if _is_net(self.endpoint):
+            self._private_dir = tempfile.mkdtemp(prefix="pyimgopt-pool-")
+            os.chmod(self._private_dir, 0o700)
+            self._local_back = ctx.socket(zmq.ROUTER)
+            protocol.configure_socket(self._local_back, max_queued=256)
+            self._pool_endpoint = f"ipc://{self._private_dir}/sidecars"
+            self._local_back.bind(self._pool_endpoint)
+        # The in-process worker has a socket of its own: whatever arrives
+        # there is that thread, whatever pid another peer claims.
+        self._inproc = ctx.socket(zmq.ROUTER)
+        protocol.configure_socket(self._inproc)
+        self._inproc.bind(self.inproc_endpoint)
+        if self.endpoint.endswith(":0"):
+            self.endpoint = self._back.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._started = time.monotonic()
+        socks = [self._back, self._inproc, self._monitor]
+        if self._local_back is not self._back:
+            socks.append(self._local_back)
+        return socks
+
+    def close_sockets(self) -> None:
+        """Close whatever :meth:`setup` opened (also after a failed set-up)."""
+        if self._monitor is not None:
+            try:
+                self._back.disable_monitor()
+            except zmq.ZMQError:
+                pass
+        for sock in (self._monitor, self._back, self._local_back, self._inproc):
+            if sock is not None and not sock.closed:
+                sock.close(0)
+        if self._private_dir:
+            import shutil
+
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
+
+    def on_readable(self, sock: zmq.Socket) -> None:
+        """Handle what arrived on one of the sockets :meth:`setup` returned."""
+        if sock is self._monitor:
+            self._on_monitor()
+            return
+        self.r._drain(sock, lambda identity, msg, user, frame: self._on_sidecar(
+            identity, msg, user, sock, frame), client=False)
+
+    def _on_monitor(self) -> None:
+        while True:
+            try:
+                frames = self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ev = parse_monitor_message(frames)
+            if ev["event"] != zmq.EVENT_DISCONNECTED:
+                continue
+            fd = ev["value"]
+            for sc in list(self.sidecars.values()):
+                if sc.fd == fd and not sc.pool and not sc.local:
+                    self._lose(sc, f"connection to sidecar {sc.name} lost")
+
+    def send(self, identity: bytes, msg_type: str, bulk: list | None = None, sock: Any = None,
+             **fields: Any) -> None:
+        sc = self.sidecars.get(identity)
+        if sock is None:
+            sock = sc.sock if sc is not None and sc.sock is not None else self._back
+        try:
+            sock.send_multipart([identity, *protocol.encode(msg_type, bulk=bulk or (), **fields)],
+                                zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    # -- messages from sidecars ------------------------------------------------------
+
+    def _on_sidecar(self, identity: bytes, msg: protocol.Message, user: str | None,
+                    sock: zmq.Socket, frame: Any) -> None:
+        r = self.r
+        t = msg.type
+        if user is not None and user not in self._sidecar_keys:
+            return  # a client's key on the sidecar endpoint: not a sidecar
+        if user is None and sock is self._back and _is_net(self.endpoint):
+            return  # no key over the network (insecure_loopback): never a sidecar
+        sc = self.sidecars.get(identity)
+        if t == "ready":
+            local = sock is self._inproc
+            pool = not local and sock is self._local_back and msg["pid"] in self.pool.procs
+            fd = None
+            if not local and not pool:
+                try:
+                    fd = frame.get(zmq.SRCFD)
+                except (zmq.ZMQError, AttributeError, TypeError):
+                    fd = None
+            old = self.sidecars.get(identity)
+            if old is not None and old.busy:
+                self._lose(old, f"sidecar {old.name} announced itself again")
+            self.sidecars[identity] = SidecarRecord(identity, max(1, msg["slots"]), msg["pid"], msg["name"],
+                                                    local=local, inline=bool(msg.get("inline")),
+                                                    sock=sock, pool=pool, fd=fd)
+            self._asked.pop(identity, None)
+            if pool:
+                self.pool.ready(msg["pid"])
+            return
+        if sc is None:
+            # not (or no longer) one of ours — lost while it was silent, or it
+            # reconnected: ask it to register anew (once a second at most)
+            now = time.monotonic()
+            if t in ("heartbeat", "progress", "result", "failed", "need") and \
+                    now - self._asked.get(identity, 0.0) >= 1.0:
+                self._asked[identity] = now
+                self.send(identity, "register", sock=sock)
+            return
+        sc.last_seen = time.monotonic()
+        if t == "heartbeat":
+            sc.rss = msg["rss"]
+            if sc.stale:
+                sc.stale &= set(msg["busy"])
+            return
+        if t == "shutdown":
+            sc.retiring = True
+            r.counters["recycles"] += 1
+            r.metrics.recycle()
+            event(r._log, "sidecar_recycled", sidecar=sc.name)
+            if not sc.busy:
+                self.sidecars.pop(identity, None)
+            return
+        if t not in ("progress", "result", "failed", "need"):
+            return
+        jid = msg["job"]
+        if jid in sc.stale and t in ("result", "failed"):
+            sc.stale.discard(jid)  # a job given up on (lease) has ended: the slot is free again
+            return
+        job = r._jobs.get(jid)
+        if job is None or job.sidecar != identity or job.attempt != msg["attempt"] or job.state != "running":
+            return  # a stale answer (an earlier attempt, a job already requeued): ignored
+        batch = r._batches[job.batch]
+        if t == "progress":
+            job.deadline = time.monotonic() + self.config.lease
+            r.job_progress(job, msg["stage"])
+            return
+        if t == "need":
+            ok = r.job_need(job, msg["mem"])
+            if not ok:  # back to the queue, to wait until it fits; the sidecar drops it
+                self._release(job, sc)
+                r.job_requeue(job)
+            self.send(identity, "grant", job=jid, attempt=msg["attempt"], ok=ok)
+            return
+        self._release(job, sc)
+        sc.jobs_done += 1
+        if t == "result":
+            if job.inline:
+                if not msg.bulk:
+                    r.job_failed(job, ProtocolError("inline result without its image frame",
+                                                    path=job.input, stage="protocol"), retry=False)
+                    return
+                job.state = "writing"
+                r._offload.submit(write_inline, job, batch.in_place, batch.settings.get("format") == "auto",
+                                  self._modes.pop(job.id, None), msg["result"], msg.bulk[0],
+                                  then=lambda value, err: self._written(job, value, err))
+                return
+            r.job_done(job, msg["result"])
+            return
+        err = protocol.unpack_error(msg["error"])
+        if err.stage == "dispatch":  # the sidecar was full or recycling: not the job's fault
+            sc.retiring = True
+            r.job_requeue(job)
+            return
+        r.job_failed(job, err)
+
+    def _written(self, job: Job, value: Any, err: BaseException | None) -> None:
+        if job.state != "writing":
+            return
+        job.state = "running"
+        if err is None:
+            self.r.job_done(job, value)
+        elif isinstance(err, PyimgoptError):
+            self.r.job_failed(job, err, retry=False)
+        else:
+            raise err
+
+    def _release(self, job: Job, sc: SidecarRecord | None) -> None:
+        if sc is not None:
+            sc.busy.discard(job.id)
+            if not sc.busy and not sc.stale:
+                sc.last_idle = time.monotonic()
+                if sc.retiring:
+                    self.sidecars.pop(sc.identity, None)
+        self.r.release_memory(job)
+        job.sidecar = None
+
+    # -- losses --------------------------------------------------------------------------
+
+    def _lose(self, sc: SidecarRecord, why: str, *, clean: bool = False, exited: bool = False) -> None:
+        """A sidecar died or went silent: kill it if ours, requeue or poison its jobs.
+
+        ``clean``: it said goodbye (recycling) and exited 0 — a job sent to it
+        meanwhile never started, so it goes back to the queue as it was.
+        ``exited``: it is a pool process already reaped (dead for sure).
+        """
+        r = self.r
+        if self.sidecars.get(sc.identity) is sc:
+            del self.sidecars[sc.identity]
+        if not clean:
+            r.counters["sidecars_lost"] += 1
+            r.metrics.sidecar_lost()
+        # With no job on it, a lost sidecar costs nothing (e.g. a recycled one whose
+        # goodbye was overtaken by its exit): information, not a warning.
+        event(r._log, "sidecar_lost", logging.WARNING if sc.busy and not clean else logging.INFO,
+              sidecar=sc.name, count=len(sc.busy), reason=why)
+        dead = exited or (sc.pool and self.pool.kill(sc.pid))
+        for jid in list(sc.busy):
+            job = r._jobs[jid]
+            self._release(job, None)
+            self._modes.pop(job.id, None)
+            if dead:  # its half-written files can go: nobody writes them any more
+                batch = r._batches[job.batch]
+                target = job.input if batch.in_place else job.output
+                if target:
+                    remove_stale_temps(target)
+                    if batch.settings.get("format") == "auto":  # the writer may have renamed it
+                        stem = os.path.splitext(target)[0]
+                        for ext in EXTENSIONS.values():
+                            remove_stale_temps(stem + ext)
+            if clean:
+                r.job_requeue(job)
+            else:
+                r.job_lost(job, why)
+
+    # -- liveness and supervision --------------------------------------------------------
+
+    def tick(self, now: float, beat: bool) -> None:
+        """Heartbeats out (when ``beat``), liveness, leases and pool supervision."""
+        r = self.r
+        cfg = self.config
+        if beat:
+            for sc in list(self.sidecars.values()):
+                self.send(sc.identity, "heartbeat", rss=0, busy=sorted(sc.busy))
+                if sc.pool:
+                    self._cpu_progress(sc, now)
+            for ident in [i for i, t in self._asked.items() if now - t > 60]:
+                del self._asked[ident]
+        for pid, code in self.pool.reap(now):
+            for sc in list(self.sidecars.values()):
+                if sc.pid == pid and sc.pool:  # reaped: dead for sure
+                    self._lose(sc, f"sidecar {pid} exited with code {code}",
+                               clean=sc.retiring and code == 0, exited=True)
+        for sc in list(self.sidecars.values()):
+            silent = now - sc.last_seen
+            if not sc.local and silent > cfg.liveness:
+                # a busy remote sidecar whose connection still answers ZeroMQ's
+                # heartbeats is working (a native call holds its GIL): the lease bounds it
+                if not (sc.busy and sc.fd is not None):
+                    self._lose(sc, f"sidecar {sc.name} silent for {silent:.1f} s")
+                    continue
+            for jid in list(sc.busy):
+                job = r._jobs[jid]
+                if now > job.deadline:
+                    if sc.local:  # a thread cannot be killed: its slot stays taken until it ends
+                        self._release(job, sc)
+                        sc.stale.add(jid)
+                        r.job_failed(job, JobTimeoutError("job lease expired", path=job.input), retry=False)
+                    else:
+                        self._lose(sc, f"job lease expired on {sc.name}")
+                    break
+        live = sum(1 for sc in self.sidecars.values() if sc.pool)
+        self.pool.keep_up(now, self._pool_endpoint, live)
+
+    def _cpu_progress(self, sc: SidecarRecord, now: float) -> None:
+        """A pool sidecar whose CPU time advanced is alive, heartbeat or not."""
+        st = proc_stat(sc.pid)
+        if st is None:
+            return
+        state, cpu = st
+        if state not in ("T", "t", "Z", "X") and cpu > sc.cpu >= 0:
+            sc.last_seen = max(sc.last_seen, now)
+        sc.cpu = cpu
+
+    # -- placement -----------------------------------------------------------------------
+
+    def free_slots(self) -> list[SidecarRecord]:
+        """Sidecars with a free slot, idle ones first, least recently used first."""
+        free = [s for s in self.sidecars.values() if not s.retiring and self.has_room(s)]
+        free.sort(key=lambda s: (len(s.busy) > 0, s.last_idle))
+        return free
+
+    def has_room(self, sc: SidecarRecord) -> bool:
+        return len(sc.busy) + len(sc.stale) < sc.slots and sc.identity in self.sidecars
+
+    @staticmethod
+    def name_of(sc: SidecarRecord) -> str:
+        return sc.name
+
+    def start(self, job: Job, batch: Batch, sc: SidecarRecord, now: float) -> bool:
+        """Send ``job`` to ``sc`` (an inline one once its bytes are read, off this thread)."""
+        job.sidecar = sc.identity
+        job.started = now
+        job.deadline = now + self.config.lease
+        job.inline = sc.inline
+        sc.busy.add(job.id)
+        fields = dict(job=job.id, attempt=job.attempt, lease_ms=int(self.config.lease * 1000),
+                      in_place=batch.in_place, settings=batch.settings, inline=sc.inline,
+                      mem=job.reserved)
+        if not sc.inline:
+            self.send(sc.identity, "job", input=job.input, output=job.output, expect=job.expect,
+                      outputs=job.outputs, **fields)
+            return True
+        limit = int(batch.settings.get("max_input_bytes") or 256 * 1024 * 1024)
+        attempt = job.attempt
+        self.r._offload.submit(read_inline, job.input, limit, job.expect,
+                               then=lambda value, err: self._read(job, attempt, sc, fields, value, err))
+        return True
+
+    def _read(self, job: Job, attempt: int, sc: SidecarRecord, fields: dict, value: Any,
+              err: BaseException | None) -> None:
+        if job.state != "running" or job.attempt != attempt or job.sidecar != sc.identity:
+            return  # cancelled, lost or requeued meanwhile
+        if err is not None:
+            self._release(job, sc)
+            if isinstance(err, PyimgoptError):
+                self.r.job_failed(job, err, retry=False)
+                return
+            raise err
+        data, mode = value
+        self._modes[job.id] = mode
+        self.send(sc.identity, "job", bulk=[data], input=None, output=None, expect=None, outputs=None,
+                  **fields)
+
+    def abort(self, job: Job) -> None:
+        """Ask the sidecar running ``job`` to stop it (nothing half-written remains)."""
+        if job.sidecar is not None:
+            self.send(job.sidecar, "abort", job=job.id)
+
+    def describe(self) -> dict:
+        """The executor's part of ``status``."""
+        return {
+            "sidecars": [
+                {"name": s.name, "pid": s.pid, "slots": s.slots, "busy": len(s.busy), "rss": s.rss,
+                 "jobs_done": s.jobs_done, "local": s.local, "pool": s.pool}
+                for s in self.sidecars.values()
+            ],
+            "pool_pids": sorted(self.pool.procs),
+            "degraded": self.pool.degraded_reason,
+        }
+
+    def metrics_rows(self) -> list[dict]:
+        return [{"name": sc.name, "rss": sc.rss} for sc in self.sidecars.values()]
+
+    def start_pool(self) -> None:
+        """Called once the router is set up: degrade at once when no pool is wanted."""
+        if self.r._target == 0 and self.config.pool:
+            self.pool.go_degraded("workers=0: processing in-process")
+
+    def shutdown(self) -> None:
+        """Tell every sidecar to stop, wait for the pool, stop the in-process worker."""
+        for sc in list(self.sidecars.values()):
+            self.send(sc.identity, "shutdown", reason="router stopping")
+        self.pool.shutdown()
