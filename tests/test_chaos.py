@@ -93,7 +93,7 @@ def _sidecar_children() -> set[int]:
             continue
         # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces.
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == me and state != "Z" and b"sidecar" in cmdline:
+        if int(ppid) == me and state != "Z" and b"pyimgopt_sidecar" in cmdline:
             found.add(int(entry.name))
     return found
 
