@@ -4,14 +4,18 @@ Real router, sidecars, sockets and SQLite. A submit bigger than one message
 travels in chunks and becomes one batch; results and ``batch_done`` reach a
 client that reads late, and a client waiting through a quiet stage hears
 ``ping``; a journal that cannot be written for a while stalls nobody but
-its writer thread. The 200,000-file batch is the ``slow`` one.
+its writer thread. Scale itself is shown by counting, not by a huge batch:
+the router's work per job and journal rows per job at two batch sizes, and
+the queue's look-ups per dispatch at 200,000 jobs.
 """
 
 from __future__ import annotations
 
+import collections
 import io
 import os
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -205,29 +209,112 @@ def test_scale_a_locked_journal_stalls_nobody(tmp_path):
     assert row["done"] == 30 and row["state"] == "done"
 
 
+class _RouterLines:
+    """Counts the Python lines the router's thread executes (``threading.settrace``
+    for threads started while it is installed): a measure of the router's work
+    that, unlike time, does not depend on what else runs on the machine."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __enter__(self) -> _RouterLines:
+        threading.settrace(self._global)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        threading.settrace(None)
+
+    def _global(self, frame, event, arg):
+        if threading.current_thread().name != "pyimgopt-router":
+            return None
+        return self._local
+
+    def _local(self, frame, event, arg):
+        if event == "line":
+            self.count += 1
+        return self._local
+
+
 @ONE_BACKEND
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_scale_200k_tiny_files_submit_journal_and_run(tmp_path):
-    """200,000 1x1 PNGs, in place: submitted (in chunks), journaled, run,
-    every one reported once, the journal says done. (About 9 minutes on this
-    shared 2-core machine: 1.5 min to submit, 7.5 min to run.)"""
-    n = 200_000
-    tiny_tree(tmp_path / "in", n)
+def test_scale_router_work_per_job_does_not_grow_with_the_batch(tmp_path):
+    """The router's work per job is the same for a batch five times bigger, so
+    200,000 files cost 200,000 times one (this replaces a 9-minute run of
+    200,000 files). Two batches of tiny in-place PNGs go the whole way —
+    submitted in chunks, checked, journaled, run by real sidecars, every
+    result reported once — while the Python lines the router's thread executes
+    and the journal rows written are counted per job: a per-job scan of the
+    queue, the batch or the journal shows as a per-job count that grows with
+    the batch. (About 20 s here, most of it the traced router.)"""
+    sizes = (300, 1500)
+    for i, n in enumerate(sizes):
+        tiny_tree(tmp_path / f"in{i}", n)
     state = tmp_path / "state"
-    # Sidecars recycle after 5,000 jobs here instead of 500: a sidecar's start
-    # costs more CPU than a hundred of these jobs (the default suits real images).
-    cfg = RouterConfig(max_jobs_per_sidecar=5000, **FAST)
-    with Client.local(workers=2, config=cfg, state_dir=str(state), timeout=60) as c:
-        batch = c.submit([tmp_path / "in"], Settings(effort=0), in_place=True)
-        assert batch.total == n
-        seen = 0
-        for ev in batch.events(timeout=120):
-            seen += ev.kind in ("result", "failed")
-        results = batch.wait(10)
-    assert seen == n and len(results) == n
-    assert {r.status for r in results} == {"skipped"}  # a 1x1 PNG cannot shrink: left as it was
+    lines_per_job, rows = [], []
+    with _RouterLines() as lines, Client.local(workers=2, config=RouterConfig(**FAST),
+                                               state_dir=str(state), timeout=60) as c:
+        c.chunk_jobs = 100  # 3 and 15 chunks
+        db = c._router._journal._db
+        for i, n in enumerate(sizes):
+            lines0, rows0 = lines.count, db.total_changes
+            batch = c.submit([tmp_path / f"in{i}"], Settings(effort=0), in_place=True)
+            assert batch.total == n
+            seen = collections.Counter()
+            for ev in batch.events(timeout=120):
+                if ev.kind in ("result", "failed"):
+                    seen[ev.job] += 1
+            results = batch.wait(10)
+            assert len(seen) == n and set(seen.values()) == {1}, "every job reported exactly once"
+            assert len(results) == n and {r.status for r in results} == {"skipped"}  # 1x1: left as it was
+            deadline = time.monotonic() + 10  # the journal's writer commits on its own thread
+            while db.total_changes - rows0 < 3 * n and time.monotonic() < deadline:
+                time.sleep(0.05)
+            lines_per_job.append((lines.count - lines0) / n)
+            rows.append(db.total_changes - rows0)
     j = Journal(state, readonly=True)
-    (row,) = j.summary()
+    summary = {r["total"]: r for r in j.summary()}
     j.close()
-    assert (row["total"], row["done"], row["state"]) == (n, n, "done")
+    for n in sizes:
+        assert (summary[n]["done"], summary[n]["state"]) == (n, "done")
+    # three rows per job (queued, running, done), and the same few per batch whatever its size
+    assert rows[0] - 3 * sizes[0] == rows[1] - 3 * sizes[1] <= 4, rows
+    assert lines_per_job[1] <= 1.25 * lines_per_job[0], lines_per_job
+
+
+def test_scale_queue_dispatch_looks_at_a_bounded_number_of_jobs_at_200k():
+    """A batch of 200,000 queued jobs behind 30 retries that are not due yet,
+    and a second batch: each dispatch asks about at most LOOK_AHEAD jobs of a
+    batch plus one per batch, exactly as many as with 2,000 queued, and hands
+    every job out once. (About 3 s.)"""
+    from pyimgopt.router.queue import LOOK_AHEAD, JobQueue
+
+    asked_per_take = []
+    for n in (2_000, 200_000):
+        q = JobQueue()
+        for i in range(n):
+            q.push(f"a{i}", "a", 0)
+        for i in range(30):
+            q.push(f"r{i}", "a", 0, front=True)  # a retry whose back-off has not expired
+        for i in range(50):
+            q.push(f"b{i}", "b", 0)
+        asked = 0
+
+        def eligible(job: str, batch: str) -> bool:
+            nonlocal asked
+            asked += 1
+            return not job.startswith("r")
+
+        taken, worst, total = set(), 0, 0
+        for _ in range(1_000):
+            asked = 0
+            job = next(q.candidates(eligible))
+            q.take(job)
+            assert job not in taken
+            taken.add(job)
+            worst, total = max(worst, asked), total + asked
+        assert len(q) == n + 80 - 1_000 and {j for j in taken if j.startswith("b")} == {f"b{i}" for i in range(50)}
+        assert worst <= LOOK_AHEAD + 2, (n, worst)
+        asked_per_take.append(total)
+        for job in q.jobs_of("a"):  # the rest goes (a cancel): nothing is left behind
+            assert q.remove(job)
+        assert len(q) == 0 and q.by_priority() == {}
+    assert asked_per_take[0] == asked_per_take[1], asked_per_take
