@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     # Test-only: a job whose input path contains this text kills the process.
     # Off unless a test passes it (RouterConfig(sidecar_args=[...])).
     p.add_argument("--test-crash-on", default=None, metavar="TEXT", help=argparse.SUPPRESS)
+    # Test-only: "TEXT:SECONDS": a job whose input path contains TEXT waits that
+    # long before it runs (a job surely in progress, without a costly image).
+    p.add_argument("--test-stall-on", default=None, metavar="TEXT:SECONDS", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     # (The router starts pool sidecars with MALLOC_ARENA_MAX=2 in their
     # environment: glibc reads it at start-up, too early to set it here.)
@@ -61,8 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         inline=a.inline,
         curve=(a.curve_secret, a.server_key) if a.curve_secret else None,
         crash_on=a.test_crash_on,
+        stall_on=_stall(a.test_stall_on),
     )
     return sc.run()
+
+
+def _stall(value: str | None) -> tuple[str, float] | None:
+    """``"TEXT:SECONDS"`` as ``(TEXT, SECONDS)``; None when not given."""
+    if not value:
+        return None
+    text, _, seconds = value.rpartition(":")
+    return (text, float(seconds))
 
 
 if __name__ == "__main__":

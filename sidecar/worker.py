@@ -129,6 +129,11 @@ class Sidecar:
     crash_on:
         Test-only: a job whose input path contains this text makes the
         process die at once (SIGKILL-like). ``None`` (the default): off.
+    stall_on:
+        Test-only: ``(text, seconds)``; a job whose input path contains the
+        text waits that long (after its memory grant, abortable) before it
+        runs, so a test can act on a job that is surely in progress without
+        an expensive image. ``None`` (the default): off.
     cpu_per_job:
         CPU seconds a job may use (RLIMIT_CPU, raised before each job). Past
         it the job fails with ``timeout`` (not retried) and this sidecar
@@ -150,6 +155,7 @@ class Sidecar:
         context: zmq.Context | None = None,
         parent: int | None = None,
         crash_on: str | None = None,
+        stall_on: tuple[str, float] | None = None,
         cpu_per_job: float | None = None,
     ) -> None:
         self.endpoint = endpoint
@@ -172,6 +178,7 @@ class Sidecar:
         self._stop = threading.Event()
         self._wake_addr = f"inproc://sidecar-wake-{uuid.uuid4().hex}"
         self._crash_on = crash_on or None
+        self._stall_on = stall_on if stall_on and stall_on[0] else None
         self.parent = parent
         self.cpu_per_job = cpu_per_job
         self._over_cpu = threading.Event()
@@ -213,6 +220,11 @@ class Sidecar:
             if self._crash_on and self._crash_on in (msg.get("input") or ""):
                 os._exit(137)  # test-only: die like a hostile image would make us
             self._admit(msg, run, settings)
+            if self._stall_on and self._stall_on[0] in (msg.get("input") or ""):
+                # test-only: a job surely in progress; an abort still ends it
+                until = time.monotonic() + self._stall_on[1]
+                while time.monotonic() < until and not run.abort.is_set():
+                    time.sleep(0.02)
             if msg["inline"]:
                 if not msg.bulk:
                     raise ProtocolError("inline job without its image frame", stage="protocol")

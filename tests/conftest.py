@@ -140,3 +140,33 @@ def native() -> ModuleType:
 def pure() -> ModuleType:
     """The NumPy/Pillow backend; its resize is Pillow's."""
     return _kernels.load_backend("pure")
+
+
+# -- the pure pass runs what the backend can change
+#
+# `make test` runs the suite twice: on the native kernels and on the pure
+# fallback (PYIMGOPT_PURE=1). These modules test the router, the wire, the
+# journal, trust boundaries, the UI and packaging: machinery that calls no
+# kernel of its own, so their outcome does not depend on the backend and the
+# pure pass skips them (they run in the native pass). A test in one of them
+# that does exercise pixels through the pool opts back in with
+# @pytest.mark.both_backends; a backend-independent test elsewhere says so with
+# @pytest.mark.one_backend. Every other test runs on both backends.
+ONE_BACKEND_MODULES = frozenset({
+    "test_auth", "test_errors", "test_files", "test_fuzz_router", "test_journal",
+    "test_logs", "test_metrics", "test_packaging", "test_pool", "test_protocol",
+    "test_router_liveness", "test_router_scale", "test_security_paths",
+    "test_security_router", "test_settings", "test_ui", "test_ui_browser",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYIMGOPT_PURE") != "1":
+        return
+    skip = pytest.mark.skip(reason="backend-independent machinery: runs in the native pass only "
+                                   "(tests/conftest.py ONE_BACKEND_MODULES)")
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        one = module in ONE_BACKEND_MODULES and item.get_closest_marker("both_backends") is None
+        if one or item.get_closest_marker("one_backend") is not None:
+            item.add_marker(skip)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from conftest import decode, encode, jpeg, photo, temp_files
@@ -147,6 +148,7 @@ def test_cli_router_process_serves_optimize_connect(tmp_path):
     time.sleep(0.2)
 
 
+@pytest.mark.one_backend
 def test_cli_two_runs_at_once_on_the_default_state_folder_keep_to_themselves(tmp_path):
     """Run A (slow files) and, while it runs, run B (four icons) on the same
     default state folder: B finishes with exactly its files while A is still

@@ -109,7 +109,7 @@ def kill(proc):
 @pytest.mark.slow
 @pytest.mark.parametrize("in_place", [False, True], ids=["out-dir", "in-place"])
 def test_journal_router_killed_at_quarters_then_restarted_finishes_everything(tmp_path, in_place):
-    n = 300
+    n = 120
     src = tmp_path / "in"
     make_images(src, n)
     originals = {p.name: p.read_bytes() for p in src.iterdir()}
@@ -166,7 +166,8 @@ def test_journal_router_killed_at_quarters_then_restarted_finishes_everything(tm
 @pytest.mark.slow
 def test_journal_host_killed_then_resume_finishes_the_batch(tmp_path):
     src = tmp_path / "in"
-    make_images(src, 120)
+    n = 60
+    make_images(src, n)
     state = tmp_path / "state"
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyimgopt", "optimize", str(src), "-o", str(tmp_path / "out"),
@@ -193,13 +194,13 @@ def test_journal_host_killed_then_resume_finishes_the_batch(tmp_path):
                            "--json", "-j", "1"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     outs = list((tmp_path / "out").iterdir())
-    assert len(outs) == 120 and not temp_files(tmp_path)
+    assert len(outs) == n and not temp_files(tmp_path)
     for p in outs:
         decode(p.read_bytes())
     status = subprocess.run([sys.executable, "-m", "pyimgopt", "status", "--state-dir", str(state), "--json"],
                             capture_output=True, text=True, timeout=60)
     (row,) = [json.loads(x) for x in status.stdout.splitlines()]
-    assert row["state"] == "done" and row["done"] == 120
+    assert row["state"] == "done" and row["done"] == n
 
 
 def test_journal_optional_and_client_reattach_replays_finished(tmp_path):

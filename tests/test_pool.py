@@ -60,6 +60,7 @@ class Recorder:
         return [e for e in self.events if e.kind == kind]
 
 
+@pytest.mark.both_backends
 def test_pool_batch_completes_with_progress_for_every_file(tmp_path):
     """Every file starts and ends with an event; a file that takes a while (here
     an AVIF encode) also reports the stages it passes (quick ones would only
@@ -86,7 +87,7 @@ def test_pool_batch_completes_with_progress_for_every_file(tmp_path):
 def test_pool_priority_first_and_round_robin_within_priority(tmp_path):
     blocker = tmp_path / "blocker" / "blocker.png"
     blocker.parent.mkdir()
-    blocker.write_bytes(encode(Image.fromarray(photo(1400, 1000)), "PNG"))
+    blocker.write_bytes(encode(Image.fromarray(photo(160, 120)), "PNG"))
     make_images(tmp_path / "low", 4, prefix="low")
     make_images(tmp_path / "a", 4, prefix="a")
     make_images(tmp_path / "b", 4, prefix="b")
@@ -99,8 +100,10 @@ def test_pool_priority_first_and_round_robin_within_priority(tmp_path):
             with lock:
                 order.append(os.path.basename(ev.data["input"]))
 
-    with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
-        first = c.submit([blocker], Settings(format="avif", effort=9), out_dir=tmp_path / "o0", on_event=record)
+    # the blocker stalls 2 s in the sidecar (a test-only hook): the only sidecar is busy
+    cfg = RouterConfig(sidecar_args=["--test-stall-on", "blocker.png:2"], **FAST)
+    with Client.local(workers=1, config=cfg) as c:
+        first = c.submit([blocker], Settings(), out_dir=tmp_path / "o0", on_event=record)
         for ev in first.events(timeout=60):
             if ev.kind == "started":
                 break  # the only sidecar is now busy: everything below queues up
@@ -159,14 +162,16 @@ def test_pool_pause_stops_dispatch_and_resume_continues(tmp_path):
 
 
 def test_pool_sidecar_killed_mid_job_is_retried_and_completes_once(tmp_path):
-    big = tmp_path / "in" / "big.png"
-    big.parent.mkdir()
-    big.write_bytes(encode(Image.fromarray(photo(1600, 1200)), "PNG"))
+    # The job named "big" stalls 1.5 s in every sidecar (a test-only hook), so
+    # the kill surely lands mid-job without an expensive encode.
     make_images(tmp_path / "in", 3)
+    big = tmp_path / "in" / "big.png"
+    big.write_bytes(encode(Image.fromarray(photo(320, 240)), "PNG"))
     rec = Recorder()
     killed = []
-    with Client.local(workers=2, config=RouterConfig(**FAST)) as c:
-        batch = c.submit([tmp_path / "in"], Settings(format="avif", effort=9), out_dir=tmp_path / "out",
+    cfg = RouterConfig(sidecar_args=["--test-stall-on", "big.png:1.5"], **FAST)
+    with Client.local(workers=2, config=cfg) as c:
+        batch = c.submit([tmp_path / "in"], Settings(format="avif"), out_dir=tmp_path / "out",
                          on_event=rec)
         for ev in batch.events(timeout=120):
             if ev.kind == "started" and "big" in ev.data["input"] and not killed:
@@ -218,21 +223,25 @@ def _overlap(events):
 
 
 def test_pool_memory_admission_holds_back_what_does_not_fit(tmp_path):
+    # Each job holds its memory grant through a 1 s stall (a test-only hook),
+    # so two jobs that fit together surely overlap and two that do not never do.
     folder = tmp_path / "in"
     folder.mkdir()
+    w, h = 1000, 750
     for i in range(4):
-        (folder / f"m{i}.png").write_bytes(encode(Image.fromarray(photo(2000, 1500, seed=i)), "PNG", compress_level=1))
-    est = 32 * 1024 * 1024 + 2000 * 1500 * 4 * 5 + 10 * 1024 * 1024
-    tight = RouterConfig(memory_cap=int(est * 1.5), memory_reserve=0, **FAST)
+        (folder / f"m{i}.png").write_bytes(encode(Image.fromarray(photo(w, h, seed=i)), "PNG", compress_level=1))
+    est = 32 * 1024 * 1024 + w * h * 4 * 5 + 10 * 1024 * 1024
+    stall = ["--test-stall-on", "/m:1"]
+    tight = RouterConfig(memory_cap=int(est * 1.5), memory_reserve=0, sidecar_args=stall, **FAST)
     rec = Recorder()
     with Client.local(workers=2, config=tight) as c:
         results = c.submit([folder], Settings(format="webp"), out_dir=tmp_path / "o1", on_event=rec).wait(240)
     assert all(r.ok for r in results)
     assert _overlap(rec.events) == 1  # two of these never ran together
-    roomy = RouterConfig(memory_cap=8 * 1024**3, memory_reserve=0, **FAST)
+    roomy = RouterConfig(memory_cap=8 * 1024**3, memory_reserve=0, sidecar_args=stall, **FAST)
     rec2 = Recorder()
     with Client.local(workers=2, config=roomy) as c:
-        c.submit([folder], Settings(format="webp", effort=9), out_dir=tmp_path / "o2", on_event=rec2).wait(240)
+        c.submit([folder], Settings(format="webp"), out_dir=tmp_path / "o2", on_event=rec2).wait(240)
     assert _overlap(rec2.events) == 2  # with room, both sidecars work at once
 
 
@@ -284,6 +293,7 @@ def test_pool_invalid_settings_on_the_wire_are_refused(tmp_path):
         assert err.value.code in ("protocol_error", "invalid_settings")
 
 
+@pytest.mark.both_backends
 def test_pool_results_match_in_process_bytes(tmp_path):
     from pyimgopt import optimize_file
 

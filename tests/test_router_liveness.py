@@ -104,11 +104,12 @@ def test_liveness_stopped_sidecar_is_lost_and_its_job_runs_elsewhere(tmp_path):
     liveness window, killed, its job done by the replacement; nothing half-written."""
     (tmp_path / "in").mkdir()
     for i in range(3):
-        (tmp_path / "in" / f"p{i}.png").write_bytes(encode_png(photo(700, 500, seed=i)))
-    cfg = RouterConfig(liveness=1.5, heartbeat=0.2)
+        (tmp_path / "in" / f"p{i}.png").write_bytes(encode_png(photo(200, 150, seed=i)))
+    # each job stalls 1 s first (a test-only sidecar hook): the stop lands mid-job
+    cfg = RouterConfig(liveness=1.5, heartbeat=0.2, sidecar_args=["--test-stall-on", "/p:1"])
     stopped = []
     with Client.local(workers=1, config=cfg) as c:
-        batch = c.submit([tmp_path / "in"], Settings(format="avif", effort=8), out_dir=tmp_path / "out")
+        batch = c.submit([tmp_path / "in"], Settings(format="avif"), out_dir=tmp_path / "out")
         for ev in batch.events(timeout=120):
             if ev.kind == "started" and not stopped:
                 pid = next(s["pid"] for s in c.status()["sidecars"] if s["name"] == ev.data["sidecar"])
