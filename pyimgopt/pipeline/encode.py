@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, features
 
 from ..errors import EncodeError, UnsupportedFormatError
+from ..files import EXTENSIONS
 from ..settings import Settings
 from . import animation, boost, gifanim, jxl
 from .decode import Decoded, srgb_icc
@@ -33,16 +34,6 @@ from .png import encode_png
 __all__ = ["Encoded", "output_format", "encode", "EXTENSIONS", "ANIMATED_FORMATS", "has_avif",
            "flatten_rgb", "looks_like_graphic"]
 
-EXTENSIONS = {
-    "jpeg": ".jpg",
-    "png": ".png",
-    "webp": ".webp",
-    "avif": ".avif",
-    "gif": ".gif",
-    "tiff": ".tiff",
-    "bmp": ".bmp",
-    "jxl": ".jxl",
-}
 ANIMATED_FORMATS = frozenset({"gif", "png", "webp", "avif"})
 _DEFAULT_QUALITY = {"webp": 80, "avif": 60}
 

@@ -18,8 +18,7 @@ import os
 from typing import Any
 
 from ..errors import CapabilityDeniedError, IOFailureError, PyimgoptError, ScopeDeniedError
-from ..pipeline.encode import EXTENSIONS
-from ..pipeline.write import parent_anchor, remove_stale_temps
+from ..files import EXTENSIONS, parent_anchor, remove_stale_temps
 from ..result import Result
 from ..security import Policy, clobbered_inputs, printable_path, utf8_name
 from .model import Job

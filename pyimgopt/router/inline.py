@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 
 from ..errors import ProtocolError, ScopeDeniedError
-from ..pipeline.encode import EXTENSIONS
-from ..pipeline.write import atomic_write, expected_parent, read_input
+from ..files import EXTENSIONS, atomic_write, expected_parent, read_input
 from .model import Job
 
 __all__ = ["read_inline", "write_inline"]

@@ -37,8 +37,7 @@ from .. import protocol
 from ..auth import make_server
 from ..errors import JobTimeoutError, ProtocolError, PyimgoptError
 from ..logs import event
-from ..pipeline.encode import EXTENSIONS
-from ..pipeline.write import remove_stale_temps
+from ..files import EXTENSIONS, remove_stale_temps
 from .inline import read_inline, write_inline
 from .model import Batch, Job, SidecarRecord
 from .pool import LocalPool, proc_stat

@@ -1,0 +1,59 @@
+"""The one-way flow of imports: the router never imports the pixel pipeline.
+
+DESIGN.md: client → router → sidecar → pipeline → native, and "the router
+never touches pixels, and does not import the pipeline". These tests read
+the import statements of every module of a package (its AST, so a lazy
+import inside a function counts too) and resolve relative imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pyimgopt
+
+PKG = pathlib.Path(pyimgopt.__file__).parent
+
+
+def _imports(folder: pathlib.Path, package: str) -> dict[str, set[str]]:
+    """Every module each file of ``folder`` (the package ``package``) imports, absolute names."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(folder.glob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[: len(base) - (node.level - 1)]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                names.add(mod)
+                names.update(f"{mod}.{alias.name}" for alias in node.names)
+        found[path.name] = names
+    return found
+
+
+def test_layers_router_imports_nothing_from_the_pipeline():
+    imports = _imports(PKG / "router", "pyimgopt.router")
+    assert "inline.py" in imports and "checks.py" in imports  # the walk found the modules
+    bad = {name: sorted(m for m in mods if m == "pyimgopt.pipeline" or m.startswith("pyimgopt.pipeline."))
+           for name, mods in imports.items()}
+    assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_layers_file_safety_layer_imports_neither_router_nor_pipeline():
+    mods = _imports(PKG, "pyimgopt")["files.py"]
+    assert not [m for m in mods if m.startswith(("pyimgopt.pipeline", "pyimgopt.router"))]
+
+
+def test_layers_old_names_still_import():
+    from pyimgopt import files
+    from pyimgopt.pipeline import write
+    from pyimgopt.pipeline.encode import EXTENSIONS
+
+    assert write.atomic_write is files.atomic_write and write.read_input is files.read_input
+    assert EXTENSIONS is files.EXTENSIONS and EXTENSIONS["jpeg"] == ".jpg"
