@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("-j", "--workers", type=int, default=None, metavar="N",
                    help="sidecar processes (default: the CPUs this process may use; 0 = in-process)")
     o.add_argument("--connect", metavar="ENDPOINT", help="use a running router instead of a local pool")
+    o.add_argument("--executor", metavar="SPEC", default=None,
+                   help="where jobs run: local (the sidecar pool, default) or dask://HOST:PORT "
+                        "(a Dask scheduler; add ?files=shared when every worker sees these files "
+                        "under the same paths, else workers get image bytes); needs pyimgopt[dask]")
     o.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     o.add_argument("--state-dir", metavar="DIR", default=None,
                    help="journal folder (default: $PYIMGOPT_STATE_DIR or the user state dir)")
@@ -70,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="endpoint for sidecars (default: ipc in a private 0700 folder)")
     r.add_argument("-j", "--workers", type=int, default=None, metavar="N",
                    help="local pool size (default: usable CPUs; 0 = in-process)")
+    r.add_argument("--executor", metavar="SPEC", default=None,
+                   help="where jobs run: local (the sidecar pool, default) or dask://HOST:PORT "
+                        "(a Dask scheduler; add ?files=shared when every worker sees these files "
+                        "under the same paths, else workers get image bytes); needs pyimgopt[dask]")
     r.add_argument("--curve-secret", metavar="FILE", help="router's secret key (required for tcp://)")
     r.add_argument("--authorized-clients", action="append", default=[], metavar="DIR",
                    help="folder of client public keys admitted (repeatable)")
@@ -92,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--state-dir", metavar="DIR", default=None)
     rs.add_argument("-j", "--workers", type=int, default=None, metavar="N")
     rs.add_argument("--connect", metavar="ENDPOINT", help="a running router holding the batch")
+    rs.add_argument("--executor", metavar="SPEC", default=None,
+                    help="where the rest runs: local (default) or dask://HOST:PORT[?files=shared]")
     rs.add_argument("--json", action="store_true")
     rs.add_argument("--no-progress", action="store_true")
     st = sub.add_parser("status", help="list batches and their progress")
@@ -187,6 +197,8 @@ def _optimize(a: argparse.Namespace) -> int:
         print(f"pyimgopt: error: Expected an integer >= 0 for --workers but received {a.workers}",
               file=sys.stderr)
         return 2
+    if _bad_executor(a):
+        return 2
     from .client import Client
 
     start = time.perf_counter()
@@ -263,6 +275,32 @@ def _optimize(a: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def _bad_executor(a: argparse.Namespace) -> bool:
+    """Say what is wrong with ``--executor`` (and True) before anything starts."""
+    spec = getattr(a, "executor", None)
+    if spec is None:
+        return False
+    if getattr(a, "connect", None):
+        print("pyimgopt: error: --executor is the router's choice: give it to 'pyimgopt router', "
+              "not with --connect", file=sys.stderr)
+        return True
+    from .router.executors import DASK_INSTALL_HINT, parse_executor
+
+    try:
+        kind = parse_executor(spec).kind
+    except InvalidSettingsError as exc:
+        print(f"pyimgopt: error: {exc.message}", file=sys.stderr)
+        return True
+    if kind == "dask":
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            print(f"pyimgopt: error: --executor {spec} needs Dask distributed: {DASK_INSTALL_HINT}",
+                  file=sys.stderr)
+            return True
+    return False
+
+
 def _local_client(a: argparse.Namespace):
     """The private router (and pool) of one ``optimize`` or ``resume`` run.
 
@@ -279,7 +317,7 @@ def _local_client(a: argparse.Namespace):
     state = _state_dir(getattr(a, "state_dir", None))
     batch = getattr(a, "resume_batch", None)
     if batch is None:
-        cfg = RouterConfig(recover=False, private_journal_if_busy=True)
+        cfg = RouterConfig(recover=False, private_journal_if_busy=True, executor=a.executor)
         return Client.local(workers=a.workers, config=cfg, state_dir=state)
     folder = find_batch(state, batch)
     if folder is None:
@@ -292,7 +330,8 @@ def _local_client(a: argparse.Namespace):
               file=sys.stderr)
         return None
     try:
-        return Client.local(workers=a.workers, config=RouterConfig(recover=False), state_dir=folder)
+        return Client.local(workers=a.workers, config=RouterConfig(recover=False, executor=a.executor),
+                            state_dir=folder)
     except JournalBusyError as exc:
         print(f"pyimgopt: {exc.message}; resume once it has ended", file=sys.stderr)
         return None
@@ -306,6 +345,8 @@ def _router(a: argparse.Namespace) -> int:
 
     from .router import Router, RouterConfig
 
+    if _bad_executor(a):
+        return 2
     side = a.sidecar_bind
     tmp = None
     if side is None:
@@ -319,6 +360,7 @@ def _router(a: argparse.Namespace) -> int:
     configure(json_lines=True if a.log_json else None, level="WARNING")
     cfg = RouterConfig(
         workers=a.workers,
+        executor=a.executor,
         state_dir=_state_dir(a.state_dir),
         metrics_port=a.metrics_port,
         curve_secret=a.curve_secret,

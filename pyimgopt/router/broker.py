@@ -36,7 +36,8 @@ from .model import Batch, Job
 from .offload import Offload
 from .queue import JobQueue
 from .resources import memory_budget, usable_cpus
-from .sidecars import SidecarExecutor, _is_net
+from .executors import make_executor
+from .sidecars import _is_net
 
 __all__ = ["Router", "RouterConfig", "INSECURE_OWNER", "MUST_DELIVER"]
 
@@ -93,7 +94,7 @@ class Router(ClientLink, JobLife, BatchDesk):
         self.metrics_server = None
         self.failure: BaseException | None = None
         self._log = get_logger("router")
-        self._executor = SidecarExecutor(self)
+        self._executor = make_executor(self)  # where jobs run: config.executor
         self._journal = None
         self._jw: JournalWriter | None = None
         self._offload: Offload | None = None

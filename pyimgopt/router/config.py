@@ -63,4 +63,9 @@ class RouterConfig:
     # Extra command-line arguments for every pool sidecar (``python -m
     # pyimgopt_sidecar --help``), e.g. ``["--slots", "2"]``.
     sidecar_args: list[str] = field(default_factory=list)
+    # Where jobs run (:mod:`.executors`): None or "local" — the sidecar pool
+    # (and remote sidecars); "dask://HOST:PORT" — a Dask distributed
+    # cluster whose workers get image bytes; "dask://HOST:PORT?files=shared"
+    # — its workers see this router's files under the same paths.
+    executor: str | None = None
 

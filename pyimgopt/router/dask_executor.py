@@ -1,0 +1,439 @@
+"""The Dask executor: where the router's jobs run — a Dask distributed cluster.
+
+Owns the router's Dask client, the jobs in flight on the cluster (one Dask
+task each, :func:`pyimgopt_sidecar.dask_task.run_job`), how many may be in
+flight (twice the cluster's worker threads plus a little, so the router
+keeps its priorities, pause and cancel for everything not yet sent), and the
+hand-back of each task's outcome to the router's thread. By path when the
+workers are declared to share the router's files (``files=shared``: the
+worker opens the very file — device, inode — approved at submit and writes
+under the approved folder, as a pool sidecar does); by bytes otherwise (the
+router reads each input and writes each output itself, on its worker
+threads, under its checks, as for remote sidecars: :mod:`.inline`).
+
+Dask places and balances; the router decides what runs and keeps the
+journal. Retries stay in the router (tasks are submitted with
+``retries=0``); a worker that dies is rescheduled by Dask's scheduler within
+its ``allowed-failures``, and a task Dask gives up on (``KilledWorker``)
+comes back here as poison. A job whose worker may have died has its
+temporary files swept (when it ends, or at once if it ended in the last
+few seconds: Dask may have rerun it elsewhere before the loss was seen).
+Cancel is ``Future.cancel``; a task already running on a worker cannot be
+interrupted by Dask, so in path mode it may still write its (complete,
+atomic) output. When the scheduler is
+unreachable nothing is dispatched, the jobs in flight go back to the queue
+(no attempt spent), and a new connection is tried every few seconds. It never touches pixels.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import protocol
+from ..errors import CancelledError, IOFailureError, JobTimeoutError, ProtocolError, PyimgoptError
+from ..files import clean_after_lost_writer
+from ..logs import event
+from .inline import read_inline, write_inline
+from .model import Batch, Job
+
+if TYPE_CHECKING:
+    from .broker import Router
+
+__all__ = ["DaskExecutor", "PREFETCH"]
+
+#: Tasks in flight: twice the cluster's threads plus this many (so a worker
+#: never waits for the router between two jobs); what is not sent stays in
+#: the router's queue, under its priorities, pause and cancel.
+PREFETCH = 2
+
+#: A worker's loss is seen within this many seconds (the cluster is looked at
+#: once a second): path jobs that ended this recently are swept when it is.
+RECENT = 10.0
+
+#: Seconds between two attempts to reach a scheduler that went away.
+RECONNECT_EVERY = 5.0
+
+#: Seconds to fetch a finished task's outcome from its worker.
+FETCH_TIMEOUT = 60.0
+
+#: The worker resource a job's memory estimate is asked for, when every worker declares it
+#: (``dask worker --resources MEMORY=8e9``).
+MEMORY_RESOURCE = "MEMORY"
+
+
+class _Slot:
+    """The cluster as one placement target of the router's dispatch."""
+
+    name = "dask"
+
+
+class DaskExecutor:
+    """Runs the router's jobs as tasks on a Dask distributed cluster."""
+
+    degraded_reason = None
+
+    def __init__(self, router: Router, address: str, *, shared_files: bool = False) -> None:
+        self.r = router
+        self.config = router.config
+        self.address = address
+        self.shared_files = shared_files
+        self.endpoint = "dask://" + address.removeprefix("tcp://")
+        self.client: Any = None
+        self._fn: Any = None
+        self._slot = _Slot()
+        self.futures: dict[str, Any] = {}  # job id -> its Dask future
+        self._suspects: set[str] = set()  # jobs in flight when a worker vanished
+        self._ended: collections.deque[tuple[float, str]] = collections.deque()  # path jobs ended lately
+        self._workers: dict[str, dict] = {}
+        self._threads = 0
+        self._mem_resource = False
+        self._asking = False
+        self._next_info = 0.0
+        self._connecting = False
+        self._next_connect = 0.0
+        self._modes: dict[str, int] = {}
+        self._dashboard: str | None = None
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def setup(self, sidecar_keys: frozenset[str]) -> list:
+        """Connect to the scheduler (IOFailureError when it cannot be reached); no sockets to poll."""
+        import distributed
+
+        from pyimgopt_sidecar.dask_task import run_job
+
+        self._fn = run_job
+        try:
+            self.client = distributed.Client(self.address, timeout=10, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise IOFailureError(f"cannot reach the Dask scheduler at {self.endpoint}: {exc}",
+                                 stage="executor") from None
+        self._on_info(self.client.scheduler_info(), None)
+        try:
+            self._dashboard = self.client.dashboard_link
+        except Exception:  # no dashboard (bokeh missing): nothing to show
+            self._dashboard = None
+        return []
+
+    def close_sockets(self) -> None:
+        """Close the Dask client (also after a failed set-up)."""
+        if self.client is not None:
+            try:
+                self.client.close(timeout=5)
+            except Exception:
+                pass
+            self.client = None
+
+    def on_readable(self, sock: Any) -> None:  # no sockets of its own: completions come via offload
+        return None
+
+    def start_pool(self) -> None:
+        """Nothing to start: Dask's workers are started by whoever runs the cluster."""
+
+    def shutdown(self) -> None:
+        """Cancel what is in flight (the router is stopping; the journal requeues it)."""
+        futures = list(self.futures.values())
+        self.futures.clear()
+        if futures and self.client is not None:
+            try:
+                self.client.cancel(futures)
+            except Exception:
+                pass
+
+    # -- the scheduler going away ---------------------------------------------------------
+
+    def _reconnect(self) -> None:
+        """Dask's client gave up on a scheduler that went away: connect anew, off this thread."""
+        import distributed
+
+        self._connecting = True
+        self._workers, self._threads = {}, 0
+        old, address = self.client, self.address
+
+        def connect() -> Any:
+            try:
+                old.close(timeout=2)
+            except Exception:
+                pass
+            return distributed.Client(address, timeout=10, set_as_default=False)
+
+        self.r._offload.submit(connect, then=self._connected)
+
+    def _connected(self, client: Any, err: BaseException | None) -> None:
+        self._connecting = False
+        if err is not None:
+            self._next_connect = time.monotonic() + RECONNECT_EVERY
+            event(self.r._log, "dask_scheduler_unreachable", logging.WARNING, executor=self.endpoint,
+                  reason=f"{type(err).__name__}: {err}")
+            return
+        if self.client is None:  # stopped meanwhile
+            client.close(timeout=2)
+            return
+        self.client = client
+        event(self.r._log, "dask_scheduler_reconnected", executor=self.endpoint)
+        self._ask_info()
+
+    # -- the cluster's shape -------------------------------------------------------------
+
+    def _ask_info(self) -> None:
+        if self._asking or self.client is None:
+            return
+        self._asking = True
+        self.r._offload.submit(self.client.scheduler_info, then=self._on_info)
+
+    def _on_info(self, info: Any, err: BaseException | None) -> None:
+        self._asking = False
+        if err is not None or not isinstance(info, dict):
+            if self._threads:
+                event(self.r._log, "dask_scheduler_unreachable", logging.WARNING, executor=self.endpoint,
+                      reason=str(err))
+            self._workers, self._threads = {}, 0
+            return
+        workers = info.get("workers") or {}
+        gone = set(self._workers) - set(workers)
+        if gone:
+            # Dask reruns what they held elsewhere. What was in flight is swept when it ends;
+            # what ended since we last looked (maybe rerun elsewhere meanwhile) is swept now.
+            self._suspects.update(self.futures)
+            horizon = time.monotonic() - RECENT
+            for when, jid in self._ended:
+                if when >= horizon and jid not in self.futures:
+                    self._sweep(jid)
+            self.r.counters["sidecars_lost"] += len(gone)
+            for _ in gone:
+                self.r.metrics.sidecar_lost()
+            event(self.r._log, "dask_workers_lost", logging.WARNING, workers=sorted(gone),
+                  in_flight=len(self.futures))
+        self._workers = workers
+        self._threads = sum(int(w.get("nthreads") or 0) for w in workers.values())
+        self._mem_resource = bool(workers) and all(
+            MEMORY_RESOURCE in (w.get("resources") or {}) for w in workers.values())
+        limits = [int(w.get("memory_limit") or 0) for w in workers.values()]
+        if limits and all(limits):
+            # memory lives on the workers, not here: admission follows their limits
+            self.r._budget = sum(limits)
+
+    # -- placement -------------------------------------------------------------------------
+
+    def capacity(self) -> int:
+        """How many tasks may be in flight now (0 while no worker is known)."""
+        if not self._threads or self.client is None or self.client.status != "running":
+            return 0
+        return 2 * self._threads + PREFETCH
+
+    def free_slots(self) -> list[_Slot]:
+        """The cluster, when it has room for another task."""
+        return [self._slot] if self.has_room(self._slot) else []
+
+    def has_room(self, slot: _Slot) -> bool:
+        return len(self.futures) < self.capacity()
+
+    @staticmethod
+    def name_of(slot: _Slot) -> str:
+        return slot.name
+
+    def start(self, job: Job, batch: Batch, slot: _Slot, now: float) -> bool:
+        """Send ``job`` to the cluster (in bytes mode once its input is read, off this thread)."""
+        job.sidecar = b"dask"
+        job.started = now
+        job.deadline = now + self.config.lease
+        job.inline = not self.shared_files
+        spec = {"settings": batch.settings, "in_place": batch.in_place}
+        self.futures[job.id] = None  # its place is taken while the input is read
+        if self.shared_files:
+            spec.update(input=job.input, output=job.output, expect=job.expect, outputs=job.outputs)
+            self._submit(job, batch, spec, None)
+            return True
+        limit = int(batch.settings.get("max_input_bytes") or 256 * 1024 * 1024)
+        attempt = job.attempt
+        self.r._offload.submit(read_inline, job.input, limit, job.expect,
+                               then=lambda value, err: self._read(job, attempt, batch, spec, value, err))
+        return True
+
+    def _read(self, job: Job, attempt: int, batch: Batch, spec: dict, value: Any,
+              err: BaseException | None) -> None:
+        if job.state != "running" or job.attempt != attempt or job.id not in self.futures:
+            return  # cancelled or requeued meanwhile
+        if err is not None:
+            self._release(job)
+            if isinstance(err, PyimgoptError):
+                self.r.job_failed(job, err, retry=False)
+                return
+            raise err
+        data, mode = value
+        self._modes[job.id] = mode
+        self._submit(job, batch, spec, data)
+
+    def _submit(self, job: Job, batch: Batch, spec: dict, data: bytes | None) -> None:
+        attempt = job.attempt
+        kw: dict[str, Any] = {}
+        if self._mem_resource and job.reserved:
+            kw["resources"] = {MEMORY_RESOURCE: job.reserved}
+        try:
+            fut = self.client.submit(self._fn, spec, data, key=f"pyimgopt-{job.id}-a{attempt}-{self.r._uid[:8]}",
+                                     pure=False, retries=0, priority=batch.priority, **kw)
+        except Exception as exc:  # the client closed under us: back to the queue
+            self._release(job)
+            event(self.r._log, "dask_submit_failed", logging.WARNING, job=job.id, reason=str(exc))
+            self.r.job_requeue(job)
+            return
+        self.futures[job.id] = fut
+        post = self.r._offload.post
+        fut.add_done_callback(lambda f: post(lambda: self._finished(job, attempt, f)))
+
+    def _release(self, job: Job) -> None:
+        if self.futures.pop(job.id, "absent") != "absent" and self.shared_files:
+            now = time.monotonic()
+            self._ended.append((now, job.id))
+            while self._ended and self._ended[0][0] < now - RECENT:
+                self._ended.popleft()
+        self.r.release_memory(job)
+        job.sidecar = None
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _finished(self, job: Job, attempt: int, fut: Any) -> None:
+        """A task ended (on the router's thread): hand its outcome to the router once."""
+        if self.futures.get(job.id) is not fut or job.attempt != attempt or job.state != "running":
+            return  # cancelled, timed out or requeued meanwhile: already accounted for
+        self._release(job)
+        batch = self.r._batches[job.batch]
+        if job.id in self._suspects:
+            self._suspects.discard(job.id)
+            self._sweep(job.id)  # a worker that died may have been writing it
+        status = fut.status
+        if status == "finished":
+            # the outcome lives on the worker: fetched off this thread
+            job.state = "writing"
+            self.r._offload.submit(fut.result, FETCH_TIMEOUT,
+                                   then=lambda value, err: self._fetched(job, batch, value, err))
+            return
+        if status == "cancelled" or self.client is None or self.client.status != "running":
+            # the scheduler forgot it (restarted, or we lost it): not the job's fault
+            event(self.r._log, "dask_task_lost", logging.WARNING, job=job.id, status=status)
+            self._modes.pop(job.id, None)
+            self.r.job_requeue(job)
+            return
+        try:
+            exc = fut.exception(timeout=0)
+        except Exception as e:
+            exc = e
+        self._lost(job, f"{type(exc).__name__}: {exc}", killed=type(exc).__name__ == "KilledWorker")
+
+    def _sweep(self, jid: str) -> None:
+        """Remove what a dead worker may have left half-written for job ``jid`` (path mode)."""
+        job = self.r._jobs.get(jid)
+        batch = None if job is None else self.r._batches.get(job.batch)
+        if not self.shared_files or batch is None:
+            return
+        target = job.input if batch.in_place else job.output
+        if target and clean_after_lost_writer(target, batch.settings.get("format") == "auto"):
+            event(self.r._log, "dask_temps_swept", job=jid)
+
+    def _fetched(self, job: Job, batch: Batch, reply: Any, err: BaseException | None) -> None:
+        if job.state != "writing":
+            return
+        job.state = "running"
+        if err is not None:  # its worker died before we had the answer: run it again
+            self._lost(job, f"result lost: {type(err).__name__}: {err}")
+            return
+        self._outcome(job, batch, reply)
+
+    def _lost(self, job: Job, why: str, *, killed: bool = False) -> None:
+        self._modes.pop(job.id, None)
+        if killed:  # Dask's scheduler saw it take down worker after worker: poison
+            job.kills = max(job.kills, self.config.poison_kills - 1)
+        self.r.job_lost(job, f"dask: {why}")
+
+    def _outcome(self, job: Job, batch: Batch, reply: Any) -> None:
+        if not isinstance(reply, dict) or not ("result" in reply or "error" in reply):
+            self.r.job_failed(job, ProtocolError("a Dask task answered something that is not a job "
+                                                 "outcome", path=job.input, stage="protocol"), retry=False)
+            return
+        mode = self._modes.pop(job.id, None)
+        if "error" in reply:
+            self.r.job_failed(job, protocol.unpack_error(reply["error"]))
+            return
+        if self.shared_files:
+            self.r.job_done(job, reply["result"])
+            return
+        data = reply.get("data")
+        if not isinstance(data, bytes):
+            self.r.job_failed(job, ProtocolError("bytes result without its image", path=job.input,
+                                                 stage="protocol"), retry=False)
+            return
+        job.state = "writing"
+        self.r._offload.submit(write_inline, job, batch.in_place, batch.settings.get("format") == "auto",
+                               mode, reply["result"], data,
+                               then=lambda value, err: self._written(job, value, err))
+
+    def _written(self, job: Job, value: Any, err: BaseException | None) -> None:
+        if job.state != "writing":
+            return
+        job.state = "running"
+        if err is None:
+            self.r.job_done(job, value)
+        elif isinstance(err, PyimgoptError):
+            self.r.job_failed(job, err, retry=False)
+        else:
+            raise err
+
+    # -- cancel, leases, supervision --------------------------------------------------------
+
+    def abort(self, job: Job) -> None:
+        """Cancel ``job``'s task; the job ends as cancelled (a running task may still finish)."""
+        if job.id not in self.futures:
+            return
+        fut = self.futures.get(job.id)
+        self._release(job)
+        self._modes.pop(job.id, None)
+        if fut is not None:
+            self.r._offload.submit(fut.cancel, then=lambda value, err: None)
+        attempt = job.attempt
+
+        def end() -> None:
+            if job.state == "running" and job.attempt == attempt:
+                self.r.job_failed(job, CancelledError("cancelled", path=job.input, stage="dask"), retry=False)
+
+        self.r._offload.post(end)  # after the cancel's own bookkeeping, as a sidecar's answer would be
+
+    def tick(self, now: float, beat: bool) -> None:
+        """Refresh the cluster's shape (once a second, off this thread), reconnect to a
+        scheduler that went away (every few seconds), enforce leases."""
+        if self.client is not None and self.client.status in ("closed", "closing", "failed"):
+            if not self._connecting and now >= self._next_connect:
+                self._reconnect()
+        elif now >= self._next_info:
+            self._next_info = now + 1.0
+            self._ask_info()
+        for jid in list(self.futures):
+            job = self.r._jobs.get(jid)
+            if job is not None and job.state == "running" and now > job.deadline:
+                fut = self.futures.get(jid)
+                self._release(job)
+                self._modes.pop(jid, None)
+                if fut is not None:
+                    self.r._offload.submit(fut.cancel, then=lambda value, err: None)
+                self.r.job_failed(job, JobTimeoutError("job lease expired", path=job.input), retry=False)
+
+    def describe(self) -> dict:
+        """The executor's part of ``status``: the cluster's workers and what is in flight."""
+        return {
+            "executor": self.endpoint,
+            "sidecars": [
+                {"name": addr, "pid": None, "slots": int(w.get("nthreads") or 0), "busy": 0,
+                 "rss": int((w.get("metrics") or {}).get("memory") or 0), "jobs_done": 0,
+                 "local": False, "pool": False}
+                for addr, w in sorted(self._workers.items())
+            ],
+            "dask": {"workers": len(self._workers), "threads": self._threads, "in_flight": len(self.futures),
+                     "files": "shared" if self.shared_files else "bytes", "dashboard": self._dashboard},
+            "pool_pids": [],
+            "degraded": None,
+        }
+
+    def metrics_rows(self) -> list[dict]:
+        return []

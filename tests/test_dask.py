@@ -1,0 +1,322 @@
+"""The Dask executor: batches on a real Dask cluster, behind the same router and client.
+
+A real ``dask scheduler`` and two ``dask worker`` processes (``--nworkers 1
+--nthreads 1``, no nanny, loopback) are started by the module's fixture and
+ended by it. The oracle for outputs is the local sidecar pool: the same files
+through ``pyimgopt optimize`` without ``--executor`` must give the same bytes.
+Cost on a quiet 2-core machine: ~6 s to start the cluster, then a few
+seconds per test. The executor does not depend on the pixel backend, so on
+the pure backend only the smallest test runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pyimgopt import Settings, backend
+from pyimgopt.cli import main
+from pyimgopt.client import Client
+from pyimgopt.errors import InvalidSettingsError
+from pyimgopt.router import Router, RouterConfig
+from pyimgopt.security import Capabilities, Policy, Scope
+
+try:
+    import distributed
+except ImportError:  # only the tests of the executor option itself run
+    distributed = None
+
+BIN = pathlib.Path(sys.executable).parent
+FULL_ONLY = pytest.mark.skipif(
+    backend == "pure", reason="the Dask executor is backend-independent: on the pure backend only "
+                              "the smallest Dask test runs (suite budget)")
+
+
+class Cluster:
+    """A scheduler and workers on loopback, each a process this test ends."""
+
+    def __init__(self, folder: pathlib.Path) -> None:
+        self.folder = folder
+        self.file = folder / "scheduler.json"
+        self.procs: list[subprocess.Popen] = []
+        self.workers: dict[str, subprocess.Popen] = {}
+        self._spawn(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                     "--scheduler-file", str(self.file)], "scheduler")
+        deadline = time.monotonic() + 60
+        while not (self.file.exists() and self.file.stat().st_size):
+            if time.monotonic() > deadline or self.procs[0].poll() is not None:
+                raise RuntimeError("the dask scheduler did not start: " + self._log("scheduler"))
+            time.sleep(0.05)
+        self.address = json.loads(self.file.read_text())["address"]
+        self.port = int(self.address.rsplit(":", 1)[1])
+        self.client = distributed.Client(self.address, timeout=30, set_as_default=False)
+
+    def _log(self, name: str) -> str:
+        p = self.folder / f"{name}.log"
+        return p.read_text(errors="replace")[-2000:] if p.exists() else ""
+
+    def _spawn(self, args: list[str], name: str) -> subprocess.Popen:
+        log = open(self.folder / f"{name}.log", "wb")
+        proc = subprocess.Popen([str(BIN / "dask"), *args], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def add_worker(self, name: str) -> None:
+        self.workers[name] = self._spawn(
+            ["worker", "--scheduler-file", str(self.file), "--nworkers", "1", "--nthreads", "1",
+             "--no-nanny", "--no-dashboard", "--name", name, "--host", "127.0.0.1"], name)
+
+    def wait_workers(self, n: int) -> None:
+        self.client.wait_for_workers(n, timeout=60)
+
+    def url(self, shared: bool) -> str:
+        return f"dask://127.0.0.1:{self.port}" + ("?files=shared" if shared else "")
+
+    def worker_keys(self) -> dict[str, str]:
+        """Per live worker, every task key it has logged (what reached that worker)."""
+        logs = self.client.run(lambda dask_worker: [str(x[0]) for x in dask_worker.state.log])
+        return {w: "\n".join(keys) for w, keys in logs.items()}
+
+    def close(self) -> None:
+        try:
+            self.client.close(timeout=5)
+        except Exception:
+            pass
+        for p in self.procs:  # no nanny: nothing else to end (a graceful stop costs ~10 s)
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            p.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if distributed is None:
+        pytest.skip("Dask distributed is not installed (pip install 'pyimgopt[dask]')")
+    c = Cluster(tmp_path_factory.mktemp("dask"))
+    try:
+        c.add_worker("w1")
+        c.add_worker("w2")
+        c.wait_workers(2)
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("ray://127.0.0.1:1", "unknown executor"),
+    ("dask://127.0.0.1", "expected dask://HOST:PORT"),
+    ("dask://127.0.0.1:8786?files=nfs", "files=shared or files=bytes"),
+])
+def test_dask_executor_option_refuses_a_bad_spec_before_starting(spec, words, tmp_path, capsys):
+    rc = main(["optimize", str(tmp_path), "-o", str(tmp_path / "out"), "--executor", spec,
+               "--state-dir", str(tmp_path / "state")])
+    assert rc == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+    with pytest.raises(InvalidSettingsError, match=words.split("://")[0]):
+        Router("inproc://c", "inproc://s", RouterConfig(executor=spec))
+
+
+def test_dask_executor_without_distributed_says_how_to_install(tmp_path, capsys, monkeypatch):
+    """With ``distributed`` unimportable, both the CLI and RouterConfig name the extra."""
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    rc = main(["optimize", str(tmp_path), "-o", str(tmp_path / "o"), "--executor", "dask://127.0.0.1:8786",
+               "--state-dir", str(tmp_path / "state")])
+    assert rc == 2 and "pip install 'pyimgopt[dask]'" in capsys.readouterr().err
+    with pytest.raises(InvalidSettingsError, match=r"pip install 'pyimgopt\[dask\]'"):
+        Router("inproc://c", "inproc://s", RouterConfig(executor="dask://127.0.0.1:8786"))
+
+
+def make_images(folder: pathlib.Path, n: int, seed: int = 7) -> list[pathlib.Path]:
+    """``n`` small real images: JPEG (colour, grey), PNG (RGB, RGBA, palette), in subfolders."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        w, h = 16 + int(rng.integers(0, 40)), 16 + int(rng.integers(0, 30))
+        grad = np.linspace(0, 255, w)[None, :, None] * np.ones((h, 1, 1))
+        arr = np.clip(grad + rng.normal(0, 18, (h, w, 3)), 0, 255).astype(np.uint8)
+        sub = folder / f"d{i % 4}"
+        sub.mkdir(parents=True, exist_ok=True)
+        kind = i % 5
+        if kind == 0:
+            p = sub / f"{i:03d}.jpg"
+            Image.fromarray(arr).save(p, quality=95)
+        elif kind == 1:
+            p = sub / f"{i:03d}.jpg"
+            Image.fromarray(arr[..., 0]).save(p, quality=92)
+        elif kind == 2:
+            p = sub / f"{i:03d}.png"
+            Image.fromarray(arr).save(p)
+        elif kind == 3:
+            p = sub / f"{i:03d}.png"
+            alpha = (np.arange(w)[None, :] * 255 // max(1, w - 1) * np.ones((h, 1))).astype(np.uint8)
+            Image.fromarray(np.dstack([arr, alpha])).save(p)
+        else:
+            p = sub / f"{i:03d}.png"
+            Image.fromarray(arr).quantize(16).save(p)
+        paths.append(p)
+    return paths
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "pyimgopt", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return proc
+
+
+def tree(folder: pathlib.Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def temps(folder: pathlib.Path) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.name.endswith(".pyimgopt-tmp")]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """200 small images and their outputs through the local sidecar pool (the oracle)."""
+    root = tmp_path_factory.mktemp("dask-images")
+    make_images(root / "in", 200)
+    with Client.local(workers=2, config=RouterConfig(recover=False)) as c:
+        results = c.submit([str(root / "in")], Settings(), out_dir=str(root / "local")).wait(timeout=120)
+    assert all(r.status in ("optimized", "skipped") for r in results)
+    ref = tree(root / "local")
+    assert len(ref) == 200
+    return root, ref
+
+
+@FULL_ONLY
+def test_dask_cli_200_images_by_path_match_the_local_pool(cluster, images):
+    root, ref = images
+    out = root / "dask-shared"
+    proc = run_cli("optimize", str(root / "in"), "-o", str(out), "--executor", cluster.url(True),
+                   "--state-dir", str(root / "state-dask"), "--json", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert lines[-1]["files"] == 200 and lines[-1]["failed"] == 0
+    got = tree(out)
+    assert got.keys() == ref.keys()
+    assert [k for k in ref if got[k] != ref[k]] == []
+    assert temps(out) == []
+    # the work ran on the cluster: both workers logged pyimgopt tasks
+    keys = cluster.worker_keys()
+    assert len(keys) == 2 and all("pyimgopt-" in k for k in keys.values())
+
+
+@FULL_ONLY
+def test_dask_bytes_mode_gives_the_same_outputs_and_the_router_writes(cluster, images, tmp_path):
+    root, ref = images
+    out = tmp_path / "out"
+    with Client.local(config=RouterConfig(executor=cluster.url(False), recover=False)) as c:
+        batch = c.submit([str(root / "in" / "d1")], Settings(), out_dir=str(out))
+        results = batch.wait(timeout=120)
+        st = c.status()
+    assert st["dask"]["files"] == "bytes" and st["dask"]["workers"] == 2
+    assert len(results) == 50 and all(r.status in ("optimized", "skipped") for r in results)
+    got = tree(out)
+    assert got == {k.removeprefix("d1/"): v for k, v in ref.items() if k.startswith("d1/")}
+    assert temps(out) == []
+
+
+def test_dask_scope_denied_file_never_reaches_a_worker(cluster, tmp_path):
+    make_images(tmp_path / "in", 3)
+    secret = tmp_path / "in" / "private"
+    make_images(secret, 1, seed=99)
+    caps = Capabilities(read=True, write_new=True, formats=frozenset({"keep"}), max_pixels=10**8,
+                        max_file_bytes=2**30, max_batch_bytes=2**32, max_batch_files=100, max_priority=0)
+    policy = Policy(caps, Scope(allow=(f"{tmp_path}/in/**",), deny=(f"{tmp_path}/in/private/**",)),
+                    Scope(allow=(f"{tmp_path}/out/**",)))
+    cfg = RouterConfig(executor=cluster.url(True), recover=False, local_policy=policy)
+    with Client.local(config=cfg) as c:  # the client checks nothing: the router's policy decides
+        batch = c.submit([str(tmp_path / "in")], Settings(), out_dir=str(tmp_path / "out"))
+        events = list(batch.events(timeout=60))
+    ends = {e.job: e for e in events if e.kind in ("result", "failed")}
+    assert len(ends) == 4
+    denied = [e for e in ends.values() if e.kind == "failed"]
+    assert len(denied) == 1 and denied[0].result.error.code == "scope_denied"
+    assert "private" in denied[0].data["input"]
+    keys = "\n".join(cluster.worker_keys().values())
+    allowed = [j for j, e in ends.items() if e.kind == "result"]
+    assert len(allowed) == 3 and all(f"pyimgopt-{j}-" in keys for j in allowed)  # the oracle sees tasks
+    assert f"pyimgopt-{denied[0].job}-" not in keys
+    assert not (tmp_path / "out" / "private").exists()
+
+
+@FULL_ONLY
+def test_dask_sigkill_a_worker_mid_batch_every_job_ends_once(cluster, images, tmp_path):
+    """Runs last: it kills one of the module's workers (a third one is started for it)."""
+    root, ref = images
+    cluster.add_worker("victim")
+    cluster.wait_workers(3)
+    out = tmp_path / "out"
+    cfg = RouterConfig(executor=cluster.url(True), recover=False)
+    ends: dict[str, list[str]] = {}
+    with Client.local(config=cfg) as c:
+        batch = c.submit([str(root / "in" / "d0"), str(root / "in" / "d1")], Settings(), out_dir=str(out))
+        killed = False
+        for ev in batch.events(timeout=60):
+            if ev.kind in ("result", "failed"):
+                ends.setdefault(ev.job, []).append(ev.kind)
+                if len(ends) == 20 and not killed:
+                    os.kill(cluster.workers["victim"].pid, signal.SIGKILL)
+                    killed = True
+        assert killed and cluster.workers["victim"].wait(10) == -signal.SIGKILL
+        deadline = time.monotonic() + 10  # the router notices the loss on its next look at the cluster
+        while c.status()["counters"]["sidecars_lost"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.status()["counters"]["sidecars_lost"] == 1
+    assert len(ends) == 100 and all(v == ["result"] for v in ends.values())
+    assert temps(out) == []
+    # two folders given: their files land side by side in out/
+    assert tree(out) == {k[3:]: v for k, v in ref.items() if k.startswith(("d0/", "d1/"))}
+    assert temps(out) == []
+
+
+@FULL_ONLY
+@pytest.mark.slow
+def test_dask_sigkill_the_router_mid_batch_and_resume_finishes_on_the_cluster(cluster, images, tmp_path):
+    """``pyimgopt optimize --executor dask://`` killed mid-batch; ``pyimgopt resume`` on the cluster."""
+    root, ref = images
+    out, state = tmp_path / "out", tmp_path / "state"
+    args = ["--executor", cluster.url(True), "--state-dir", str(state), "--json", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "pyimgopt", "optimize", str(root / "in" / "d2"),
+                             str(root / "in" / "d3"), "-o", str(out), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+    try:
+        batch, seen = None, 0
+        deadline = time.monotonic() + 60
+        while seen < 10 and time.monotonic() < deadline:  # a hung child is killed by the finally
+            line = proc.stdout.readline()
+            if not line:
+                break
+            obj = json.loads(line)
+            if obj.get("type") == "batch":
+                batch = obj["id"]
+            elif "status" in obj:
+                seen += 1
+        assert batch is not None and seen == 10
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+    assert len(tree(out)) < 100  # killed mid-batch
+    again = run_cli("resume", batch, *args)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout.splitlines()[-1])
+    assert summary["failed"] == 0
+    assert temps(out) == []
+    assert tree(out) == {k[3:]: v for k, v in ref.items() if k.startswith(("d2/", "d3/"))}
