@@ -254,6 +254,32 @@ def test_dask_scope_denied_file_never_reaches_a_worker(cluster, tmp_path):
 
 
 @FULL_ONLY
+def test_dask_cancel_mid_batch_ends_every_job_once_and_stops_dispatch(cluster, images, tmp_path):
+    root, _ = images
+    out = tmp_path / "out"
+    ends: dict[str, list[str]] = {}
+    with Client.local(config=RouterConfig(executor=cluster.url(False), recover=False)) as c:
+        batch = c.submit([str(root / "in" / "d3")], Settings(), out_dir=str(out))
+        kinds = []
+        for ev in batch.events(timeout=60):
+            kinds.append(ev.kind)
+            if ev.kind in ("result", "failed"):
+                ends.setdefault(ev.job, []).append(ev.result.status if ev.kind == "result"
+                                                   else ev.result.error.code)
+                if len(ends) == 5:
+                    batch.cancel()
+        st = c.status()
+    assert kinds[-1] == "batch_done" and "cancelled" in kinds
+    assert len(ends) == 50 and all(len(v) == 1 for v in ends.values())
+    codes = [v[0] for v in ends.values()]
+    assert set(codes) <= {"optimized", "skipped", "cancelled"} and codes.count("cancelled") >= 30
+    assert st["dask"]["in_flight"] == 0 and st["memory"]["in_use"] == 0
+    written = tree(out)
+    assert len(written) == 50 - codes.count("cancelled")  # bytes mode: a cancelled job writes nothing
+    assert temps(out) == []
+
+
+@FULL_ONLY
 def test_dask_sigkill_a_worker_mid_batch_every_job_ends_once(cluster, images, tmp_path):
     """Runs last: it kills one of the module's workers (a third one is started for it)."""
     root, ref = images
