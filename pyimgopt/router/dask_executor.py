@@ -33,7 +33,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import protocol
-from ..errors import CancelledError, IOFailureError, JobTimeoutError, ProtocolError, PyimgoptError
+from ..errors import (
+    CancelledError,
+    InternalError,
+    IOFailureError,
+    JobTimeoutError,
+    ProtocolError,
+    PyimgoptError,
+)
 from ..files import clean_after_lost_writer
 from ..logs import event
 from .inline import read_inline, write_inline
@@ -62,6 +69,25 @@ FETCH_TIMEOUT = 60.0
 #: The worker resource a job's memory estimate is asked for, when every worker declares it
 #: (``dask worker --resources MEMORY=8e9``).
 MEMORY_RESOURCE = "MEMORY"
+
+
+#: Outcomes fetched from the workers in one call, at most.
+FETCH_BATCH = 256
+
+
+def _gather(client: Any, futures: list) -> list[tuple[bool, Any]]:
+    """The outcomes of finished tasks, ``(True, value)`` or ``(False, exception)`` each
+    (one call for all; one call each when any of them fails). Blocks: a worker thread's job."""
+    try:
+        return [(True, v) for v in client.gather(futures, errors="raise", direct=False)]
+    except Exception:
+        out: list[tuple[bool, Any]] = []
+        for f in futures:
+            try:
+                out.append((True, f.result(FETCH_TIMEOUT)))
+            except Exception as exc:
+                out.append((False, exc))
+        return out
 
 
 class _Slot:
@@ -94,6 +120,8 @@ class DaskExecutor:
         self._next_info = 0.0
         self._connecting = False
         self._next_connect = 0.0
+        self._to_fetch: list[tuple[Job, Batch, Any]] = []  # finished tasks whose outcome is not here yet
+        self._fetching = False
         self._modes: dict[str, int] = {}
         self._dashboard: str | None = None
 
@@ -306,10 +334,11 @@ class DaskExecutor:
             self._sweep(job.id)  # a worker that died may have been writing it
         status = fut.status
         if status == "finished":
-            # the outcome lives on the worker: fetched off this thread
+            # the outcome lives on the worker: fetched off this thread, many at a time
             job.state = "writing"
-            self.r._offload.submit(fut.result, FETCH_TIMEOUT,
-                                   then=lambda value, err: self._fetched(job, batch, value, err))
+            self._to_fetch.append((job, batch, fut))
+            if not self._fetching:
+                self._fetch_some()
             return
         if status == "cancelled" or self.client is None or self.client.status != "running":
             # the scheduler forgot it (restarted, or we lost it): not the job's fault
@@ -317,11 +346,26 @@ class DaskExecutor:
             self._modes.pop(job.id, None)
             self.r.job_requeue(job)
             return
-        try:
-            exc = fut.exception(timeout=0)
-        except Exception as e:
-            exc = e
-        self._lost(job, f"{type(exc).__name__}: {exc}", killed=type(exc).__name__ == "KilledWorker")
+        # the task raised: what it raised is fetched off this thread
+        job.state = "writing"
+        self.r._offload.submit(fut.exception, FETCH_TIMEOUT,
+                               then=lambda value, err: self._raised(job, value or err))
+
+    def _raised(self, job: Job, exc: BaseException | None) -> None:
+        """A task ended in an exception: Dask gave up on a worker-killing file, or the
+        cluster could not run our task at all (run_job itself never raises)."""
+        if job.state != "writing":
+            return
+        job.state = "running"
+        name = type(exc).__name__
+        if name == "KilledWorker":
+            self._lost(job, f"{name}: {exc}", killed=True)
+        elif exc is None or isinstance(exc, (OSError, TimeoutError)) or name.startswith("Comm"):
+            self._lost(job, f"{name}: {exc}")  # the connection to its worker failed: run it again
+        else:  # e.g. pyimgopt missing or too old on the worker: every retry would fail the same way
+            self.r.job_failed(job, InternalError(
+                f"the Dask task failed on its worker ({name}: {exc}); do the workers run the "
+                "same pyimgopt as the router?", path=job.input, stage="executor"), retry=False)
 
     def _sweep(self, jid: str) -> None:
         """Remove what a dead worker may have left half-written for job ``jid`` (path mode)."""
@@ -332,6 +376,24 @@ class DaskExecutor:
         target = job.input if batch.in_place else job.output
         if target and clean_after_lost_writer(target, batch.settings.get("format") == "auto"):
             event(self.r._log, "dask_temps_swept", job=jid)
+
+    def _fetch_some(self) -> None:
+        items, self._to_fetch = self._to_fetch[:FETCH_BATCH], self._to_fetch[FETCH_BATCH:]
+        self._fetching = True
+        client = self.client
+        self.r._offload.submit(_gather, client, [f for _, _, f in items],
+                               then=lambda values, err: self._gathered(items, values, err))
+
+    def _gathered(self, items: list, values: Any, err: BaseException | None) -> None:
+        self._fetching = False
+        for i, (job, batch, _) in enumerate(items):
+            if err is not None:
+                self._fetched(job, batch, None, err)
+            else:
+                ok, value = values[i]
+                self._fetched(job, batch, value if ok else None, None if ok else value)
+        if self._to_fetch:
+            self._fetch_some()
 
     def _fetched(self, job: Job, batch: Batch, reply: Any, err: BaseException | None) -> None:
         if job.state != "writing":
