@@ -20,9 +20,9 @@ temporary files swept (when it ends, or at once if it ended in the last
 few seconds: Dask may have rerun it elsewhere before the loss was seen).
 Cancel is ``Future.cancel``; a task already running on a worker cannot be
 interrupted by Dask, so in path mode it may still write its (complete,
-atomic) output. When the scheduler is
-unreachable nothing is dispatched, the jobs in flight go back to the queue
-(no attempt spent), and a new connection is tried every few seconds. It never touches pixels.
+atomic) output. When the scheduler is unreachable nothing is dispatched,
+the jobs in flight go back to the queue (no attempt spent), and a new
+connection is tried every few seconds. It never touches pixels.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ FETCH_TIMEOUT = 60.0
 #: The worker resource a job's memory estimate is asked for, when every worker declares it
 #: (``dask worker --resources MEMORY=8e9``).
 MEMORY_RESOURCE = "MEMORY"
-
 
 #: Outcomes fetched from the workers in one call, at most.
 FETCH_BATCH = 256
