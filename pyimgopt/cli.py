@@ -391,7 +391,8 @@ def _router(a: argparse.Namespace) -> int:
     metrics = ""
     if router.metrics_server is not None:
         metrics = f", metrics http://127.0.0.1:{router.metrics_server.port}/metrics"
-    print(f"pyimgopt router: clients {router.client_endpoint}, sidecars {router.sidecar_endpoint}"
+    where = "executor" if router.sidecar_endpoint.startswith("dask://") else "sidecars"
+    print(f"pyimgopt router: clients {router.client_endpoint}, {where} {router.sidecar_endpoint}"
           f"{metrics}", file=sys.stderr, flush=True)
     configure(json_lines=True if a.log_json else None)
     try:
