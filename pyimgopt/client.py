@@ -158,11 +158,10 @@ def plan_jobs(
         if in_place:
             jobs.append({"id": "", "input": src, "output": None})
             continue
-        key = os.path.splitext(dst)[0] if settings.format == "auto" else dst
-        if key in claimed:
-            refused.append(Result(input=src, output=None, status="failed", error=IOFailureError(
-                f"output {dst} would overwrite the output of {claimed[key]}", path=src, stage="write")))
-            continue
+        auto = settings.format == "auto"
+        key = os.path.splitext(dst)[0] if auto else dst
+        if key in claimed:  # same stem (x.gif, x.webp -> x.webp): a distinct name, never a clash
+            dst, key = _distinct_output(src, dst, claimed, auto)
         claimed[key] = src
         jobs.append({"id": "", "input": src, "output": dst})
     clash = clobbered_inputs([(j["input"], j["output"]) for j in jobs],
@@ -173,6 +172,27 @@ def plan_jobs(
             f"output {j['output']} would replace another input of this batch", path=j["input"],
             stage="scope")))
     return jobs, refused
+
+
+def _distinct_output(src: str, dst: str, claimed: dict[str, str], auto: bool) -> tuple[str, str]:
+    """The output of ``src`` when an earlier input of the batch already has ``dst``'s name.
+
+    The later input (in the order :func:`collect` yields them: sorted names)
+    keeps its whole file name before the output's extension — ``x.webp`` next
+    to ``x.gif`` writes ``x.webp.avif`` (auto) or ``x.png.webp`` (``format="webp"``)
+    — and, in the unlikely case that is taken too, ``-2``, ``-3``... after it.
+    Input names in one folder are unique, so the first form almost always is.
+    Returns (output path, the claim key: the path, or under auto its stem).
+    """
+    folder = os.path.dirname(dst)
+    name = os.path.basename(src)
+    ext = os.path.splitext(src)[1] if auto else os.path.splitext(dst)[1]
+    n = 1
+    while True:
+        stem = os.path.join(folder, name if n == 1 else f"{name}-{n}")
+        if stem not in claimed if auto else stem + ext not in claimed:
+            return stem + ext, (stem if auto else stem + ext)
+        n += 1
 
 
 class Batch:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -103,15 +104,19 @@ def test_cli_explicit_file_with_any_name_is_processed(tmp_path):
     assert p.returncode == 0 and lines(p.stdout)[0]["format_in"] == "jpeg"
 
 
-def test_cli_output_collision_reported_not_overwritten(tmp_path):
+def test_cli_output_collision_gets_a_distinct_name_not_overwritten(tmp_path):
+    """a.jpg and a.png both map to a.webp: the later (a.png, in sorted order) writes
+    a.png.webp (issue 17; it used to fail with "would overwrite")."""
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(encode(Image.fromarray(photo(50, 40)), "PNG"))
     (tmp_path / "in" / "a.jpg").write_bytes(jpeg(photo(50, 40)))
     p = run("optimize", tmp_path / "in", "-o", tmp_path / "o", "--format", "webp", "--json", "-j", "1")
-    recs = [r for r in lines(p.stdout) if r["type"] == "result"]
-    assert p.returncode == 1
-    assert sorted(r["status"] for r in recs) == ["failed", "optimized"]
-    assert "overwrite" in [r for r in recs if r["status"] == "failed"][0]["error"]["message"]
+    recs = {os.path.basename(r["input"]): r for r in lines(p.stdout) if r["type"] == "result"}
+    assert p.returncode == 0, p.stdout
+    assert [r["status"] for r in recs.values()] == ["optimized", "optimized"]
+    assert os.path.basename(recs["a.jpg"]["output"]) == "a.webp"
+    assert os.path.basename(recs["a.png"]["output"]) == "a.png.webp"
+    assert sorted(os.listdir(tmp_path / "o")) == ["a.png.webp", "a.webp"]
 
 
 def test_cli_router_process_serves_optimize_connect(tmp_path):
@@ -223,3 +228,35 @@ def test_cli_router_exits_nonzero_when_its_router_dies(tmp_path, monkeypatch, ca
         signal.signal(signal.SIGTERM, before)
     assert code == 1
     assert "the router stopped" in capsys.readouterr().err
+def test_cli_same_stem_inputs_both_written_never_overwritten(tmp_path):
+    """Issue 17: x.gif and x.webp under auto both map to x.webp; the later one (in sorted
+    order) writes x.webp.<ext> instead of failing, and neither output replaces the other.
+    The same with an explicit format: x.gif and x.png under --format webp."""
+    src = tmp_path / "in"
+    src.mkdir()
+    red = np.zeros((48, 64, 3), np.uint8)
+    red[..., 0] = 220
+    blue = np.zeros((48, 64, 3), np.uint8)
+    blue[..., 2] = 220
+    (src / "x.gif").write_bytes(encode(Image.fromarray(red), "GIF"))
+    (src / "x.webp").write_bytes(encode(Image.fromarray(blue), "WEBP", lossless=True))
+    (src / "x.png").write_bytes(encode(Image.fromarray(blue[:, ::-1] // 2), "PNG"))
+    for fmt, names in (("auto", ("x.gif", "x.png", "x.webp")), ("webp", ("x.gif", "x.png"))):
+        out = tmp_path / f"out-{fmt}"
+        args = ["optimize", *[src / n for n in names], "-o", out, "--json", "--format", fmt]
+        p = run(*args)
+        assert p.returncode == 0, p.stderr
+        results = {os.path.basename(r["input"]): r for r in lines(p.stdout) if r["type"] == "result"}
+        assert set(results) == set(names) and all(r["status"] != "failed" for r in results.values())
+        outputs = [r["output"] for r in results.values()]
+        assert len(set(outputs)) == len(names)  # distinct names
+        first = results["x.gif"]["output"]
+        assert os.path.basename(os.path.splitext(first)[0]) == "x"  # the first keeps the plain name
+        for name in names[1:]:  # the later ones: their whole input name before the extension
+            assert os.path.basename(os.path.splitext(results[name]["output"])[0]) == name
+        for name, r in results.items():  # each output shows its own input (nothing overwritten)
+            want = np.asarray(decode((src / name).read_bytes()).convert("RGB"), dtype=np.int16)
+            with open(r["output"], "rb") as fh:
+                got = np.asarray(decode(fh.read()).convert("RGB"), dtype=np.int16)
+            assert got.shape == want.shape and np.abs(got - want).mean() < 8, name
+        assert sorted(os.listdir(out)) == sorted(os.path.basename(o) for o in outputs)

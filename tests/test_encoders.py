@@ -151,6 +151,41 @@ def test_encoders_chroma_subsampling_by_content():
     assert JpegImagePlugin.get_sampling(decode(pic)) == 2   # 4:2:0 for photos
 
 
+def _gradient_graphic():
+    """A flat-colour wallpaper: few colours (a "graphic"), but its colour changes smoothly."""
+    x = np.linspace(0, 1, 320)[None, :, None]
+    y = np.linspace(0, 1, 200)[:, None, None]
+    arr = np.round(np.array([30, 110, 40]) + 60 * x * np.array([0.2, 1.0, 0.3]) + 20 * y) // 4 * 4
+    return Image.fromarray(arr.astype(np.uint8))
+
+
+def _black_text():
+    im = Image.new("RGB", (320, 200), (255, 255, 255))
+    from PIL import ImageDraw
+
+    d = ImageDraw.Draw(im)
+    for y in range(10, 190, 14):
+        d.text((8, y), "black text has no chroma to lose", fill=(0, 0, 0))
+    return im
+
+
+@pytest.mark.parametrize("make, code", [(_screenshot, 0), (_gradient_graphic, 2), (_black_text, 2)])
+def test_encoders_444_only_for_hard_colour_edges(make, code):
+    """4:4:4 is kept for coloured text and lines (what 4:2:0 bleeds), not for a graphic whose
+    colours change smoothly or only in luma (MATE's GreenTraditional came out 1.43x Pillow's
+    bytes at 4:4:4)."""
+    from PIL import JpegImagePlugin
+
+    from pyimgopt.pipeline.frames import looks_like_graphic
+    from pyimgopt.pipeline.jpeg import colour_edges
+
+    im = make()
+    assert looks_like_graphic(im)  # all three are graphics by colour count
+    out, _ = optimize_bytes(encode(im, "PNG"), Settings(format="jpeg", quality=80))
+    assert JpegImagePlugin.get_sampling(decode(out)) == code
+    assert (colour_edges(im) > 0.005) is (code == 0)
+
+
 def test_encoders_graphic_to_webp_lossless_when_smaller():
     src = _screenshot()
     out, r = optimize_bytes(encode(src, "PNG"), Settings(format="webp"))
@@ -173,21 +208,47 @@ def test_encoders_jpeg_mozjpeg_honours_subsampling(sub, code):
     got = decode(out)
     assert got.format == "JPEG" and JpegImagePlugin.get_sampling(got) == code
     pillow = decode(encode(Image.fromarray(photo(320, 200)), "JPEG", quality=80))
-    if sub == "4:2:2":  # libvips cannot write 4:2:2: Pillow's encoder, said in no note
-        assert got.quantization == pillow.quantization
-    else:  # mozjpeg's table 8, not Pillow's Annex K tables: the libvips path ran
-        assert got.quantization != pillow.quantization
-        assert not any("pyvips" in n for n in r.notes)
+    table8 = boost.jpeg_table_8(80)
+    assert got.quantization[0] == table8 != pillow.quantization[0]  # table 8 on both paths
+    if sub == "4:2:2":  # libvips cannot write 4:2:2: Pillow's encoder with the same table
+        assert got.quantization[1] == table8
+    assert not any("pyvips" in n for n in r.notes)
 
 
 @needs_vips
-@pytest.mark.parametrize("effort, trellis", [(0, False), (4, False), (5, True), (6, True), (9, True)])
-def test_encoders_jpeg_trellis_from_effort_5(effort, trellis):
+@pytest.mark.parametrize("effort, tables", [(0, "annex-k"), (4, "annex-k"), (5, "table8"),
+                                            (6, "table8"), (7, "table8"), (8, "trellis"),
+                                            (9, "trellis")])
+def test_encoders_jpeg_encoder_by_effort(effort, tables):
+    """Effort <= 4: Pillow's Annex K tables; 5-7 (the default 6): table 8 without trellis at
+    mozjpeg q68 for q80; from 8: trellis, whose quality offset is smaller (table 8 at q74)."""
     src = encode(Image.fromarray(photo(320, 200)), "PNG")
     out, r = optimize_bytes(src, Settings(format="jpeg", quality=80, effort=effort))
-    pillow = decode(encode(Image.fromarray(photo(320, 200)), "JPEG", quality=80))
-    assert (decode(out).quantization != pillow.quantization) is trellis
+    luma = decode(out).quantization[0]
+    pillow = decode(encode(Image.fromarray(photo(320, 200)), "JPEG", quality=80)).quantization[0]
+    at74 = [min(255, max(1, (v * 52 + 50) // 100)) for v in boost.JPEG_TABLE_8]  # scale 200 - 2*74
+    expected = {"annex-k": pillow, "table8": boost.jpeg_table_8(80), "trellis": at74}[tables]
+    assert luma == expected
     assert not any("pyvips" in n for n in r.notes)  # a choice, not a fallback
+
+
+def test_encoders_jpeg_without_vips_writes_table_8():
+    """Without libvips (disabled in a child process), Pillow writes the same table 8 at
+    the default effort, and says pyvips is missing."""
+    code = (
+        "import io, json; from PIL import Image; import numpy as np\n"
+        "from pyimgopt import Settings, optimize_bytes\n"
+        "rng = np.random.default_rng(1); a = (rng.random((120, 160, 3)) * 255).astype('uint8')\n"
+        "b = io.BytesIO(); Image.fromarray(a).save(b, 'PNG')\n"
+        "out, r = optimize_bytes(b.getvalue(), Settings(format='jpeg'))\n"
+        "print(json.dumps({'q': Image.open(io.BytesIO(out)).quantization[0], 'notes': list(r.notes)}))\n")
+    env = {**os.environ, "PYIMGOPT_DISABLE": "vips"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["q"] == boost.jpeg_table_8(80)
+    assert any("pyvips not installed" in n for n in res["notes"])
 
 
 @needs_vips
@@ -337,3 +398,30 @@ def test_encoders_lossless_jpeg_output_is_refused_not_faked(source):
         optimize_bytes(data, settings)
     out, r = optimize_bytes(jpg, Settings(format="jpeg", lossless=True))  # the exact mode stays
     assert np.array_equal(pixels(out), pixels(jpg))
+@pytest.mark.parametrize("source_q, pass_runs, kept", [(95, False, False), (70, True, True)])
+def test_encoders_jpeg_strip_pass_only_when_it_can_win(monkeypatch, source_q, pass_runs, kept):
+    """Issue 17: mozjpeg's lossless pass on the strip candidate (as long as the re-encode
+    itself) runs only when the re-encode is not already far below the stripped file. A q95
+    photo re-encoded at q80 is: no pass, the re-encode written. A q70 photo (at or below the
+    target) is not: the pass runs and, the re-encode not being 3 % smaller, the lossless
+    result is written (no generation loss for nothing)."""
+    from pyimgopt.pipeline import privacy
+
+    calls = []
+    real = boost.jpeg_lossless
+
+    def counted(data, **kw):  # the real pass, counted
+        calls.append(len(data))
+        return real(data, **kw)
+
+    monkeypatch.setattr(boost, "jpeg_lossless", counted)
+    src = encode(Image.fromarray(photo(480, 320)), "JPEG", quality=source_q, optimize=False,
+                 exif=exif_bytes(1, gps=True, make="Canon"))
+    out, r = optimize_bytes(src, Settings())
+    assert bool(calls) is pass_runs
+    assert ("lossless metadata strip (no re-encode)" in r.notes) is kept
+    if kept:  # the source's own pixels, metadata gone
+        assert np.array_equal(np.asarray(decode(out)), np.asarray(decode(src)))
+        assert b"Canon" not in out
+    else:
+        assert len(out) < privacy.MOZJPEG_BEST_RATIO * len(src)

@@ -137,3 +137,87 @@ def test_quality_auto_with_lossless_tries_only_exact_encodings():
     assert r.format_out in ("png", "webp") and r.ssim == 1.0
     assert np.array_equal(oracle.view(out).rgba, oracle.view(data).rgba)
     assert all("-lossless=" in part for part in r.notes[-1].split(": ", 1)[1].split(", "))
+def test_quality_search_interpolates_to_the_lowest_passing_quality():
+    """search_quality finds the lowest quality meeting the target of a rising curve (or one
+    above it) in at most six probes (bisection took seven or eight), and the cap when
+    nothing meets it."""
+    from pyimgopt.pipeline.quality import search_quality
+
+    import math
+
+    def curve(q):  # SSIM rises with quality, steeply at first, as the codecs' do
+        return 1.0 - 0.3 * math.exp(-q / 18)
+
+    for knee in (21, 23, 35, 47, 60, 71, 88, 99):
+        calls = []
+
+        def at(q):
+            calls.append(q)
+            return curve(q)
+
+        target = (curve(knee) + curve(knee - 1)) / 2
+        got = search_quality(at, 20, 100, target, 80)
+        assert knee <= got <= knee + 1 and curve(got) >= target  # never below the target
+        assert len(calls) <= 6
+    assert search_quality(lambda q: 0.5, 20, 90, 0.985, 80) == 90
+
+
+def test_quality_proxy_is_a_mosaic_of_the_whole_image():
+    from pyimgopt.pipeline.decode import Decoded
+    from pyimgopt.pipeline.quality import PROXY_PIXELS, proxy
+
+    small = Decoded(frames=[Image.fromarray(photo(400, 300))])
+    assert proxy(small) is None  # small images are searched as they are
+    arr = photo(1600, 1000)
+    dec = Decoded(frames=[Image.fromarray(arr)], source_quality=77)
+    p = proxy(dec)
+    assert p is not None and p.size == (512, 512) and p.size[0] * p.size[1] < PROXY_PIXELS * 2
+    got = np.asarray(p.frames[0])
+    assert np.array_equal(got[:128, :128], arr[61:189, 136:264])  # first tile: centred in its cell
+    assert np.array_equal(got[-128:, -128:], arr[811:939, 1336:1464])  # last tile
+    mid = proxy(Decoded(frames=[Image.fromarray(photo(800, 600))]))
+    assert mid is not None and mid.size == (256, 256)  # 64 px tiles under 1.5 MP
+    assert p.source_quality == 77 and len(dec.frames) == 1
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp", pytest.param("avif", marks=pytest.mark.skipif(not has_avif(), reason="no AVIF"))])
+def test_quality_auto_meets_the_target_at_full_size_for_each_format(fmt):
+    """A large image is searched on a proxy; whatever format auto keeps, its output meets the
+    target at full size (luma SSIM measured here by scikit-image on the decoded output)."""
+    arr = photo(900, 600)  # 0.54 MP: above PROXY_PIXELS
+    data = encode(Image.fromarray(arr), "PNG")
+    out, r = optimize_bytes(data, Settings(format="auto", formats_allowed=(fmt,)))
+    assert r.format_out == fmt and r.status == "optimized"
+    assert r.ssim is not None and r.ssim >= 0.985
+    assert ssim_of(out, arr) >= 0.985 - 2e-3
+
+
+def test_quality_auto_prunes_formats_that_cannot_win():
+    """JPEG is not a candidate when WebP or AVIF may be chosen (it won none of 40), but is
+    when it is the only lossy format allowed; PNG is not tried for a decoded JPEG (a gray
+    one has <= 256 values) nor for a photo from a PNG, and is for a few-colour image."""
+    from pyimgopt.pipeline.decode import Decoded
+    from pyimgopt.pipeline.quality import auto_formats
+
+    rgb = Decoded(frames=[Image.fromarray(photo(300, 200))])
+    gray = Decoded(frames=[Image.fromarray(photo(300, 200)).convert("L")])
+    few = Decoded(frames=[Image.fromarray(photo(300, 200)).quantize(16).convert("RGB")])
+    assert "jpeg" not in auto_formats(rgb, "png", False)
+    assert auto_formats(rgb, "png", False, ("jpeg", "png")) == ["jpeg", "png"]
+    assert "png" not in auto_formats(gray, "jpeg", False)
+    assert "png" not in auto_formats(rgb, "png", False)
+    assert "png" in auto_formats(few, "png", False)
+    assert "png" in auto_formats(rgb, "png", False, ("jpeg", "png", "gif"))  # no WebP: kept
+
+
+def test_quality_auto_ranking_note_names_what_was_not_encoded():
+    """A large photo: the lossy formats are ranked on the proxy; one that was not encoded at
+    full size is named in the note with its proxy bytes, and the output meets the target."""
+    arr = photo(1000, 700)
+    out, r = optimize_bytes(encode(Image.fromarray(arr), "PNG"), Settings(format="auto"))
+    note = next(n for n in r.notes if n.startswith("auto candidates"))
+    encoded = [part.split("=")[0] for part in note.split(": ", 1)[1].split(" (")[0].split(", ")]
+    assert r.format_out in encoded and "jpeg" not in note
+    if "not encoded for real" in note:
+        assert "proxy bytes" in note
+    assert r.ssim >= 0.985 and ssim_of(out, arr) >= 0.985 - 2e-3

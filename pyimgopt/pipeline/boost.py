@@ -30,7 +30,8 @@ from . import isolate
 from .strip import add_jpeg_metadata
 
 __all__ = ["available", "native_error", "png_optimize", "png_options", "jpeg_lossless", "jpeg_encode",
-           "jpeg_encoder_quality", "quantize", "missing_note", "refused_note", "avif_lossless"]
+           "jpeg_encoder_quality", "jpeg_table_8", "quantize", "missing_note", "refused_note",
+           "avif_lossless"]
 
 _MODULES = {
     "oxipng": "oxipng",
@@ -216,33 +217,59 @@ def quantize(im: Image.Image, *, dither: float = 1.0, max_quality: int = 90) -> 
 #: tuned) 7 %, table 0 (Annex K, Pillow's) 4.6 %, table 3 (ImageMagick's,
 #: mozjpeg's default) under 1 %: trellis quantisation alone costs SSIM.
 JPEG_QUANT_TABLE = 8
-#: Table 8's quality scale is not libjpeg's Annex K scale: mozjpeg q74 gave
-#: mean SSIM 0.98236 (q73: 0.98150) against Pillow q80's 0.98182, so a
-#: requested quality q <= 80 is encoded as mozjpeg q - 6 (measured at q80
-#: only); above 80 the gap closes linearly so that q100 stays q100.
+#: Table 8's quality scale is not libjpeg's Annex K scale. With trellis
+#: quantisation mozjpeg q74 gave mean SSIM 0.98236 (q73: 0.98150) against
+#: Pillow q80's 0.98182 on the test corpus, so a requested quality q <= 80
+#: is encoded as mozjpeg q - 6; without trellis (the default since the
+#: broad-corpus step prices) the same table needs q - 12 (q68: mean luma
+#: SSIM 0.9855 against Pillow q80's 0.9821 on the tuning half of the broad
+#: JPEGs; q66 already dropped below it). Measured at q80 only; above 80 the
+#: gap closes linearly so that q100 stays q100.
 JPEG_QUALITY_OFFSET = -6
+JPEG_QUALITY_OFFSET_NO_TRELLIS = -12
+#: mozjpeg's table 8 at quality 50 (scale 100 %), natural order, for luma and
+#: chroma alike: what Pillow's encoder is given as ``qtables`` (scaled as
+#: libjpeg scales Annex K) when libvips is missing, so both paths quantise alike.
+JPEG_TABLE_8 = (
+    14, 10, 11, 14, 19, 25, 34, 45, 10, 11, 11, 12, 15, 20, 26, 33,
+    11, 11, 15, 18, 21, 25, 31, 38, 14, 12, 18, 24, 28, 33, 39, 47,
+    19, 15, 21, 28, 36, 43, 51, 59, 25, 20, 25, 33, 43, 54, 64, 74,
+    34, 26, 31, 39, 51, 64, 77, 91, 45, 33, 38, 47, 59, 74, 91, 108)
 
 
-def jpeg_encoder_quality(quality: int) -> int:
-    """The mozjpeg quality that matches Pillow's ``quality`` in luma SSIM."""
+def jpeg_encoder_quality(quality: int, *, trellis: bool = True) -> int:
+    """The table-8 quality that matches Pillow's ``quality`` in luma SSIM."""
+    offset = JPEG_QUALITY_OFFSET if trellis else JPEG_QUALITY_OFFSET_NO_TRELLIS
     if quality <= 80:
-        return max(1, quality + JPEG_QUALITY_OFFSET)
-    return min(100, round(80 + JPEG_QUALITY_OFFSET + (quality - 80) * (20 - JPEG_QUALITY_OFFSET) / 20))
+        return max(1, quality + offset)
+    return min(100, round(80 + offset + (quality - 80) * (20 - offset) / 20))
+
+
+def jpeg_table_8(quality: int) -> list[int]:
+    """Table 8 scaled for Pillow's ``qtables`` at Pillow-scale ``quality`` (no trellis),
+    as libjpeg's ``jpeg_quality_scaling`` scales a base table (entries 1-255)."""
+    q = jpeg_encoder_quality(quality, trellis=False)
+    scale = 5000 // q if q < 50 else 200 - 2 * q
+    return [min(255, max(1, (v * scale + 50) // 100)) for v in JPEG_TABLE_8]
 
 
 def jpeg_encode(im: Image.Image, *, quality: int, subsampling: str, progressive: bool = True,
                 exif: bytes | None = None, icc: bytes | None = None,
-                fast: bool = False, optimize_scans: bool = True) -> bytes | None:
+                fast: bool = False, optimize_scans: bool = True,
+                trellis: bool = True) -> bytes | None:
     """JPEG bytes from libvips' mozjpeg encoder; ``None`` when unavailable or unsuitable.
 
     ``im`` is an ``L`` or ``RGB`` image, ``quality`` on Pillow's scale
-    (mapped by :func:`jpeg_encoder_quality`), ``subsampling`` ``4:4:4`` or
-    ``4:2:0`` (libvips has no 4:2:2: ``None``, so the caller uses Pillow).
-    Trellis quantisation and optimised Huffman coding always; ``progressive``
-    writes progressive scans, searched by mozjpeg when ``optimize_scans`` (about
-    +45 % encode time for ~0.7 % fewer bytes). ``fast`` (quality search probes) skips the
-    progressive scans and Huffman optimisation, which do not change the pixels.
-    Only ``exif`` and ``icc`` are written, verbatim as given (as Pillow would).
+    (mapped by :func:`jpeg_encoder_quality`, which depends on ``trellis``),
+    ``subsampling`` ``4:4:4`` or ``4:2:0`` (libvips has no 4:2:2: ``None``,
+    so the caller uses Pillow). Quantisation table 8 and optimised Huffman
+    coding always; ``trellis`` adds trellis quantisation (with overshoot
+    deringing: about 2.5x the encode time for ~1 % fewer bytes at equal
+    SSIM on the broad corpus). ``progressive`` writes progressive scans,
+    searched by mozjpeg when ``optimize_scans``. ``fast`` (quality search
+    probes) skips the progressive scans and Huffman optimisation, which do
+    not change the pixels. Only ``exif`` and ``icc`` are written, verbatim as
+    given (as Pillow would).
     """
     vips = _module("vips")
     if vips is None or im.mode not in ("L", "RGB") or subsampling not in ("4:4:4", "4:2:0"):
@@ -253,8 +280,8 @@ def jpeg_encode(im: Image.Image, *, quality: int, subsampling: str, progressive:
         img = img.copy(interpretation="b-w" if bands == 1 else "srgb")
         full = progressive and not fast
         data = img.jpegsave_buffer(
-            Q=jpeg_encoder_quality(quality), quant_table=JPEG_QUANT_TABLE, trellis_quant=True,
-            overshoot_deringing=True, optimize_coding=not fast, interlace=full,
+            Q=jpeg_encoder_quality(quality, trellis=trellis), quant_table=JPEG_QUANT_TABLE,
+            trellis_quant=trellis, overshoot_deringing=trellis, optimize_coding=not fast, interlace=full,
             optimize_scans=full and optimize_scans, subsample_mode="off" if subsampling == "4:4:4" else "on",
             keep=vips.ForeignKeep.NONE)
         # Metadata is spliced in afterwards rather than handed to libvips: it

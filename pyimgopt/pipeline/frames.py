@@ -66,6 +66,10 @@ def looks_like_graphic(im: Image.Image) -> bool:
     """
     if im.width * im.height < 64:
         return False
-    sample = im.convert("RGB").resize((min(160, im.width), min(160, im.height)),
-                                      Image.Resampling.NEAREST)
+    # Sampled first, converted after: the same pixels, without copying the whole image.
+    size = (min(160, im.width), min(160, im.height))
+    try:
+        sample = im.resize(size, Image.Resampling.NEAREST).convert("RGB")
+    except (ValueError, OSError):  # a mode resize does not take: convert first
+        sample = im.convert("RGB").resize(size, Image.Resampling.NEAREST)
     return sample.getcolors(600) is not None
