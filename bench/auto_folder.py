@@ -8,7 +8,9 @@ defaults were tuned on 0-7), round-robin over the categories so that JPEG photos
 graphics, screenshots, icons, GIFs and WebPs all appear. Both runs see the same
 folder; keep runs first, then auto, then keep again (the keep time is the mean of the
 two, so a change in the machine's load during the auto run shows as a gap between them).
-Every auto output's SSIM is recomputed here (luma SSIM of the output against the input
+Both wall-clock seconds (what the user waits, with the pool's two sidecars) and CPU
+seconds (of the CLI and every process it started: on a shared machine the steadier
+figure) are reported. Every auto output's SSIM is recomputed here (luma SSIM of the output against the input
 as a viewer shows it), not only read from the result.
 
     .venv/bin/python bench/auto_folder.py [--count 40] [--half held-out|tune|all]
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -44,13 +47,20 @@ def pick(count: int, half: str) -> list[dict]:
     return out
 
 
-def run(src: str, out: str, fmt: str) -> tuple[float, list[dict]]:
-    t = time.perf_counter()
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run(src: str, out: str, fmt: str) -> tuple[float, float, list[dict]]:
+    """One CLI run: (wall-clock s, CPU s of the CLI and every process it started and
+    reaped — router and pool sidecars —, result records)."""
+    t, c = time.perf_counter(), _children_cpu()
     p = subprocess.run([sys.executable, "-m", "pyimgopt", "optimize", src, "-o", out, "--json",
                         "--format", fmt], capture_output=True, text=True, timeout=3600)
-    dt = time.perf_counter() - t
+    dt, dc = time.perf_counter() - t, _children_cpu() - c
     recs = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
-    return dt, [r for r in recs if r.get("type") == "result"]
+    return dt, dc, [r for r in recs if r.get("type") == "result"]
 
 
 def main() -> None:
@@ -67,10 +77,10 @@ def main() -> None:
         for e in files:
             shutil.copy(BROAD / e["file"], os.path.join(src, e["file"].rsplit("/", 1)[-1]))
         bytes_in = sum(e["bytes"] for e in files)
-        k1, keep = run(src, os.path.join(tmp, "keep1"), "keep")
-        ta, auto = run(src, os.path.join(tmp, "auto"), "auto")
-        k2, _ = run(src, os.path.join(tmp, "keep2"), "keep")
-        tk = (k1 + k2) / 2
+        k1, c1, keep = run(src, os.path.join(tmp, "keep1"), "keep")
+        ta, ca, auto = run(src, os.path.join(tmp, "auto"), "auto")
+        k2, c2, _ = run(src, os.path.join(tmp, "keep2"), "keep")
+        tk, ck = (k1 + k2) / 2, (c1 + c2) / 2
         worst, below = 1.0, []
         for r in auto:
             if r["status"] == "failed" or not r.get("output"):
@@ -88,7 +98,9 @@ def main() -> None:
         print(json.dumps({
             "files": len(files), "categories": dict(Counter(e["category"] for e in files)),
             "bytes_in": bytes_in, "keep_s": [round(k1, 1), round(k2, 1)], "auto_s": round(ta, 1),
-            "auto_over_keep": round(ta / tk, 2), "keep_out_in": round(out_k / bytes_in, 3),
+            "auto_over_keep": round(ta / tk, 2),
+            "keep_cpu_s": [round(c1, 1), round(c2, 1)], "auto_cpu_s": round(ca, 1),
+            "auto_over_keep_cpu": round(ca / ck, 2), "keep_out_in": round(out_k / bytes_in, 3),
             "auto_out_in": round(out_a / bytes_in, 3),
             "auto_failed": sum(r["status"] == "failed" for r in auto),
             "keep_failed": sum(r["status"] == "failed" for r in keep),

@@ -17,9 +17,10 @@ CPU time far less). The pipeline is not changed to be measured:
   seen from outside by wrapping three pipeline functions for the duration of
   the call: each candidate format (``pipeline.choose.encode_one``, before the
   pipeline split ``pipeline._encode_one``: CPU seconds, bytes,
-  SSIM, whether it won), each SSIM probe (``quality.measure``: count and
-  seconds) and each probe/final encode of the quality search
-  (``quality.encode``: count and seconds). Where a function is missing (the
+  SSIM, whether it won), each SSIM probe (``quality.measure`` and, since
+  the search has its own module, ``search.measure``: count and seconds) and
+  each probe/final encode of the quality search (``search.encode``, before
+  ``quality.encode``: count and seconds). Where a function is missing (the
   pipeline moved on), that part is reported as not measured.
 - step prices, on the same sample, each a variant of the settings run beside
   the default on the same file (three rounds each, median), its bytes, seconds and SSIM (against the
@@ -250,12 +251,18 @@ class _Probe:
                 return run
             return outer
 
+        try:  # the quality search's own module (pipeline/search.py), else quality.py
+            searcher = importlib.import_module("pyimgopt.pipeline.search")
+        except ImportError:
+            searcher = quality
         wrap(chooser, chooser_name, counted(encode_one))
-        if hasattr(quality, "plan_target"):
-            wrap(quality, "plan_target", plan_target)
-            wrap(quality, "confirm_target", confirm_target)
-        wrap(quality, "measure", measure)
-        wrap(quality, "encode", q_encode)
+        if hasattr(searcher, "plan_target"):
+            wrap(searcher, "plan_target", plan_target)
+            wrap(searcher, "confirm_target", confirm_target)
+        wrap(quality, "measure", measure)  # choose's checks of unsearched candidates
+        if searcher is not quality:
+            wrap(searcher, "measure", measure)  # the search's probes (imported by name)
+        wrap(searcher, "encode", q_encode)
         try:
             yield self
         finally:

@@ -361,7 +361,7 @@ def profile_section(benches: list[dict[str, Any]]) -> tuple[str, list[list[str]]
                 for k, v in sorted(cand_t.items(), key=lambda kv: -kv[1][0])]
         parts.append("Inside `auto` (all sample files): each candidate format's search, from outside "
                      "(wrapped `pipeline._encode_one`, now `pipeline.choose.encode_one`), and the SSIM probes and encodes of the "
-                     "quality search (wrapped `quality.measure` / `quality.encode`).\n\n"
+                     "quality search (wrapped `quality.measure` and `search.measure` / `search.encode`).\n\n"
                      + _t(["candidate", "searches", "CPU s", "share of auto CPU time", "won"], crow)
                      + f"\n\nSSIM probes: {probes[0]:,} taking {probes[1]:.1f} CPU s "
                      f"({100 * probes[1] / total_auto:.0f} % of auto time); quality-search encodes: "

@@ -141,7 +141,7 @@ def test_quality_search_interpolates_to_the_lowest_passing_quality():
     """search_quality finds the lowest quality meeting the target of a rising curve (or one
     above it) in at most six probes (bisection took seven or eight), and the cap when
     nothing meets it."""
-    from pyimgopt.pipeline.quality import search_quality
+    from pyimgopt.pipeline.search import search_quality
 
     import math
 
@@ -164,7 +164,7 @@ def test_quality_search_interpolates_to_the_lowest_passing_quality():
 
 def test_quality_proxy_is_a_mosaic_of_the_whole_image():
     from pyimgopt.pipeline.decode import Decoded
-    from pyimgopt.pipeline.quality import PROXY_PIXELS, proxy
+    from pyimgopt.pipeline.search import PROXY_PIXELS, proxy
 
     small = Decoded(frames=[Image.fromarray(photo(400, 300))])
     assert proxy(small) is None  # small images are searched as they are

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import EncodeError, UnsupportedFormatError
 from ..settings import Settings
-from . import jxl, privacy, quality
+from . import jxl, privacy, quality, search
 from .encode import Encoded, encode, looks_like_graphic
 
 __all__ = ["encode_one", "best_auto"]
@@ -41,7 +41,7 @@ def encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool,
                small=True) -> quality.Candidate:
     """One format: at the target when ``target_ssim`` is set, else at ``quality``.
 
-    ``small`` is the image's :func:`.quality.proxy` when the caller made it
+    ``small`` is the image's :func:`.search.proxy` when the caller made it
     (``True``: made here when needed). A lossless encode reports SSIM 1 only
     when the frames hold every source value (``Decoded.exact``): rounded
     16-bit samples or colours converted to sRGB are not the source, whatever
@@ -50,7 +50,7 @@ def encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool,
     lossless = bool(s.lossless) or (
         fmt in ("webp", "jxl") and s.lossless is None and fmt_in == fmt and src_lossless)
     if s.target_ssim is not None and quality.searchable(dec, fmt, lossless):
-        return quality.encode_to_target(
+        return search.encode_to_target(
             dec, fmt, s, s.target_ssim, source_format=fmt_in, source_lossless=src_lossless,
             small=small)
     enc = encode(dec, fmt, s, source_format=fmt_in, source_lossless=src_lossless)
@@ -75,7 +75,7 @@ def best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool,
     """``format="auto"``: every candidate at the target; the smallest that meets it wins.
 
     Candidates are the formats of :func:`.quality.auto_formats`. A large still
-    image is searched on one shared :func:`.quality.proxy`; the lossy formats
+    image is searched on one shared :func:`.search.proxy`; the lossy formats
     are ranked by their proxy's bytes (a small image: by its fast probe
     encodes) and only those within ``RANK_SLACK`` (``FAST_RANK_SLACK``) of
     the smallest are encoded for real at full size, where every candidate's
@@ -103,14 +103,14 @@ def best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool,
         raise UnsupportedFormatError(
             f"none of formats_allowed ({', '.join(s.formats_allowed)}) can hold this image{why} "
             f"({len(dec.frames)} frames)", stage="encode")
-    small = quality.proxy(dec)
+    small = search.proxy(dec)
     skipped: list[str] = []
     lossy = [f for f in formats if quality.searchable(dec, f, _lossless_for(f, st, fmt_in, src_lossless))]
     plans = {}
     w, h = dec.size
     if len(lossy) > 1:
         for fmt in lossy:
-            plans[fmt] = quality.plan_target(dec, fmt, _auto_settings(st, fmt, w * h), target,
+            plans[fmt] = search.plan_target(dec, fmt, _auto_settings(st, fmt, w * h), target,
                                              source_format=fmt_in, source_lossless=src_lossless,
                                              small=small, rank=True)
         # With a proxy: its real encodes; without: the fast probes at the answer, whose
@@ -138,7 +138,7 @@ def best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool,
         if any(x.startswith(f"{fmt}~") for x in skipped):
             cand = None
         elif fmt in plans:
-            cand = quality.confirm_target(dec, plans[fmt], sf, target, source_format=fmt_in,
+            cand = search.confirm_target(dec, plans[fmt], sf, target, source_format=fmt_in,
                                           source_lossless=src_lossless)
         else:
             cand = encode_one(dec, fmt, sf, fmt_in, src_lossless, small=small)
