@@ -128,8 +128,10 @@ def plan_jobs(
     Folders recurse (see :func:`collect`); outputs mirror each
     file's path under ``out_dir``; a missing path, a path outside the
     ``policy``'s scopes (``scope_denied``), an operation it does not grant
-    (``capability_denied``) or an output that would collide with another's is
-    a failed result, not a job. Job paths are canonical.
+    (``capability_denied``) or an output that would replace another input of
+    the batch is a failed result, not a job. An output name an earlier input
+    already has (same stem) gets a distinct name instead
+    (:func:`_distinct_output`). Job paths are canonical.
     """
     policy = policy or Policy.trusted()
     if not in_place and out_dir is None:

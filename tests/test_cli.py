@@ -228,6 +228,27 @@ def test_cli_router_exits_nonzero_when_its_router_dies(tmp_path, monkeypatch, ca
         signal.signal(signal.SIGTERM, before)
     assert code == 1
     assert "the router stopped" in capsys.readouterr().err
+def test_cli_same_stem_names_are_predictable_when_the_first_form_is_taken(tmp_path):
+    """The README's naming rule, past its first form: three inputs called x.png (from three
+    folders, given one by one) into one output folder write x.png, x.png.png and then
+    x.png-2.png; under auto three x.gif claim the stems x, x.gif and x.gif-2. (Planning
+    only: no process, a few ms.)"""
+    from pyimgopt import Settings
+    from pyimgopt.client import plan_jobs
+
+    for name, fmt, want in (("x.png", "keep", ["x.png", "x.png.png", "x.png-2.png"]),
+                            ("x.gif", "auto", ["x.gif", "x.gif.gif", "x.gif-2.gif"])):
+        paths = []
+        for d in "abc":
+            (tmp_path / fmt / d).mkdir(parents=True)
+            paths.append(tmp_path / fmt / d / name)
+            paths[-1].write_bytes(b"not decoded here")
+        jobs, refused = plan_jobs(paths, Settings(format=fmt), str(tmp_path / f"out-{fmt}"), False)
+        assert not refused
+        assert [os.path.basename(j["output"]) for j in jobs] == want
+        assert [os.path.dirname(j["input"]) for j in jobs] == [str(tmp_path / fmt / d) for d in "abc"]
+
+
 def test_cli_same_stem_inputs_both_written_never_overwritten(tmp_path):
     """Issue 17: x.gif and x.webp under auto both map to x.webp; the later one (in sorted
     order) writes x.webp.<ext> instead of failing, and neither output replaces the other.
