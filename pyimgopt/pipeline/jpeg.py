@@ -34,14 +34,15 @@ _SMALL_PIXELS = 250_000  # below this, try baseline and progressive JPEG and kee
 #: Below this effort JPEG writes libjpeg-turbo's progressive JPEG with Pillow's
 #: own (Annex K) tables: the speed-first setting, as sharp and pyvips default to.
 JPEG_MOZJPEG_EFFORT = 5
-#: From this effort mozjpeg searches the progressive scan script: 1.4 % fewer
-#: bytes on the broad corpus's tuning half for +50 % of the default's time
-#: (2.9x Pillow q80 instead of 1.95x), too close to the 3x budget for a default.
+#: From this effort mozjpeg searches the progressive scan script: 1.0 % fewer
+#: bytes on the broad corpus's step-price sample for +81 % of the default's
+#: CPU time (bench/README.md, step prices): under the 1 %-for-20 % bar.
 JPEG_SCAN_SEARCH_EFFORT = 7
 #: From this effort mozjpeg adds trellis quantisation (and overshoot
 #: deringing) to table 8 and the scan search: ~1 % fewer bytes at equal SSIM
-#: for ~2.5x the encode time on the broad corpus, worth it only when every
-#: byte counts. Without libvips, this effort adds mozjpeg's lossless pass.
+#: on the broad corpus as a whole for 3.6x the default's CPU time (though 11.6 %
+#: on its 15 JPEGs of 8 MP or more, at 3.8x Pillow q80's time: over the 3x
+#: budget). Without libvips, this effort adds mozjpeg's lossless pass.
 JPEG_TRELLIS_EFFORT = 8
 #: A chroma difference (Cb or Cr, 8-bit levels) inside one 2x2 block above
 #: which 4:2:0 visibly bleeds a colour edge.
