@@ -41,7 +41,7 @@ JPEG_SCAN_SEARCH_EFFORT = 7
 #: From this effort mozjpeg adds trellis quantisation (and overshoot
 #: deringing) to table 8 and the scan search: ~1 % fewer bytes at equal SSIM
 #: on the broad corpus as a whole for 3.6x the default's CPU time (though 11.6 %
-#: on its 15 JPEGs of 8 MP or more, at 3.8x Pillow q80's time: over the 3x
+#: on its 15 JPEGs of 8 MP or more, at 4.6x Pillow q80's time: over the 3x
 #: budget). Without libvips, this effort adds mozjpeg's lossless pass.
 JPEG_TRELLIS_EFFORT = 8
 #: A chroma difference (Cb or Cr, 8-bit levels) inside one 2x2 block above
