@@ -20,11 +20,17 @@ demo: $(STAMP)  ## optimise the bundled sample folder into demo-out/ and print t
 
 test: test-native test-pure  ## the whole suite, on the native backend and on the pure fallback
 
+# Each pass runs its test files on up to 4 processes (pytest-xdist, one file per
+# process at a time: a module's fixtures stay in one process), or on as many as
+# there are cores when fewer; TEST_JOBS=0 runs in one process.
+TEST_JOBS ?= auto
+PYTEST := $(PY) -m pytest -q --durations=15 -n $(TEST_JOBS) --maxprocesses 4 --dist loadfile
+
 test-native: $(STAMP)
-	PYIMGOPT_EXPECT_BACKEND=native $(PY) -m pytest -q
+	PYIMGOPT_EXPECT_BACKEND=native $(PYTEST)
 
 test-pure: $(STAMP)
-	PYIMGOPT_PURE=1 PYIMGOPT_EXPECT_BACKEND=pure $(PY) -m pytest -q
+	PYIMGOPT_PURE=1 PYIMGOPT_EXPECT_BACKEND=pure $(PYTEST)
 
 # pyvips (the sharp-task baseline) comes with the `bench` extra; without it the
 # pyvips cases skip with a reason. The JSON is turned into bench/README.md's tables.
