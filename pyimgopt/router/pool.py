@@ -81,6 +81,8 @@ class LocalPool:
             cmd += ["--max-jobs", str(cfg.max_jobs_per_sidecar)]
         if cfg.max_rss:
             cmd += ["--max-rss-mb", str(max(1, cfg.max_rss // (1024 * 1024)))]
+        if cfg.max_sidecar_age:
+            cmd += ["--max-age", str(cfg.max_sidecar_age)]
         if cfg.sidecar_address_space:
             cmd += ["--max-address-space-mb", str(cfg.sidecar_address_space // (1024 * 1024))]
         if cfg.cpu_per_job:
