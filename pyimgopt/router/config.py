@@ -28,6 +28,12 @@ class RouterConfig:
     max_jobs_per_sidecar: int | None = 5000
     max_rss: int | None = 1024 * 1024 * 1024
     max_sidecar_age: float | None = 3600.0  # seconds a sidecar serves before it is recycled
+    # True: while the pool first comes up, the in-process worker takes small
+    # first attempts, so the first file starts at once — at the price of
+    # running those files in this process, outside the sidecars' isolation
+    # (a codec that crashes on a hostile file would take this process down).
+    # Off by default for that reason (README § Pool start-up).
+    inprocess_start: bool = False
     memory_cap: int | None = None
     memory_reserve: int = 256 * 1024 * 1024
     heartbeat: float = 0.5
