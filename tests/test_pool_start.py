@@ -18,9 +18,9 @@ from pyimgopt.router import RouterConfig
 
 from conftest import encode, jpeg, photo
 
-ONE_BACKEND = pytest.mark.skipif(
-    os.environ.get("PYIMGOPT_PURE") == "1",
-    reason="pool start-up does not depend on the kernel backend: run once, in the native pass")
+# backend-independent machinery: the pure pass skips it (tests/conftest.py)
+pytestmark = pytest.mark.one_backend
+
 FAST = dict(liveness=3.0, heartbeat=0.2)
 
 
@@ -34,7 +34,6 @@ def wait_for(pred, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@ONE_BACKEND
 def test_pool_start_small_files_run_in_process_big_ones_wait_for_a_sidecar(tmp_path):
     """Sidecars that cannot start (a bad argument): while the pool tries, the
     in-process worker runs the small file; the big one (its header says more
@@ -60,7 +59,6 @@ def test_pool_start_small_files_run_in_process_big_ones_wait_for_a_sidecar(tmp_p
     assert [k for k in kinds if k[0] == "result"] and not [k for k in kinds if k[0] == "failed"]
 
 
-@ONE_BACKEND
 def test_pool_start_in_process_worker_retires_once_the_pool_is_up(tmp_path):
     """The in-process worker takes the first file at once, then stops when the
     pool has come up: no job runs in this process after that. (About 3 s.)"""
@@ -80,7 +78,6 @@ def test_pool_start_in_process_worker_retires_once_the_pool_is_up(tmp_path):
         assert [e.data["sidecar"] for e in started] != ["in-process"] and len(started) == 1
 
 
-@ONE_BACKEND
 def test_pool_start_is_off_by_default(tmp_path):
     """Without ``inprocess_start`` nothing runs in the router's process while
     the pool is up or coming up (the sidecars' isolation holds for every file)."""

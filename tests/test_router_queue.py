@@ -18,9 +18,8 @@ from pyimgopt.router.queue import LOOK_AHEAD, JobQueue
 
 from conftest import jpeg, photo
 
-ONE_BACKEND = pytest.mark.skipif(
-    os.environ.get("PYIMGOPT_PURE") == "1",
-    reason="dispatch order does not depend on the kernel backend: run once, in the native pass")
+# backend-independent machinery: the pure pass skips it (tests/conftest.py)
+pytestmark = pytest.mark.one_backend
 
 
 def drain(q: JobQueue, eligible=lambda job, batch: True) -> list[str]:
@@ -96,7 +95,6 @@ def test_queue_removing_most_jobs_keeps_the_order_of_the_rest():
     assert len(q) == 0 and q.by_priority() == {}
 
 
-@ONE_BACKEND
 def test_queue_router_starts_the_largest_file_first(tmp_path):
     """One sidecar, files of four sizes submitted smallest first: it starts them
     largest first, so a big image never starts last and leaves cores idle at
