@@ -206,7 +206,9 @@ class JobLife:
             self._pressure = available_memory() < self.config.memory_reserve
         pressure = self._pressure
         for slot in free:
-            small = self._executor.small_jobs_only(slot)
+            # optional on an executor: only the local sidecars' in-process start worker takes small jobs
+            small_only = getattr(self._executor, "small_jobs_only", None)
+            small = None if small_only is None else small_only(slot)
             while self._executor.has_room(slot):
                 job = None
                 for jid in self._queue.candidates(self._eligible(now, small), smallest=small is not None):
