@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slots", type=int, default=1)
     p.add_argument("--max-jobs", type=int, default=None, help="recycle after N jobs")
     p.add_argument("--max-rss-mb", type=int, default=None, help="recycle when RSS passes this")
+    p.add_argument("--max-age", type=float, default=None, help="recycle after serving this many seconds")
     p.add_argument("--heartbeat", type=float, default=0.5, help="seconds between heartbeats")
     p.add_argument("--name", default=None)
     p.add_argument("--parent", type=int, default=None, help="exit when this pid is gone")
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         slots=a.slots,
         max_jobs=a.max_jobs,
         max_rss=None if a.max_rss_mb is None else a.max_rss_mb * 1024 * 1024,
+        max_age=a.max_age,
         heartbeat=a.heartbeat,
         name=a.name,
         parent=a.parent,

@@ -11,10 +11,16 @@ more than the router reserved (asked before decoding), streaming
 ``progress``, returning ``result`` or ``failed`` with the structured error,
 honouring ``abort`` (the job stops between stages, nothing is written),
 ``register`` (announce again to a router that lost track of us) and
-``shutdown``, and recycling itself after N jobs or when its RSS passes a cap
-(after the job in hand). Inline jobs (image bytes in a frame) run on bytes
-and return the output bytes; path jobs read and write through the
-pipeline's atomic writer.
+``shutdown``, and recycling itself after N jobs, after serving for a
+while, or when its RSS passes a cap (after the job in hand). Inline jobs
+(image bytes in a frame) run on bytes and return the output bytes; path jobs
+read and write through the pipeline's atomic writer.
+
+A job should cost what it costs in process: the memory estimate takes the
+header the pipeline probes anyway (its ``admit`` hook), so nothing is read
+twice; decoded settings are kept per distinct settings; workers wake
+the loop through a pipe, once per batch of replies; RSS is read only when
+the process's peak says it may be over a limit.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import ctypes
 import functools
 import os
 import queue
+import resource
 import sys
 import threading
 import time
@@ -41,9 +48,8 @@ from pyimgopt.errors import (
     PyimgoptError,
 )
 from pyimgopt.pipeline import optimize_bytes, optimize_file
-from pyimgopt.pipeline.write import read_input
 
-from .memory import estimate_job_memory
+from .memory import estimate_from_probe
 
 __all__ = ["Sidecar", "rss_bytes"]
 
@@ -80,10 +86,16 @@ def _libc():
         return None
 
 
+def _peak_rss() -> int:
+    """The highest RSS this process ever had, in bytes (one cheap system call;
+    the current RSS is never above it, so below a limit nothing more is read)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _trim_heap() -> None:
     """Give freed heap back to the OS (glibc) when RSS is above :data:`TRIM_ABOVE_RSS`."""
     libc = _libc()
-    if libc is None or rss_bytes() <= TRIM_ABOVE_RSS:
+    if libc is None or _peak_rss() <= TRIM_ABOVE_RSS or rss_bytes() <= TRIM_ABOVE_RSS:
         return
     try:
         libc.malloc_trim(0)
@@ -100,8 +112,19 @@ class _Running:
     grant_ok: bool = False
 
 
-class _Dropped(Exception):
-    """The router took the job back (not enough memory yet): no reply is due."""
+class _Dropped(BaseException):
+    """The router took the job back (not enough memory yet): no reply is due.
+
+    A BaseException, so that the pipeline, which turns any Exception into a
+    failed result, lets it through."""
+
+
+#: Settings decoded per distinct wire dict, at most this many kept.
+_SETTINGS_CACHE = 32
+
+
+def _settings_key(d: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if type(v) is list else v) for k, v in d.items()))
 
 
 class Sidecar:
@@ -117,6 +140,9 @@ class Sidecar:
         Recycle (exit cleanly) after this many jobs; ``None``: never.
     max_rss:
         Recycle when RSS passes this many bytes after a job; ``None``: never.
+    max_age:
+        Recycle after serving this many seconds (after the job in hand);
+        ``None``: never.
     heartbeat:
         Seconds between heartbeats.
     router_timeout:
@@ -147,6 +173,7 @@ class Sidecar:
         slots: int = 1,
         max_jobs: int | None = None,
         max_rss: int | None = None,
+        max_age: float | None = None,
         heartbeat: float = 0.5,
         router_timeout: float = 15.0,
         inline: bool | None = None,
@@ -162,6 +189,7 @@ class Sidecar:
         self.slots = max(1, int(slots))
         self.max_jobs = max_jobs
         self.max_rss = max_rss
+        self.max_age = max_age
         self.heartbeat = heartbeat
         self.router_timeout = router_timeout
         self.curve = curve
@@ -173,10 +201,11 @@ class Sidecar:
         self._jobs: queue.Queue = queue.Queue()
         self._outbox: collections.deque = collections.deque()
         self._running: dict[str, _Running] = {}
-        self._lock = threading.Lock()
         self._done = 0
         self._stop = threading.Event()
-        self._wake_addr = f"inproc://sidecar-wake-{uuid.uuid4().hex}"
+        self._woken = False  # a wake-up byte is on its way (workers write it once per batch of replies)
+        self._wake_r = self._wake_w = -1
+        self._settings: dict[tuple, object] = {}
         self._crash_on = crash_on or None
         self._stall_on = stall_on if stall_on and stall_on[0] else None
         self.parent = parent
@@ -185,15 +214,30 @@ class Sidecar:
 
     # -- worker threads -------------------------------------------------------------
 
-    def _post(self, frames: list[bytes], finished: str | None = None) -> None:
+    def _post(self, frames: list[bytes] | None, finished: str | None = None) -> None:
         # One append carries the reply and the "slot is free" mark together, so
         # the router can never see the result before this sidecar frees the slot.
         self._outbox.append((frames, finished))
-        with self._lock:  # one wake socket, shared by the workers under a lock
+        if not self._woken:  # the loop clears the flag before it empties the outbox
+            self._woken = True
             try:
-                self._wake_tx.send(b"", zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass  # full (it is awake anyway) or closed (stopping)
+
+    def _unpack_settings(self, d: dict):
+        try:
+            key = _settings_key(d)
+            hit = self._settings.get(key)
+        except TypeError:  # an unhashable value: let unpack_settings say what is wrong
+            key, hit = None, None
+        if hit is None:
+            hit = protocol.unpack_settings(d)
+            if key is not None:
+                if len(self._settings) >= _SETTINGS_CACHE:
+                    self._settings.clear()
+                self._settings[key] = hit
+        return hit
 
     def _work(self) -> None:
         while True:
@@ -205,6 +249,7 @@ class Sidecar:
     def _run_job(self, msg: protocol.Message) -> None:
         job, attempt = msg["job"], msg["attempt"]
         run = self._running[job]
+        self._arm_cpu_limit()  # from when it starts, in its worker thread
         started = time.monotonic()
 
         def progress(stage: str) -> None:
@@ -214,27 +259,29 @@ class Sidecar:
             if stage in _REPORTED_STAGES and time.monotonic() - started >= PROGRESS_AFTER:
                 self._post(protocol.encode("progress", job=job, attempt=attempt, stage=stage))
 
-        bulk: list[bytes] = []
-        try:
-            settings = protocol.unpack_settings(msg["settings"])
-            if self._crash_on and self._crash_on in (msg.get("input") or ""):
-                os._exit(137)  # test-only: die like a hostile image would make us
-            self._admit(msg, run, settings)
+        def admit(pr, nbytes: int) -> None:
+            self._admit(run, msg.get("mem"), estimate_from_probe(pr, nbytes))
             if self._stall_on and self._stall_on[0] in (msg.get("input") or ""):
-                # test-only: a job surely in progress; an abort still ends it
+                # test-only: a job surely in progress (its memory granted); an abort still ends it
                 until = time.monotonic() + self._stall_on[1]
                 while time.monotonic() < until and not run.abort.is_set():
                     time.sleep(0.02)
+
+        bulk: list[bytes] = []
+        try:
+            settings = self._unpack_settings(msg["settings"])
+            if self._crash_on and self._crash_on in (msg.get("input") or ""):
+                os._exit(137)  # test-only: die like a hostile image would make us
             if msg["inline"]:
                 if not msg.bulk:
                     raise ProtocolError("inline job without its image frame", stage="protocol")
                 out, result = optimize_bytes(msg.bulk[0], settings, progress=progress,
-                                             in_place=msg["in_place"])
+                                             in_place=msg["in_place"], admit=admit)
                 bulk = [out]
             else:
                 dst = None if msg["in_place"] else msg["output"]
                 result = optimize_file(msg["input"], dst, settings, progress=progress,
-                                       expect=msg.get("expect"), outputs=msg.get("outputs"))
+                                       expect=msg.get("expect"), outputs=msg.get("outputs"), admit=admit)
             if result.error is not None:
                 reply = protocol.encode("failed", job=job, attempt=attempt,
                                         error=protocol.pack_error(result.error))
@@ -252,23 +299,10 @@ class Sidecar:
         _trim_heap()
         self._post(reply, finished=job)
 
-    def _admit(self, msg: protocol.Message, run: _Running, settings) -> None:
-        """Estimate the job's memory from its header; ask the router when it is more
-        than reserved, and wait for the answer before decoding anything."""
-        reserved = msg.get("mem")
-        if reserved is None:
-            return
-        if msg["inline"]:
-            data = msg.bulk[0] if msg.bulk else b""
-        else:
-            want = None if msg.get("expect") is None else (msg["expect"]["dev"], msg["expect"]["ino"])
-            try:
-                data, _ = read_input(msg["input"], settings.max_input_bytes, expect=want)
-            except PyimgoptError:
-                return  # the pipeline reports it, typed, in a moment
-        need = estimate_job_memory(data, settings)
-        del data
-        if need is None or need <= reserved:
+    def _admit(self, run: _Running, reserved: int | None, need: int) -> None:
+        """The header says the job needs ``need`` bytes: when that is more than the
+        router reserved, ask, and wait for the answer before decoding anything."""
+        if reserved is None or need <= reserved:
             return
         self._post(protocol.encode("need", job=run.job, attempt=run.attempt, mem=int(need)))
         while not run.granted.wait(0.2):
@@ -318,17 +352,17 @@ class Sidecar:
 
             make_client(sock, self.curve[0], self.curve[1])
         sock.connect(self.endpoint)
-        wake_rx = self._ctx.socket(zmq.PAIR)
-        wake_rx.bind(self._wake_addr)
-        self._wake_tx = self._ctx.socket(zmq.PAIR)
-        self._wake_tx.connect(self._wake_addr)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        started_at = time.monotonic()
         threads = [threading.Thread(target=self._work, daemon=True, name=f"job-{i}")
                    for i in range(self.slots)]
         for t in threads:
             t.start()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        poller.register(wake_rx, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
 
         def announce() -> None:
             sock.send_multipart(protocol.encode("ready", slots=self.slots, pid=os.getpid(), name=self.name,
@@ -361,19 +395,22 @@ class Sidecar:
                         "heartbeat", rss=rss_bytes(), busy=sorted(self._running)))
                     next_beat = now + self.heartbeat
                 events = dict(poller.poll(max(1, int((next_beat - now) * 1000))))
-                if wake_rx in events:
-                    while True:
-                        try:
-                            wake_rx.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
+                if self._wake_r in events:
+                    self._woken = False  # cleared before the outbox is emptied: no reply is missed
+                    try:
+                        while os.read(self._wake_r, 512):
+                            pass
+                    except (BlockingIOError, InterruptedError):
+                        pass
                 while self._outbox:
                     frames, finished = self._outbox.popleft()
                     if finished is not None:
                         self._running.pop(finished, None)
                         self._done += 1
-                        over_rss = self.max_rss is not None and rss_bytes() > self.max_rss
-                        if (self.max_jobs is not None and self._done >= self.max_jobs) or over_rss:
+                        over_rss = (self.max_rss is not None and _peak_rss() > self.max_rss
+                                    and rss_bytes() > self.max_rss)
+                        too_old = self.max_age is not None and now - started_at >= self.max_age
+                        if (self.max_jobs is not None and self._done >= self.max_jobs) or over_rss or too_old:
                             recycling = True
                     if frames is not None:  # None: a job the router took back
                         sock.send_multipart(frames)
@@ -417,7 +454,6 @@ class Sidecar:
                                         "sidecar has no free slot", stage="dispatch", retryable=True))))
                                 continue
                             self._running[msg["job"]] = _Running(msg["job"], msg["attempt"])
-                            self._arm_cpu_limit()
                             self._jobs.put(msg)
                         elif msg.type == "grant":
                             run = self._running.get(msg["job"])
@@ -461,8 +497,12 @@ class Sidecar:
             # A recycle's goodbye gets a moment to leave; otherwise the router sees
             # the exit first and reports a loss.
             sock.close(linger)
-            wake_rx.close(0)
-            self._wake_tx.close(0)
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._wake_r = self._wake_w = -1
         return code
 
 

@@ -211,6 +211,18 @@ def test_pool_sidecar_recycled_after_n_jobs(tmp_path):
     assert counters["recycles"] >= 3 and counters["spawned"] >= 4
 
 
+def test_pool_sidecar_recycled_after_its_age(tmp_path):
+    """A sidecar past ``max_sidecar_age`` is recycled after the job in hand,
+    however few jobs it ran (the job count alone would never recycle it)."""
+    make_images(tmp_path / "in", 3)
+    cfg = RouterConfig(max_sidecar_age=0.001, max_jobs_per_sidecar=None, **FAST)
+    with Client.local(workers=1, config=cfg) as c:
+        results = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out").wait(180)
+        counters = c.status()["counters"]
+    assert all(r.ok for r in results) and len(results) == 3
+    assert counters["recycles"] >= 2 and counters["spawned"] >= 3
+
+
 def _overlap(events):
     running, peak = set(), 0
     for e in events:

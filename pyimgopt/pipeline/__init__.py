@@ -50,6 +50,7 @@ def optimize_bytes(
     *,
     progress: Callable[[str], None] | None = None,
     in_place: bool = False,
+    admit: Callable[..., None] | None = None,
 ) -> tuple[bytes, Result]:
     """Optimise an image held in memory.
 
@@ -57,7 +58,9 @@ def optimize_bytes(
     kept (``auto`` picks within it; a named other format is refused).
 
     ``progress(stage)`` is called as each stage ends; if it raises, the
-    pipeline stops there and the exception propagates.
+    pipeline stops there and the exception propagates. ``admit(probe,
+    nbytes)`` is called once the header is probed, before decoding, with
+    the :class:`~.probe.Probe` and the input's size; it may raise the same way.
 
     Returns the output bytes and a :class:`Result` (``input``/``output`` are
     ``None``). For a ``skipped`` result the bytes are the input's own.
@@ -77,7 +80,7 @@ def optimize_bytes(
             f"{len(data):,} bytes is over max_input_bytes={s.max_input_bytes:,}", stage="read"
         )
     start = time.perf_counter()
-    clock = Clock(progress)
+    clock = Clock(progress, admit)
     try:
         out, info = run(data, s, None, clock, in_place=in_place)
     except PyimgoptError:
@@ -114,6 +117,7 @@ def optimize_file(
     progress: Callable[[str], None] | None = None,
     expect: dict | None = None,
     outputs: dict[str, str] | None = None,
+    admit: Callable[..., None] | None = None,
 ) -> Result:
     """Optimise the file ``src`` and write it to ``dst`` (``None``: in place).
 
@@ -130,7 +134,9 @@ def optimize_file(
     ``progress(stage)`` is called as each stage ends (``read``, ``probe``,
     ``decode``, ``resize``, ``encode``, ``write``); an exception it raises
     (a :class:`PyimgoptError` such as ``CancelledError``) stops the pipeline
-    before anything is written and becomes the failed result.
+    before anything is written and becomes the failed result. ``admit(probe,
+    nbytes)`` is called once the header is probed, before decoding (see
+    :func:`optimize_bytes`); what it raises ends the job the same way.
 
     Never raises for a per-file problem: the :class:`Result` carries status
     ``failed`` and the typed error. Writes are atomic; in place, the original
@@ -148,7 +154,7 @@ def optimize_file(
     in_place = dst is None or os.path.abspath(os.fspath(dst)) == os.path.abspath(src_s)
     dst_s = src_s if dst is None else os.fspath(dst)
     start = time.perf_counter()
-    clock = Clock(progress)
+    clock = Clock(progress, admit)
     try:
         want = None if expect is None else (expect["dev"], expect["ino"])
         data, st = read_input(src_s, s.max_input_bytes, expect=want)

@@ -46,10 +46,18 @@ class Clock:
     the pipeline between stages; nothing is written after that.
     """
 
-    def __init__(self, progress: Callable[[str], None] | None = None) -> None:
+    def __init__(self, progress: Callable[[str], None] | None = None,
+                 admit: Callable[..., None] | None = None) -> None:
         self.stages: dict[str, float] = {}
         self._t = time.perf_counter()
         self._progress = progress
+        self._admit = admit
+
+    def probed(self, pr, nbytes: int) -> None:
+        """The header is read: the caller's ``admit(probe, nbytes)`` may stop here, before any
+        pixel buffer exists (a pool sidecar asks the router for the memory it estimates)."""
+        if self._admit is not None:
+            self._admit(pr, nbytes)
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
@@ -67,6 +75,7 @@ def run(
     Raises the typed :class:`~pyimgopt.errors.PyimgoptError` of the stage that failed.
     """
     pr = probe(data, s, path)
+    clock.probed(pr, len(data))
     clock.lap("probe")
     fmt_in = pr.format.lower()
     if in_place and s.format not in ("keep", "auto", fmt_in):

@@ -244,7 +244,7 @@ class BatchDesk:
                     if batch.cancelled:
                         self._end_job(job, CancelledError("cancelled", path=job.input, stage="queue"))
                     else:
-                        self._queue.push(job.id, batch.id, batch.priority)
+                        self._queue.push(job.id, batch.id, batch.priority, size=job.size)
                         self._event(batch, "queued", job.id, input=job.input)
             if not reg.jobs:
                 self._registering.popleft()

@@ -184,6 +184,11 @@ def restore_jobs(row: dict, rows: list[dict], recover: bool,
                     updates.append(("job_done", job.id, result))
                 elif status == "running":
                     updates.append(("job_queued", job.id))
+                if job.state == "queued":
+                    try:  # its size orders the queue (largest first), as at submit
+                        job.size = os.stat(job.input).st_size
+                    except OSError:
+                        pass  # the pipeline reports it when the job runs
                 if (job.state == "queued" and policy is not None and not in_place and job.output
                         and row["settings"].get("format") == "auto"):
                     job.outputs = _auto_outputs(policy, job.input, job.output)

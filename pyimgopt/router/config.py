@@ -21,8 +21,19 @@ class RouterConfig:
 
     workers: int | None = None  # None: usable CPUs; 0: in-process (degraded) only
     pool: bool = True  # False: start no sidecars at all, wait for sidecars that connect
-    max_jobs_per_sidecar: int | None = 500
+    # Recycling (after the job in hand) bounds leaks and heap growth. A new
+    # sidecar costs ~0.3 s of CPU (interpreter, imports), so the job count is
+    # high enough for that to stay under ~3 % even for tiny files; the RSS cap
+    # and the age bound what a long-lived process may grow into.
+    max_jobs_per_sidecar: int | None = 5000
     max_rss: int | None = 1024 * 1024 * 1024
+    max_sidecar_age: float | None = 3600.0  # seconds a sidecar serves before it is recycled
+    # True: while the pool first comes up, the in-process worker takes small
+    # first attempts, so the first file starts at once — at the price of
+    # running those files in this process, outside the sidecars' isolation
+    # (a codec that crashes on a hostile file would take this process down).
+    # Off by default for that reason (README § Pool start-up).
+    inprocess_start: bool = False
     memory_cap: int | None = None
     memory_reserve: int = 256 * 1024 * 1024
     heartbeat: float = 0.5

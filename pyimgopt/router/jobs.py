@@ -174,12 +174,21 @@ class JobLife:
 
     # -- dispatch --------------------------------------------------------------------------
 
-    def _eligible(self, now: float):
+    def _eligible(self, now: float, small: int | None = None):
         def check(jid: str, bid: str) -> bool:
             batch = self._batches[bid]
             job = self._jobs[jid]
             return not batch.paused and job.not_before <= now
-        return check
+        if small is None:
+            return check
+
+        def first_and_small(jid: str, bid: str) -> bool:
+            # only what never ran (a file that killed a sidecar never runs in this
+            # process) and is not known to be bigger than ``small``
+            job = self._jobs[jid]
+            return (job.attempt == 0 and job.kills == 0 and (job.mem is None or job.mem <= small)
+                    and check(jid, bid))
+        return first_and_small
 
     @staticmethod
     def _first_grant(job: Job) -> int:
@@ -197,9 +206,12 @@ class JobLife:
             self._pressure = available_memory() < self.config.memory_reserve
         pressure = self._pressure
         for slot in free:
+            # optional on an executor: only the local sidecars' in-process start worker takes small jobs
+            small_only = getattr(self._executor, "small_jobs_only", None)
+            small = None if small_only is None else small_only(slot)
             while self._executor.has_room(slot):
                 job = None
-                for jid in self._queue.candidates(self._eligible(now)):
+                for jid in self._queue.candidates(self._eligible(now, small), smallest=small is not None):
                     cand = self._jobs[jid]
                     grant = self._first_grant(cand)
                     running = self._mem_in_use > 0
@@ -208,7 +220,7 @@ class JobLife:
                     job = cand
                     break
                 if job is None:
-                    return
+                    break
                 self._queue.take(job.id)
                 batch = self._batches[job.batch]
                 job.attempt += 1

@@ -81,6 +81,7 @@ class SidecarRecord:
     cpu: float = -1.0  # its CPU seconds at the last look (pool sidecars)
     fd: int | None = None  # the connection's file descriptor (remote sidecars)
     stale: set[str] = field(default_factory=set)  # jobs given up on that it may still run
+    start_only: bool = False  # the in-process worker covering the pool's start (small jobs only)
 
 
 def str_keys(value: Any) -> Any:

@@ -53,7 +53,16 @@ def proc_stat(pid: int) -> tuple[str, float] | None:
 
 
 class LocalPool:
-    """The pool processes of one router (and its degraded in-process worker)."""
+    """The pool processes of one router, and its in-process worker.
+
+    The in-process worker (the sidecar job loop in a thread, over
+    ``inproc``) has two roles: while the pool first comes up it **covers the
+    start** — small first attempts only (``START_JOB_MEMORY`` in
+    :mod:`.sidecars`), so the first file starts at once and the process's
+    GIL stays free for the router — and it retires once every sidecar of the
+    pool has said ready; and when no sidecar can run it is the **degraded**
+    worker, for every job.
+    """
 
     def __init__(self, executor: SidecarExecutor) -> None:
         self.x = executor
@@ -63,8 +72,10 @@ class LocalPool:
         self.registered: set[int] = set()  # pids that said ready
         self._failures = 0  # failed starts in a row
         self._next_spawn = 0.0
-        self.degraded: threading.Thread | None = None
+        self.degraded: threading.Thread | None = None  # the in-process worker's thread
         self.degraded_reason: str | None = None
+        self.covering = False  # the in-process worker covers the pool's start
+        self.full_once = False  # every sidecar of the pool said ready at least once
         self._first_failure = 0.0
 
     def ready(self, pid: int) -> None:
@@ -81,6 +92,8 @@ class LocalPool:
             cmd += ["--max-jobs", str(cfg.max_jobs_per_sidecar)]
         if cfg.max_rss:
             cmd += ["--max-rss-mb", str(max(1, cfg.max_rss // (1024 * 1024)))]
+        if cfg.max_sidecar_age:
+            cmd += ["--max-age", str(cfg.max_sidecar_age)]
         if cfg.sidecar_address_space:
             cmd += ["--max-address-space-mb", str(cfg.sidecar_address_space // (1024 * 1024))]
         if cfg.cpu_per_job:
@@ -128,8 +141,11 @@ class LocalPool:
     def keep_up(self, now: float, endpoint: str, live_sidecars: int) -> None:
         """Start what the pool lacks (after the back-off); degrade when it never comes up."""
         r = self.x.r
-        if r._target <= 0 or self.degraded is not None or not self.config.pool:
+        if r._target <= 0 or not self.config.pool or self.degraded_reason is not None:
             return
+        if live_sidecars >= r._target and not self.full_once:
+            self.full_once = True
+            self.covering = False  # the executor lets the in-process worker go once idle
         if (not live_sidecars and not self.registered and self._failures >= 3
                 and now - self._first_failure > self.config.spawn_grace):
             self.go_degraded("no sidecar could start; processing in-process")
@@ -142,17 +158,31 @@ class LocalPool:
                 self._next_spawn = now + min(MAX_BACKOFF, 0.5 * 2 ** (self._failures - 1))
                 break
 
-    def go_degraded(self, reason: str) -> None:
-        """Run the sidecar job loop in a thread of this process (no pool)."""
-        if self.degraded is not None:
-            return
+    def _worker(self) -> None:
+        """Start the sidecar job loop in a thread of this process (over inproc)."""
         from pyimgopt_sidecar.worker import Sidecar  # the same job loop, in a thread, over inproc
 
-        self.degraded_reason = reason
         worker = Sidecar(self.x.inproc_endpoint, context=self.x.r._ctx, name="in-process",
                          heartbeat=self.config.heartbeat, router_timeout=1e9)
         self.degraded = threading.Thread(target=worker.run, name="pyimgopt-inprocess", daemon=True)
         self.degraded.start()
+
+    def cover_start(self) -> None:
+        """Let the in-process worker take small first attempts until the pool has come up."""
+        if self.degraded is not None or self.full_once:
+            return
+        self.covering = True
+        self._worker()
+
+    def go_degraded(self, reason: str) -> None:
+        """Run every job in the in-process worker (no pool)."""
+        if self.degraded_reason is not None:
+            return
+        self.covering = False
+        self.degraded_reason = reason
+        if self.degraded is None or not self.degraded.is_alive():
+            self._worker()
+        self.x.degrade()
         self.x.r.announce_degraded(reason)
 
     def kill(self, pid: int) -> bool:
@@ -169,7 +199,13 @@ class LocalPool:
         return True
 
     def shutdown(self) -> None:
-        """Wait for the pool to exit (they were told to), kill what does not; stop the worker."""
+        """Wait for the pool to exit (they were told to), kill what does not; stop the worker.
+
+        A sidecar that never said ready holds no job and was told nothing: it
+        is killed at once (a short run ends while its pool is still starting)."""
+        for pid, proc in self.procs.items():
+            if pid not in self.registered and proc.poll() is None:
+                proc.kill()
         deadline = time.monotonic() + 5
         for proc in self.procs.values():
             try:

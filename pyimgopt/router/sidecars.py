@@ -45,7 +45,13 @@ from .pool import LocalPool, proc_stat
 if TYPE_CHECKING:
     from .broker import Router
 
-__all__ = ["SidecarExecutor"]
+__all__ = ["SidecarExecutor", "START_JOB_MEMORY"]
+
+#: The largest job (its header estimate: roughly 1.5 MP) the in-process worker
+#: takes while it covers the pool's start; a bigger one is handed back to the
+#: queue for a sidecar. Small jobs end quickly, so the router's thread, which
+#: shares that process's GIL, keeps dispatching to the sidecars coming up.
+START_JOB_MEMORY = 64 * 1024 * 1024
 
 
 def _is_net(ep: str) -> bool:
@@ -188,7 +194,8 @@ class SidecarExecutor:
                 self._lose(old, f"sidecar {old.name} announced itself again")
             self.sidecars[identity] = SidecarRecord(identity, max(1, msg["slots"]), msg["pid"], msg["name"],
                                                     local=local, inline=bool(msg.get("inline")),
-                                                    sock=sock, pool=pool, fd=fd)
+                                                    sock=sock, pool=pool, fd=fd,
+                                                    start_only=local and self.pool.degraded_reason is None)
             self._asked.pop(identity, None)
             if pool:
                 self.pool.ready(msg["pid"])
@@ -231,7 +238,11 @@ class SidecarExecutor:
             r.job_progress(job, msg["stage"])
             return
         if t == "need":
-            ok = r.job_need(job, msg["mem"])
+            if sc.start_only and msg["mem"] > START_JOB_MEMORY:
+                job.mem = msg["mem"]  # too big to run beside the router: a sidecar takes it
+                ok = False
+            else:
+                ok = r.job_need(job, msg["mem"])
             if not ok:  # back to the queue, to wait until it fits; the sidecar drops it
                 self._release(job, sc)
                 r.job_requeue(job)
@@ -356,6 +367,10 @@ class SidecarExecutor:
                     break
         live = sum(1 for sc in self.sidecars.values() if sc.pool)
         self.pool.keep_up(now, self._pool_endpoint, live)
+        if not self.pool.covering:
+            for sc in [s for s in self.sidecars.values() if s.start_only and not s.busy and not s.stale]:
+                self.send(sc.identity, "shutdown", reason="the pool is up")  # its thread ends
+                del self.sidecars[sc.identity]
 
     def _cpu_progress(self, sc: SidecarRecord, now: float) -> None:
         """A pool sidecar whose CPU time advanced is alive, heartbeat or not."""
@@ -370,10 +385,25 @@ class SidecarExecutor:
     # -- placement -----------------------------------------------------------------------
 
     def free_slots(self) -> list[SidecarRecord]:
-        """Sidecars with a free slot, idle ones first, least recently used first."""
-        free = [s for s in self.sidecars.values() if not s.retiring and self.has_room(s)]
-        free.sort(key=lambda s: (len(s.busy) > 0, s.last_idle))
+        """Sidecars with a free slot, idle ones first, least recently used first (the
+        in-process worker covering the pool's start last)."""
+        free = [s for s in self.sidecars.values() if not s.retiring and self.has_room(s)
+                and (not s.start_only or self.pool.covering)]
+        free.sort(key=lambda s: (s.start_only, len(s.busy) > 0, s.last_idle))
         return free
+
+    @staticmethod
+    def small_jobs_only(sc: SidecarRecord) -> int | None:
+        """The memory estimate above which ``sc`` hands a job back (None: any job).
+
+        The dispatcher offers such a worker the smallest first attempts only.
+        """
+        return START_JOB_MEMORY if sc.start_only else None
+
+    def degrade(self) -> None:
+        """The in-process worker now takes every job (no pool)."""
+        for sc in self.sidecars.values():
+            sc.start_only = False
 
     def has_room(self, sc: SidecarRecord) -> bool:
         return len(sc.busy) + len(sc.stale) < sc.slots and sc.identity in self.sidecars
@@ -391,7 +421,7 @@ class SidecarExecutor:
         sc.busy.add(job.id)
         fields = dict(job=job.id, attempt=job.attempt, lease_ms=int(self.config.lease * 1000),
                       in_place=batch.in_place, settings=batch.settings, inline=sc.inline,
-                      mem=job.reserved)
+                      mem=min(job.reserved, START_JOB_MEMORY) if sc.start_only else job.reserved)
         if not sc.inline:
             self.send(sc.identity, "job", input=job.input, output=job.output, expect=job.expect,
                       outputs=job.outputs, **fields)
@@ -428,8 +458,11 @@ class SidecarExecutor:
             "sidecars": [
                 {"name": s.name, "pid": s.pid, "slots": s.slots, "busy": len(s.busy), "rss": s.rss,
                  "jobs_done": s.jobs_done, "local": s.local, "pool": s.pool}
-                for s in self.sidecars.values()
+                for s in self.sidecars.values() if not s.start_only
             ],
+            # the in-process worker while it covers the pool's start (not a sidecar)
+            "start_worker": next(({"busy": len(s.busy), "jobs_done": s.jobs_done}
+                                  for s in self.sidecars.values() if s.start_only), None),
             "pool_pids": sorted(self.pool.procs),
             "degraded": self.pool.degraded_reason,
         }
@@ -438,9 +471,14 @@ class SidecarExecutor:
         return [{"name": sc.name, "rss": sc.rss} for sc in self.sidecars.values()]
 
     def start_pool(self) -> None:
-        """Called once the router is set up: degrade at once when no pool is wanted."""
+        """Called once the router is set up: degrade at once when no pool is wanted;
+        otherwise start the pool and let the in-process worker cover its start."""
         if self.r._target == 0 and self.config.pool:
             self.pool.go_degraded("workers=0: processing in-process")
+            return
+        if self.config.pool and self.config.inprocess_start:
+            self.pool.cover_start()
+        self.pool.keep_up(time.monotonic(), self._pool_endpoint, 0)
 
     def shutdown(self) -> None:
         """Tell every sidecar to stop, wait for the pool, stop the in-process worker."""
