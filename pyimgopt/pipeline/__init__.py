@@ -27,6 +27,7 @@ from .boost import native_error
 from .encode import EXTENSIONS
 from .probe import sniff
 from .route import Clock, run
+from .target import run_sized
 from .write import TEMP_SUFFIX, atomic_write, expected_parent, read_input
 
 __all__ = ["optimize_bytes", "optimize_file", "output_name", "EXTENSIONS", "TEMP_SUFFIX", "sniff"]
@@ -83,13 +84,22 @@ def _unchanged(src: str | None, dst: str | None, data: bytes, digest: str, hit: 
         dry_run=dry_run)
 
 
+def _route(data: bytes, s: Settings, path: str | None, clock: Clock, *, in_place: bool):
+    """The route, under ``target_size`` when set (:mod:`.target`)."""
+    if s.target_size is not None:
+        return run_sized(data, s, path, clock, in_place=in_place)
+    return run(data, s, path, clock, in_place=in_place)
+
+
 def _marked(out: bytes, info: dict, s: Settings, data: bytes) -> bytes:
     """``out`` with the in-file marker when ``s.mark`` asks for it and the format holds
-    one — unless the marker would make a smaller output not smaller than the input."""
+    one — unless the marker would make a smaller output not smaller than the input, or
+    push it over ``target_size``."""
     if not s.mark or info.get("status") != "optimized" or out is data:
         return out
     tagged = marker.add(out, info["format_out"], marker_key(s))
-    if tagged is None or (len(out) < len(data) <= len(tagged)):
+    if tagged is None or (len(out) < len(data) <= len(tagged)) or (
+            s.target_size is not None and len(tagged) > s.target_size):
         return out
     return tagged
 
@@ -142,7 +152,7 @@ def optimize_bytes(
         if hit is not None:
             return data, _unchanged(None, None, data, digest, hit, clock, start, False)
     try:
-        out, info = run(data, s, None, clock, in_place=in_place)
+        out, info = _route(data, s, None, clock, in_place=in_place)
         out = _marked(out, info, s, data)
     except PyimgoptError:
         raise
@@ -238,7 +248,7 @@ def optimize_file(
                 atomic_write(dst_s, data, expect_parent=parent, create_depth=depth)
             clock.lap("write")
             return _unchanged(src_s, dst_s, data, digest, hit, clock, start, dry_run)
-        out, info = run(data, s, src_s, clock, in_place=in_place)
+        out, info = _route(data, s, src_s, clock, in_place=in_place)
         out = _marked(out, info, s, data)
         if s.format == "auto" and not in_place and info["format_out"] != info["format_in"]:
             dst_s = os.path.splitext(dst_s)[0] + EXTENSIONS[info["format_out"]]
