@@ -1,4 +1,4 @@
-"""The command line: ``pyimgopt optimize``, ``ui``, ``router`` … — what a person types.
+"""The command line: ``pyimgopt optimize``, ``watch``, ``ui``, ``router`` … — what a person types.
 
 Owns argument parsing, turning PATH arguments into (input, output) pairs
 (folders recurse, outputs mirror the tree under ``--out``), running the
@@ -39,6 +39,17 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--dry-run", action="store_true",
                    help="run everything, write nothing: report per file and in total what would "
                         "be written (bytes, format, SSIM)")
+    w = sub.add_parser("watch", help="optimise new and changed files of a folder as they arrive")
+    w.add_argument("folder", metavar="FOLDER", help="the folder to watch (recursively)")
+    wdest = w.add_mutually_exclusive_group(required=True)
+    wdest.add_argument("-o", "--out", metavar="DIR", help="write outputs under DIR, mirroring FOLDER")
+    wdest.add_argument("--in-place", action="store_true", help="replace files atomically (never larger)")
+    _image_options(w, watching=True)
+    w.add_argument("--settle", type=float, default=1.0, metavar="S",
+                   help="seconds a file's size and mtime must stay the same before it is read "
+                        "(default 1.0)")
+    w.add_argument("--once", action="store_true",
+                   help="catch up on what changed while not watching, then exit")
     m = sub.add_parser("manifest", help="the optimisation manifest: where it is, what it holds, clear it")
     m.add_argument("action", choices=("path", "show", "clear"),
                    help="path: print its file; show: count and newest entries; clear: forget entries")
@@ -616,6 +627,10 @@ def main(argv: list[str] | None = None) -> int:
         return _status(args)
     if args.command == "manifest":
         return _manifest_cmd(args)
+    if args.command == "watch":
+        from .watch import watch_main
+
+        return watch_main(args)
     if args.command == "ui":
         return _ui(args)
     if args.command == "sidecar":
