@@ -200,8 +200,8 @@ class Watcher:
         self._inflight = still
 
     def _finished(self, r: Result) -> None:
-        if r.status == "failed":
-            self.failed += 1
+        if r.status == "failed" and not (r.error is not None and r.error.code == "cancelled"):
+            self.failed += 1  # (a file cancelled by stop() is not a failure: the next start redoes it)
         if self.in_place and r.ok and r.input:
             try:
                 st = os.stat(r.input)
