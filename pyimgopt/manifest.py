@@ -32,10 +32,13 @@ import threading
 import time
 
 from ._version import __version__
+from .errors import PyimgoptError
+from .files import read_input
+from .result import Result
 from .settings import LIMIT_FIELDS, Settings
 
 __all__ = ["HASH_NAME", "MANIFEST_NAME", "COPIED_NOTE", "raw_hash", "content_hash", "settings_key", "marker_key", "match",
-           "Manifest", "ManifestWriter", "Hinter", "record_of", "RECORDED_STATUSES"]
+           "Manifest", "ManifestWriter", "Hinter", "known_unchanged", "record_of", "RECORDED_STATUSES"]
 
 MANIFEST_NAME = "manifest.sqlite3"
 
@@ -120,6 +123,41 @@ def record_of(result: dict, in_place: bool) -> dict | None:
     return {"input": inp, "output": out, "input_hash": result["input_hash"],
             "output_hash": result["output_hash"], "in_place": bool(in_place),
             "result": {k: result.get(k) for k in _KEPT}}
+
+
+def known_unchanged(src: str, known: dict | None, *, size: int, expect: dict | None) -> Result | None:
+    """The ``unchanged`` result of ``src`` when the hint ``known`` lists the hash of its
+    bytes and nothing needs writing (not a copy); None otherwise.
+
+    Reads ``src`` (at most ``size`` bytes, the size it was checked with; the very
+    file checked when ``expect`` gives its device and inode) and hashes it:
+    nothing is decoded. Any trouble reading it is None too: the job then runs
+    normally and meets the trouble there. The router calls this at submit, so
+    a file already done costs no sidecar round trip.
+    """
+    if not known:
+        return None
+    start = time.perf_counter()
+    want = None if expect is None else (expect["dev"], expect["ino"])
+    try:
+        data, _st = read_input(src, max(1, size), expect=want)
+    except PyimgoptError:
+        return None
+    digest = content_hash(data)
+    entry = match(known, digest)
+    if entry is None or entry.get("copy"):
+        return None
+    rec = dict(entry.get("result") or {})
+    seconds = time.perf_counter() - start
+    return Result(
+        input=src, output=rec.get("output") or src, status="unchanged",
+        format_in=rec.get("format_in"), format_out=rec.get("format_out") or rec.get("format_in"),
+        bytes_in=len(data), bytes_out=rec.get("bytes_out", len(data)), width_in=rec.get("width_in"),
+        height_in=rec.get("height_in"), width=rec.get("width"), height=rec.get("height"),
+        frames=rec.get("frames") or 1, quality=rec.get("quality"), ssim=rec.get("ssim"),
+        seconds=seconds, stages={"read": seconds},
+        notes=("unchanged: optimised with these settings by this version before (manifest)",),
+        input_hash=digest, output_hash=rec.get("output_hash", digest))
 
 
 _SCHEMA = """

@@ -248,6 +248,11 @@ class BatchDesk:
                 elif job.state == "queued" and reg.queue:
                     if batch.cancelled:
                         self._end_job(job, CancelledError("cancelled", path=job.input, stage="queue"))
+                    elif job.early is not None:  # unchanged, found at submit: no sidecar needed
+                        result, job.early = job.early, None
+                        if batch.options.get("dry_run"):
+                            result["dry_run"] = True
+                        self.job_done(job, result)
                     else:
                         self._queue.push(job.id, batch.id, batch.priority)
                         self._event(batch, "queued", job.id, input=job.input)

@@ -9,7 +9,9 @@ the journal rows, and the analysis of a batch read back from the journal
 (what is done, what must run again). These are pure functions of their
 arguments plus the file system: they run on the router's worker threads
 (:mod:`.offload`) and return :class:`~.model.Job` records the router's
-thread then registers. Nothing here reads an image's contents.
+thread then registers. Nothing here decodes an image; the only contents read
+are those of an input the optimisation manifest already knows, hashed to
+answer ``unchanged`` at submit (:func:`pyimgopt.manifest.known_unchanged`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from ..errors import CapabilityDeniedError, IOFailureError, PyimgoptError, ScopeDeniedError
 from ..files import EXTENSIONS, parent_anchor, remove_stale_temps
+from ..manifest import known_unchanged
 from ..result import Result
 from ..security import Policy, clobbered_inputs, printable_path, utf8_name
 from .model import Job
@@ -52,6 +55,8 @@ def check_jobs(bid: str, start: int, specs: list[tuple[str, str | None]], policy
     job (canonical paths, ``expect`` with the input's device and inode and
     the anchor folder of the output, and ``known``, the manifest's
     ``hint(input, output, in_place=, auto=)`` when given), else the typed refusal.
+    A job whose input the hint lists (hashed here, never decoded) and that needs
+    nothing written gets its ``unchanged`` result in ``early``: it is never dispatched.
     """
     out: list[tuple[Job, PyimgoptError | None]] = []
     for i, (given_in, given_out) in enumerate(specs, start=start):
@@ -79,6 +84,9 @@ def check_jobs(bid: str, start: int, specs: list[tuple[str, str | None]], policy
                 job.outputs = _auto_outputs(policy, inp, dst)
             if hint is not None:
                 job.known = hint(inp, job.output, in_place=in_place, auto=auto)
+                done = known_unchanged(inp, job.known, size=st.st_size, expect=expect)
+                if done is not None:
+                    job.early = done.to_dict()
             out.append((job, None))
         except PyimgoptError as exc:
             out.append((Job(jid, bid, printable_path(str(given_in)), None, state="failed"), exc))

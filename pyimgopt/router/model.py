@@ -35,6 +35,7 @@ class Job:
     expect: dict | None = None
     outputs: dict | None = None  # format="auto": checked final name per format
     known: dict | None = None  # the manifest's hint: hashes that mean "already done"
+    early: dict | None = None  # its ``unchanged`` result, found at submit: never dispatched
     inline: bool = False
     mode: int | None = None
     result: dict | None = None  # kept for replay to a client that reattaches
