@@ -238,3 +238,28 @@ def test_manifest_cli_dry_run_json_summary_unchanged_and_manifest_command(tmp_pa
     assert "cleared 2" in capsys.readouterr().out
     assert main(["optimize", str(src), *common]) == 0
     assert "0 unchanged" in capsys.readouterr().out
+
+
+def test_manifest_a_recovered_batch_keeps_its_options_dry_run_writes_nothing(tmp_path):
+    """A batch journaled as a dry run (the router died before running it) is
+    recovered at the next start as a dry run: still nothing written."""
+    from pyimgopt import protocol
+    from pyimgopt.journal import Journal
+
+    src, out, state = tmp_path / "in", tmp_path / "out", tmp_path / "state"
+    make_folder(src, 2)
+    j = Journal(state)
+    files = sorted(p for p in src.iterdir() if p.suffix != ".txt")
+    rows = []
+    for i, p in enumerate(files):
+        st = p.stat()
+        rows.append({"id": f"{'d' * 16}:{i + 1}", "seq": i, "input": str(p), "output": str(out / p.name),
+                     "expect": {"dev": st.st_dev, "ino": st.st_ino}, "status": "queued"})
+    j.add_batch("d" * 16, None, 0, protocol.pack_settings(Settings()), False, rows, {"dry_run": True})
+    assert j.unfinished()[0]["options"] == {"dry_run": True}
+    j.close()
+    before = snapshot(src)
+    with Client.local(workers=0, config=RouterConfig(recover=True), state_dir=str(state)) as c:
+        results = c.attach("d" * 16).wait(60)
+    assert len(results) == 2 and all(r.ok and r.dry_run for r in results)
+    assert not out.exists() and snapshot(src) == before
