@@ -21,6 +21,9 @@ from pyimgopt.manifest import MANIFEST_NAME, Manifest, content_hash, marker_key
 from pyimgopt.pipeline import marker
 from pyimgopt.router import RouterConfig
 
+# manifest, router, journal and CLI machinery: the kernels play no part (conftest's pure pass)
+pytestmark = pytest.mark.one_backend
+
 
 @pytest.fixture(scope="module")
 def state(tmp_path_factory):

@@ -31,6 +31,9 @@ from pyimgopt.router import RouterConfig
 from pyimgopt.watch import Watcher
 
 SETTLE = 0.3
+# watch, router and CLI machinery: the kernels play no part (conftest's pure pass)
+pytestmark = pytest.mark.one_backend
+
 
 
 def png(seed: int) -> bytes:
