@@ -10,13 +10,12 @@ Cython core is live, ``"pure"`` when the Pillow/NumPy fallback is — chosen by
 from __future__ import annotations
 
 from . import errors
+from ._version import __version__
 from ._kernels import backend, resize
 from .errors import PyimgoptError
 from .pipeline import optimize_bytes, optimize_file
 from .result import Result
 from .settings import Settings
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

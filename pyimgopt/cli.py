@@ -1,10 +1,11 @@
-"""The command line: ``pyimgopt optimize``, ``ui``, ``router`` … — what a person types.
+"""The command line: ``pyimgopt optimize``, ``watch``, ``ui``, ``router`` … — what a person types.
 
 Owns argument parsing, turning PATH arguments into (input, output) pairs
 (folders recurse, outputs mirror the tree under ``--out``), running the
 pipeline over them on a few threads, the progress bar, the human summary and
-the ``--json`` lines, and the exit code: 0 when no file failed, 1 when any
-did, 2 for a usage error.
+the ``--json`` lines (a dry run's per-file "would write" lines too), the
+``manifest`` command (where the optimisation manifest lives, clearing it),
+and the exit code: 0 when no file failed, 1 when any did, 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 from . import __version__
 from .errors import InvalidSettingsError, PyimgoptError
-from .result import Result
+from .result import STATUSES, Result
 from .settings import AUTO_FORMATS, BROWSER_FORMATS, FILTERS, FITS, OUTPUT_FORMATS, Settings
 
 __all__ = ["main"]
@@ -33,41 +34,32 @@ def _parser() -> argparse.ArgumentParser:
     dest = o.add_mutually_exclusive_group(required=True)
     dest.add_argument("-o", "--out", metavar="DIR", help="write outputs under DIR, mirroring PATH")
     dest.add_argument("--in-place", action="store_true", help="replace inputs atomically (never larger)")
-    o.add_argument("--format", choices=OUTPUT_FORMATS, default="keep")
-    o.add_argument("-q", "--quality", type=int, metavar="N", help="1-100 (lossy formats)")
-    o.add_argument("--target-ssim", type=float, metavar="T",
-                   help="search the quality for the smallest output with SSIM >= T (e.g. 0.985); "
-                        "colour is checked too")
-    o.add_argument("--lossless", action="store_true",
-                   help="lossless WebP/AVIF/JPEG XL (a JPEG to --format jxl is recompressed, "
-                        "not decoded, and rebuildable byte for byte)")
-    o.add_argument("--formats-allowed", metavar="LIST", default=None,
-                   help="formats --format auto may choose, comma-separated, among "
-                        f"{','.join(AUTO_FORMATS)} (default: {','.join(BROWSER_FORMATS)})")
-    o.add_argument("--max-width", type=int, metavar="W")
-    o.add_argument("--max-height", type=int, metavar="H")
-    o.add_argument("--fit", choices=FITS, default="inside")
-    o.add_argument("--enlarge", action="store_true", help="allow upscaling")
-    o.add_argument("--filter", choices=FILTERS, default="lanczos3")
-    o.add_argument("--keep-metadata", action="store_true", help="keep EXIF and an sRGB ICC profile")
-    o.add_argument("--first-frame", action="store_true",
-                   help="take the first frame of animations the output format cannot hold")
-    o.add_argument("--allow-larger", action="store_true",
-                   help="write re-encoded results even when not smaller")
-    o.add_argument("--effort", type=int, default=6, metavar="0-9")
-    o.add_argument("--max-pixels", type=int, default=Settings.max_pixels, metavar="N")
-    o.add_argument("-j", "--workers", type=int, default=None, metavar="N",
-                   help="sidecar processes (default: the CPUs this process may use; 0 = in-process)")
-    o.add_argument("--connect", metavar="ENDPOINT", help="use a running router instead of a local pool")
-    o.add_argument("--executor", metavar="SPEC", default=None,
-                   help="where jobs run: local (the sidecar pool, default) or dask://HOST:PORT "
-                        "(a Dask scheduler; add ?files=shared when every worker sees these files "
-                        "under the same paths, else workers get image bytes); needs pyimgopt[dask]")
+    _image_options(o)
     o.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
-    o.add_argument("--state-dir", metavar="DIR", default=None,
-                   help="journal folder (default: $PYIMGOPT_STATE_DIR or the user state dir)")
-    o.add_argument("--json", action="store_true", help="one JSON object per file, then a summary")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("--dry-run", action="store_true",
+                   help="run everything, write nothing: report per file and in total what would "
+                        "be written (bytes, format, SSIM)")
+    w = sub.add_parser("watch", help="optimise new and changed files of a folder as they arrive")
+    w.add_argument("folder", metavar="FOLDER", help="the folder to watch (recursively)")
+    wdest = w.add_mutually_exclusive_group(required=True)
+    wdest.add_argument("-o", "--out", metavar="DIR", help="write outputs under DIR, mirroring FOLDER")
+    wdest.add_argument("--in-place", action="store_true", help="replace files atomically (never larger)")
+    _image_options(w, watching=True)
+    w.add_argument("--settle", type=float, default=1.0, metavar="S",
+                   help="seconds a file's size and mtime must stay the same before it is read "
+                        "(default 1.0)")
+    w.add_argument("--once", action="store_true",
+                   help="catch up on what changed while not watching, then exit")
+    m = sub.add_parser("manifest", help="the optimisation manifest: where it is, what it holds, clear it")
+    m.add_argument("action", choices=("path", "show", "clear"),
+                   help="path: print its file; show: count and newest entries; clear: forget entries")
+    m.add_argument("--state-dir", metavar="DIR", default=None)
+    m.add_argument("--manifest", metavar="FILE", default=None, help="a manifest elsewhere")
+    m.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                   help="clear: only entries last written more than DAYS ago")
+    m.add_argument("--under", metavar="DIR", default=None,
+                   help="clear: only entries whose input or output lies under DIR")
+    m.add_argument("--json", action="store_true")
     r = sub.add_parser("router", help="run a router (and its local pool) until interrupted")
     r.add_argument("--bind", required=True, metavar="ENDPOINT", help="endpoint for clients")
     r.add_argument("--sidecar-bind", metavar="ENDPOINT",
@@ -102,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--connect", metavar="ENDPOINT", help="a running router holding the batch")
     rs.add_argument("--executor", metavar="SPEC", default=None,
                     help="where the rest runs: local (default) or dask://HOST:PORT[?files=shared]")
+    rs.add_argument("--manifest", metavar="FILE", default=None,
+                    help="the optimisation manifest (default: manifest.sqlite3 in the state folder)")
     rs.add_argument("--json", action="store_true")
     rs.add_argument("--no-progress", action="store_true")
     st = sub.add_parser("status", help="list batches and their progress")
@@ -122,6 +116,61 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _image_options(o: argparse.ArgumentParser, watching: bool = False) -> None:
+    """The options ``optimize`` and ``watch`` share (what to do to each image, where state lives)."""
+    o.add_argument("--format", choices=OUTPUT_FORMATS, default="keep")
+    o.add_argument("-q", "--quality", type=int, metavar="N", help="1-100 (lossy formats)")
+    o.add_argument("--target-ssim", type=float, metavar="T",
+                   help="search the quality for the smallest output with SSIM >= T (e.g. 0.985); "
+                        "colour is checked too")
+    o.add_argument("--target-size", metavar="SIZE",
+                   help="largest quality (then, within --min-scale, the least downscale) whose "
+                        "output fits SIZE: 200KB or 1.5MB (KB/MB = 1000/1000000 bytes), 200KiB or "
+                        "1.5MiB (1024-based), or bytes; a file that cannot fit fails alone "
+                        "(target_unreachable)")
+    o.add_argument("--min-scale", type=float, metavar="S",
+                   help="with --target-size: shrink the image down to S (0-1] of its size when "
+                        "the lowest quality does not fit (default: never shrink for size)")
+    o.add_argument("--lossless", action="store_true",
+                   help="lossless WebP/AVIF/JPEG XL (a JPEG to --format jxl is recompressed, "
+                        "not decoded, and rebuildable byte for byte)")
+    o.add_argument("--formats-allowed", metavar="LIST", default=None,
+                   help="formats --format auto may choose, comma-separated, among "
+                        f"{','.join(AUTO_FORMATS)} (default: {','.join(BROWSER_FORMATS)})")
+    o.add_argument("--max-width", type=int, metavar="W")
+    o.add_argument("--max-height", type=int, metavar="H")
+    o.add_argument("--fit", choices=FITS, default="inside")
+    o.add_argument("--enlarge", action="store_true", help="allow upscaling")
+    o.add_argument("--filter", choices=FILTERS, default="lanczos3")
+    o.add_argument("--keep-metadata", action="store_true", help="keep EXIF and an sRGB ICC profile")
+    o.add_argument("--first-frame", action="store_true",
+                   help="take the first frame of animations the output format cannot hold")
+    o.add_argument("--allow-larger", action="store_true",
+                   help="write re-encoded results even when not smaller")
+    o.add_argument("--effort", type=int, default=6, metavar="0-9")
+    o.add_argument("--max-pixels", type=int, default=Settings.max_pixels, metavar="N")
+    o.add_argument("--mark", action="store_true",
+                   help="write a ~50-byte marker into optimised PNG/JPEG/GIF files so a re-run "
+                        "recognises them even after a copy (see the manifest)")
+    o.add_argument("--force", action="store_true",
+                   help="redo every file, whatever the manifest or a marker says")
+    o.add_argument("--manifest", metavar="FILE", default=None,
+                   help="the optimisation manifest (default: manifest.sqlite3 in the state folder)")
+    o.add_argument("-j", "--workers", type=int, default=None, metavar="N",
+                   help="sidecar processes (default: the CPUs this process may use; 0 = in-process)")
+    if not watching:
+        o.add_argument("--connect", metavar="ENDPOINT",
+                       help="use a running router instead of a local pool")
+        o.add_argument("--executor", metavar="SPEC", default=None,
+                       help="where jobs run: local (the sidecar pool, default) or dask://HOST:PORT "
+                            "(a Dask scheduler; add ?files=shared when every worker sees these files "
+                            "under the same paths, else workers get image bytes); needs pyimgopt[dask]")
+    o.add_argument("--state-dir", metavar="DIR", default=None,
+                   help="journal folder (default: $PYIMGOPT_STATE_DIR or the user state dir)")
+    o.add_argument("--json", action="store_true", help="one JSON object per file, then a summary")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _settings(a: argparse.Namespace) -> Settings:
     return Settings(
         format=a.format,
@@ -138,6 +187,9 @@ def _settings(a: argparse.Namespace) -> Settings:
         allow_larger=a.allow_larger,
         effort=a.effort,
         max_pixels=a.max_pixels,
+        target_size=getattr(a, "target_size", None),
+        min_scale=getattr(a, "min_scale", None),
+        mark=bool(getattr(a, "mark", False)),
         **({} if getattr(a, "formats_allowed", None) is None else
            {"formats_allowed": [f.strip() for f in a.formats_allowed.split(",") if f.strip()]}),
     )
@@ -202,19 +254,8 @@ def _optimize(a: argparse.Namespace) -> int:
     from .client import Client
 
     start = time.perf_counter()
-    counts = {"optimized": 0, "skipped": 0, "failed": 0}
-    totals = {"in": 0, "out": 0}
-
-    def report(r: Result) -> None:
-        counts[r.status] += 1
-        if r.ok and r.bytes_in is not None and r.bytes_out is not None:
-            totals["in"] += r.bytes_in
-            totals["out"] += r.bytes_out
-        if a.json:
-            sys.stdout.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
-            sys.stdout.flush()
-        elif r.error is not None:
-            print(f"FAILED {r.input}: {r.error.code}: {r.error.message}", file=sys.stderr)
+    rep = _Report(a.json, bool(getattr(a, "dry_run", False)))
+    report = rep.result
 
     try:
         if a.connect:
@@ -233,7 +274,7 @@ def _optimize(a: argparse.Namespace) -> int:
                 batch = client.attach(a.resume_batch)
             else:
                 batch = client.submit(a.paths, s, out_dir=a.out, in_place=a.in_place,
-                                      priority=a.priority)
+                                      priority=a.priority, force=a.force, dry_run=a.dry_run)
             if a.json:
                 sys.stdout.write(json.dumps({"type": "batch", "id": batch.id, "files": batch.total}) + "\n")
                 sys.stdout.flush()
@@ -259,20 +300,52 @@ def _optimize(a: argparse.Namespace) -> int:
         print(f"pyimgopt: error: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
     progress.close()
-    seconds = time.perf_counter() - start
-    if a.json:
-        summary = {"type": "summary", "files": counts['optimized'] + counts['skipped'] + counts['failed'], **counts,
-                   "bytes_in": totals["in"], "bytes_out": totals["out"], "seconds": round(seconds, 3)}
-        sys.stdout.write(json.dumps(summary) + "\n")
-    else:
-        saved = totals["in"] - totals["out"]
-        pct = 100.0 * saved / totals["in"] if totals["in"] else 0.0
-        print(
-            f"pyimgopt: {counts['optimized'] + counts['skipped'] + counts['failed']} files: {counts['optimized']} optimized, {counts['skipped']} "
-            f"skipped, {counts['failed']} failed; {_human(totals['in'])} -> {_human(totals['out'])} "
-            f"(saved {_human(saved)}, {pct:.1f}%) in {seconds:.1f} s"
-        )
-    return 1 if counts["failed"] else 0
+    rep.summary(time.perf_counter() - start)
+    return 1 if rep.counts["failed"] else 0
+
+
+class _Report:
+    """Per-file lines and the closing summary of ``optimize``, ``resume`` and ``watch``."""
+
+    def __init__(self, as_json: bool, dry_run: bool = False) -> None:
+        self.json = as_json
+        self.dry_run = dry_run
+        self.counts = {status: 0 for status in STATUSES}
+        self.bytes_in = self.bytes_out = 0
+
+    def result(self, r: Result) -> None:
+        self.counts[r.status] += 1
+        self.dry_run = self.dry_run or r.dry_run
+        if r.ok and r.bytes_in is not None and r.bytes_out is not None:
+            self.bytes_in += r.bytes_in
+            self.bytes_out += r.bytes_out
+        if self.json:
+            sys.stdout.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        elif r.error is not None:
+            print(f"FAILED {r.input}: {r.error.code}: {r.error.message}", file=sys.stderr)
+        elif r.dry_run:
+            ssim = "" if r.ssim is None else f", SSIM {r.ssim:.4f}"
+            verb = {"optimized": "would write", "skipped": "would keep (not smaller)",
+                    "unchanged": "unchanged"}[r.status]
+            print(f"{verb} {r.output}: {(r.format_out or '?').upper()} {r.bytes_out:,} B "
+                  f"(from {r.bytes_in:,} B){ssim}")
+
+    def summary(self, seconds: float) -> None:
+        c = self.counts
+        files = sum(c.values())
+        if self.json:
+            sys.stdout.write(json.dumps({"type": "summary", "files": files, **c, "bytes_in": self.bytes_in,
+                                         "bytes_out": self.bytes_out, "dry_run": self.dry_run,
+                                         "seconds": round(seconds, 3)}) + "\n")
+            return
+        saved = self.bytes_in - self.bytes_out
+        pct = 100.0 * saved / self.bytes_in if self.bytes_in else 0.0
+        would = "dry run, nothing written: " if self.dry_run else ""
+        print(f"pyimgopt: {would}{files} files: {c['optimized']} optimized, {c['skipped']} skipped, "
+              f"{c['unchanged']} unchanged, {c['failed']} failed; {_human(self.bytes_in)} -> "
+              f"{_human(self.bytes_out)} ({'would save' if self.dry_run else 'saved'} "
+              f"{_human(saved)}, {pct:.1f}%) in {seconds:.1f} s")
 
 
 def _bad_executor(a: argparse.Namespace) -> bool:
@@ -315,9 +388,11 @@ def _local_client(a: argparse.Namespace):
     from .router import RouterConfig
 
     state = _state_dir(getattr(a, "state_dir", None))
+    manifest = _manifest_path(a)
     batch = getattr(a, "resume_batch", None)
     if batch is None:
-        cfg = RouterConfig(recover=False, private_journal_if_busy=True, executor=a.executor)
+        cfg = RouterConfig(recover=False, private_journal_if_busy=True, manifest=manifest,
+                           executor=getattr(a, "executor", None))
         return Client.local(workers=a.workers, config=cfg, state_dir=state)
     folder = find_batch(state, batch)
     if folder is None:
@@ -330,11 +405,61 @@ def _local_client(a: argparse.Namespace):
               file=sys.stderr)
         return None
     try:
-        return Client.local(workers=a.workers, config=RouterConfig(recover=False, executor=a.executor),
+        return Client.local(workers=a.workers, config=RouterConfig(recover=False, manifest=manifest,
+                                                                   executor=getattr(a, "executor", None)),
                             state_dir=folder)
     except JournalBusyError as exc:
         print(f"pyimgopt: {exc.message}; resume once it has ended", file=sys.stderr)
         return None
+
+
+def _manifest_path(a: argparse.Namespace) -> str:
+    """The manifest a command uses: ``--manifest``, else beside the state folder's journal
+    (the same file for every run, the UI and watch on that folder)."""
+    from .manifest import MANIFEST_NAME
+
+    return getattr(a, "manifest", None) or os.path.join(_state_dir(getattr(a, "state_dir", None)),
+                                                        MANIFEST_NAME)
+
+
+def _manifest_cmd(a: argparse.Namespace) -> int:
+    from .manifest import Manifest
+
+    path = _manifest_path(a)
+    if a.action == "path":
+        print(path)
+        return 0
+    if not os.path.exists(path):
+        if a.json:
+            print(json.dumps({"type": "manifest", "path": path, "entries": 0, "cleared": 0}))
+        else:
+            print(f"pyimgopt: no manifest at {path} (nothing recorded yet)")
+        return 0
+    if a.action == "show":
+        m = Manifest(path, readonly=True)
+        try:
+            n, newest = m.count(), m.entries(20)
+        finally:
+            m.close()
+        if a.json:
+            print(json.dumps({"type": "manifest", "path": path, "entries": n, "newest": newest}))
+        else:
+            print(f"{path}: {n} entries")
+            for e in newest:
+                print(f"  {e['input']} -> {e['output']} ({e['result'].get('format_out')}, "
+                      f"{e['result'].get('bytes_out')} B)")
+        return 0
+    m = Manifest(path)
+    try:
+        older = None if a.older_than is None else a.older_than * 86400
+        n = m.clear(older_than=older, under=a.under)
+    finally:
+        m.close()
+    if a.json:
+        print(json.dumps({"type": "manifest", "path": path, "cleared": n}))
+    else:
+        print(f"pyimgopt: cleared {n} manifest entries from {path}; the next run redoes those files")
+    return 0
 
 
 def _router(a: argparse.Namespace) -> int:
@@ -420,6 +545,8 @@ def _resume(a: argparse.Namespace) -> int:
     a.fit, a.enlarge, a.filter = "inside", False, "lanczos3"
     a.keep_metadata = a.first_frame = a.allow_larger = False
     a.effort, a.max_pixels = 6, Settings.max_pixels
+    a.target_size = a.min_scale = None
+    a.mark = a.force = a.dry_run = False
     return _optimize(a)
 
 
@@ -498,6 +625,12 @@ def main(argv: list[str] | None = None) -> int:
         return _resume(args)
     if args.command == "status":
         return _status(args)
+    if args.command == "manifest":
+        return _manifest_cmd(args)
+    if args.command == "watch":
+        from .watch import watch_main
+
+        return watch_main(args)
     if args.command == "ui":
         return _ui(args)
     if args.command == "sidecar":

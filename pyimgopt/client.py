@@ -520,8 +520,17 @@ class Client:
         in_place: bool = False,
         priority: int = 0,
         on_event: Callable[[Event], None] | None = None,
+        force: bool = False,
+        dry_run: bool = False,
     ) -> Batch:
         """Submit files and folders as one batch; return its :class:`Batch`.
+
+        A file the router's optimisation manifest (or, with ``settings.mark``,
+        the file's own marker) knows as already optimised with these settings
+        by this version is ``unchanged``: hashed, not decoded, not rewritten.
+        ``force=True`` redoes every file. ``dry_run=True`` runs the pipeline
+        and writes nothing (no output, no manifest entry): each result says
+        what would be written (``Result.dry_run`` set).
 
         ``on_event`` is called on the client's I/O thread for every event: keep
         it short and never call back into this client from it (iterate
@@ -546,6 +555,7 @@ class Client:
             reply = self._request("submit", batch=bid, priority=int(priority),
                                   settings=protocol.pack_settings(s), jobs=chunks[0],
                                   in_place=bool(in_place), more=len(chunks) > 1,
+                                  force=bool(force) or None, dry_run=bool(dry_run) or None,
                                   timeout=last_wait if len(chunks) == 1 else None)
             for i, chunk in enumerate(chunks[1:], start=2):
                 last = i == len(chunks)

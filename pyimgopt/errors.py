@@ -28,6 +28,7 @@ __all__ = [
     "IOFailureError",
     "InternalError",
     "ProtocolError",
+    "TargetUnreachableError",
     "CODES",
     "from_wire",
     "error_class",
@@ -188,6 +189,13 @@ class ProtocolError(PyimgoptError, ValueError):
     code = "protocol_error"
 
 
+class TargetUnreachableError(PyimgoptError, ValueError):
+    """No output allowed by the settings fits ``target_size`` (or meets it together with
+    ``target_ssim``); the message says the smallest size reached and how."""
+
+    code = "target_unreachable"
+
+
 _CLASSES: tuple[type[PyimgoptError], ...] = (
     InvalidSettingsError,
     DecodeError,
@@ -202,6 +210,7 @@ _CLASSES: tuple[type[PyimgoptError], ...] = (
     IOFailureError,
     InternalError,
     ProtocolError,
+    TargetUnreachableError,
 )
 
 #: The registry: stable code -> class.

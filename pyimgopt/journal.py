@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS batches (
     in_place INTEGER NOT NULL,
     state TEXT NOT NULL,            -- active | paused | cancelled | done
     created REAL NOT NULL,
-    finished REAL
+    finished REAL,
+    options TEXT                    -- JSON: force, dry_run
 );
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -198,6 +199,9 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(batches)")}
+            if "options" not in cols:  # a journal made before batch options existed
+                self._db.execute("ALTER TABLE batches ADD COLUMN options TEXT")
         self._db.row_factory = sqlite3.Row
 
     def close(self) -> None:
@@ -235,8 +239,11 @@ class Journal:
     # -- writes (router only) ---------------------------------------------------------
 
     def add_batch(self, batch: str, owner: str | None, priority: int, settings: dict,
-                  in_place: bool, jobs: list[dict]) -> None:
+                  in_place: bool, jobs: list[dict], options: dict | None = None) -> None:
         """Store a batch and its jobs in one durable transaction.
+
+        ``options`` are the batch's run options (``force``, ``dry_run``), kept
+        so a resumed batch runs as it was asked to.
 
         Each job dict: ``id, seq, input, output, expect, status`` and, for a
         job refused at submit (``status="failed"``), ``error``. Returns only
@@ -246,9 +253,9 @@ class Journal:
         db = self._db
         with self.transaction(durable=True):
             db.execute(
-                "INSERT INTO batches(id, owner, priority, settings, in_place, state, created)"
-                " VALUES (?, ?, ?, ?, ?, 'active', ?)",
-                (batch, owner, priority, _dumps(settings), int(in_place), now),
+                "INSERT INTO batches(id, owner, priority, settings, in_place, state, created, options)"
+                " VALUES (?, ?, ?, ?, ?, 'active', ?, ?)",
+                (batch, owner, priority, _dumps(settings), int(in_place), now, _dumps(options or None)),
             )
             db.executemany(
                 "INSERT INTO jobs(id, batch, seq, input, output, expect, status, error, updated)"
@@ -295,6 +302,7 @@ class Journal:
         for row in self._db.execute("SELECT * FROM batches WHERE state != 'done' ORDER BY created"):
             b = dict(row)
             b["settings"] = _loads(b["settings"])
+            b["options"] = _loads(b.get("options")) or {}
             b["jobs"] = self.jobs(b["id"])
             out.append(b)
         return out
@@ -305,6 +313,7 @@ class Journal:
             return None
         b = dict(row)
         b["settings"] = _loads(b["settings"])
+        b["options"] = _loads(b.get("options")) or {}
         return b
 
     def jobs(self, batch: str) -> list[dict]:

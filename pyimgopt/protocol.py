@@ -111,6 +111,10 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "settings": (_D, REQ),
         "jobs": (_L, REQ),
         "in_place": (_B, REQ),
+        # force: redo every file whatever the optimisation manifest says;
+        # dry_run: run the pipeline, write nothing, report what would be written
+        "force": (_BN, OPT),
+        "dry_run": (_BN, OPT),
         # True: more jobs of this batch follow as "jobs" chunks; the router
         # answers each chunk with a "reply" and the last one with "accepted"
         "more": (_BN, OPT),
@@ -165,6 +169,13 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         # format="auto": {format: output path} of the final names the router
         # checked against the policy; the writer refuses any other name
         "outputs": (_DN, OPT),
+        # the optimisation manifest's word on this file (router -> sidecar):
+        # {"hashes": [hex], "copy": bool, "result": {...}}: an input whose
+        # content hash is listed is ``unchanged`` (copied to the output when
+        # "copy"), without decoding; force skips that and the in-file marker
+        "known": (_DN, OPT),
+        "force": (_BN, OPT),
+        "dry_run": (_BN, OPT),
     },
     # sidecar -> router: the header says this job needs ``mem`` bytes, more
     # than reserved; the router answers "grant" (ok: go on; not ok: the job
@@ -572,6 +583,9 @@ _RESULT_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "stages": (_D, OPT),
     "notes": (_L, OPT),
     "error": ((dict, _NONE), OPT),
+    "input_hash": (_SN, OPT),
+    "output_hash": (_SN, OPT),
+    "dry_run": (_B, OPT),
 }
 assert set(_RESULT_FIELDS) == {f.name for f in dataclasses.fields(Result)}
 

@@ -1,8 +1,9 @@
 """The outcome of optimising one image: the :class:`Result` dataclass.
 
 A result says what went in, what came out, how long each stage took, the
-quality reached and the status (``optimized``, ``skipped`` or ``failed``, with
-the structured error). It round-trips through plain dicts so it can cross a
+quality reached, the content hashes of input and output (what the
+optimisation manifest records) and the status (``optimized``, ``skipped``,
+``unchanged`` or ``failed``, with the structured error). It round-trips through plain dicts so it can cross a
 process boundary, and :meth:`Result.to_json` gives the CLI's JSON line.
 """
 
@@ -15,7 +16,10 @@ from .errors import PyimgoptError, from_wire
 
 __all__ = ["Result", "STATUSES"]
 
-STATUSES = ("optimized", "skipped", "failed")
+#: ``unchanged``: the manifest (or the file's own marker) says this very content
+#: was already optimised with these settings by this version; nothing was
+#: decoded, and nothing written unless an output folder needed a copy.
+STATUSES = ("optimized", "skipped", "unchanged", "failed")
 
 
 @dataclass(frozen=True)
@@ -23,9 +27,13 @@ class Result:
     """What happened to one image.
 
     ``bytes_out`` is the size of what was written (for ``skipped`` that is the
-    input's own size); ``width``/``height`` are the output dimensions. For a
+    input's own size; for ``unchanged`` the size of the output recorded by the
+    run that made it); ``width``/``height`` are the output dimensions. For a
     ``failed`` result ``error`` holds the :class:`PyimgoptError` and the output
-    fields are ``None``.
+    fields are ``None``. ``input_hash`` and ``output_hash`` are the content
+    hashes (128-bit BLAKE3, hex) of the bytes read and of the bytes written
+    (or that would be written). ``dry_run`` says nothing was written: the
+    output fields describe what a real run would write.
     """
 
     input: str | None
@@ -46,6 +54,9 @@ class Result:
     stages: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     error: PyimgoptError | None = None
+    input_hash: str | None = None
+    output_hash: str | None = None
+    dry_run: bool = False
 
     @property
     def ok(self) -> bool:
@@ -101,6 +112,8 @@ class Result:
             "width": self.width,
             "height": self.height,
             "quality": self.quality,
+            "ssim": self.ssim,
+            "dry_run": self.dry_run,
             "seconds": round(self.seconds, 4),
             "error": err,
         }

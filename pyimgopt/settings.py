@@ -11,13 +11,14 @@ travel in a msgpack message unchanged.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import InvalidSettingsError
 
 __all__ = ["Settings", "OUTPUT_FORMATS", "FITS", "FILTERS", "SUBSAMPLINGS", "AUTO_FORMATS",
-           "BROWSER_FORMATS"]
+           "BROWSER_FORMATS", "SIZE_UNITS", "parse_size", "LIMIT_FIELDS"]
 
 #: Values accepted by ``Settings.format``. ``keep`` re-encodes in the input's
 #: own format (GIF, TIFF and BMP inputs included).
@@ -32,6 +33,50 @@ FILTERS = ("lanczos3", "bicubic", "bilinear", "box", "nearest")
 SUBSAMPLINGS = ("auto", "4:4:4", "4:2:2", "4:2:0")
 
 _FORMAT_ALIASES = {"jpg": "jpeg", "tif": "tiff", "jpegxl": "jxl"}
+
+#: Size suffixes :func:`parse_size` accepts (case-insensitive): SI units are
+#: powers of 1000 (``KB`` = 1000 bytes, as disks and networks count), IEC
+#: units powers of 1024 (``KiB`` = 1024 bytes). A bare number is bytes.
+SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+}
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([A-Za-z]*)\s*")
+
+#: Fields that only bound what a file may cost (checked before decoding): they
+#: never change an output, so the optimisation manifest leaves them out of its key.
+LIMIT_FIELDS = ("max_pixels", "max_frames", "max_input_bytes")
+
+
+def parse_size(value: Any, name: str = "target_size") -> int:
+    """Bytes from ``200KB``, ``1.5MB``, ``300KiB``, ``250000`` or an int.
+
+    ``KB``/``MB``/``GB`` (and ``K``/``M``/``G``) are powers of 1000; ``KiB``,
+    ``MiB``, ``GiB`` powers of 1024; case does not matter. The result is
+    rounded down to whole bytes and must be at least 1.
+
+    Raises
+    ------
+    InvalidSettingsError
+        Naming ``name``, what was expected and what was received.
+    """
+    expected = "a size in bytes such as 200KB (1 KB = 1000 B), 300KiB (1 KiB = 1024 B) or 250000"
+    if isinstance(value, bool):
+        raise _fail(name, expected, value)
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str):
+        m = _SIZE_RE.fullmatch(value)
+        unit = m.group(2).lower() if m else None
+        if m is None or unit not in SIZE_UNITS:
+            raise _fail(name, expected, value)
+        n = int(float(m.group(1)) * SIZE_UNITS[unit])
+    else:
+        raise _fail(name, expected, value)
+    if n < 1:
+        raise _fail(name, "a size of at least 1 byte", value)
+    return n
 
 
 def _fail(name: str, expected: str, value: Any) -> InvalidSettingsError:
@@ -127,6 +172,28 @@ class Settings:
         ``jpeg png webp avif gif jxl``); default: the formats every browser
         shows (``jpeg png webp avif gif``). Add ``jxl`` to let auto choose
         JPEG XL (for archives, or apps that decode it themselves).
+    target_size:
+        Largest output in bytes (an int, or a string parsed by :func:`parse_size`:
+        ``"200KB"`` is 200,000 bytes, ``"200KiB"`` 204,800). The encoder quality
+        is searched for the largest that fits (``quality`` caps it; never below
+        quality 20); when even that does not fit, the image is downscaled, but
+        only as far as ``min_scale`` allows. With ``format="auto"`` every allowed
+        format is tried and the fitting candidate that looks closest to the
+        source (highest score) wins. With ``target_ssim`` both must hold: the
+        smallest output meeting the SSIM target must also fit. A file that
+        cannot fit fails alone with ``target_unreachable`` and the smallest
+        size reached.
+    min_scale:
+        With ``target_size``: the smallest scale (0 < s <= 1, of the size the
+        other settings give) the image may be shrunk to so that it fits;
+        ``None`` (default) never shrinks it for the size.
+    mark:
+        Write a small marker into each optimised PNG, JPEG or GIF (a
+        ``tEXt`` chunk / ``COM`` segment / comment extension of about 50
+        bytes: ``pyimgopt1``, the settings key and the content hash), so a
+        re-run recognises it as already optimised with these settings even
+        after a copy to another machine (see the README's manifest section).
+        A file whose saving is smaller than the marker is not marked.
     effort:
         Encoder effort 0-9, one speed/size knob: PNG oxipng preset (6: level-2
         filter search with libdeflate 6, 8: oxipng level 2, 9: every filter
@@ -156,6 +223,9 @@ class Settings:
     max_input_bytes: int = 256 * 1024 * 1024
     effort: int = 6
     formats_allowed: tuple[str, ...] = BROWSER_FORMATS
+    target_size: int | None = None
+    min_scale: float | None = None
+    mark: bool = False
 
     def __post_init__(self) -> None:
         fmt = self.format
@@ -181,7 +251,17 @@ class Settings:
         ):
             if getattr(self, name) not in choices:
                 raise _fail(name, f"one of {', '.join(choices)}", getattr(self, name))
-        for name in ("enlarge", "keep_metadata", "first_frame", "allow_larger", "lossy_png"):
+        if self.target_size is not None:
+            object.__setattr__(self, "target_size", parse_size(self.target_size))
+        ms = self.min_scale
+        if ms is not None:
+            if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0.0 < float(ms) <= 1.0:
+                raise _fail("min_scale", "a number in (0, 1] or None", ms)
+            if self.target_size is None:
+                raise _fail("min_scale", "None unless target_size is set (it bounds the "
+                            "downscale a size target may make)", ms)
+            object.__setattr__(self, "min_scale", float(ms))
+        for name in ("enlarge", "keep_metadata", "first_frame", "allow_larger", "lossy_png", "mark"):
             if not isinstance(getattr(self, name), bool):
                 raise _fail(name, "a bool", getattr(self, name))
         if self.lossless is not None and not isinstance(self.lossless, bool):

@@ -13,6 +13,7 @@ lost, a task cancelled) are the only exceptions the router sees.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pyimgopt import protocol
@@ -25,19 +26,25 @@ __all__ = ["run_job"]
 def run_job(spec: dict[str, Any], data: bytes | None = None) -> dict[str, Any]:
     """Run one job; return ``{"result": dict[, "data": bytes]}`` or ``{"error": dict}``.
 
-    ``spec`` holds ``settings`` (wire dict), ``in_place``, and for a path
+    ``spec`` holds ``settings`` (wire dict), ``in_place``, the optimisation
+    manifest's ``known`` hint, ``force`` and ``dry_run``, and for a path
     job ``input``, ``output``, ``expect``, ``outputs`` as the router checked
     them. ``data`` given: a bytes job (the router reads and writes).
     """
     path = spec.get("input")
     try:
         settings = protocol.unpack_settings(spec["settings"])
+        known, force, dry_run = spec.get("known"), bool(spec.get("force")), bool(spec.get("dry_run"))
         if data is not None:
-            out, result = optimize_bytes(data, settings, in_place=bool(spec.get("in_place")))
+            out, result = optimize_bytes(data, settings, in_place=bool(spec.get("in_place")),
+                                         known=known, force=force)
+            if dry_run:  # the router writes nothing for it (write_inline)
+                result = dataclasses.replace(result, dry_run=True)
         else:
             dst = None if spec.get("in_place") else spec["output"]
             result = optimize_file(path, dst, settings, expect=spec.get("expect"),
-                                   outputs=spec.get("outputs"))
+                                   outputs=spec.get("outputs"), known=known, force=force,
+                                   dry_run=dry_run)
             out = None
         if result.error is not None:
             return {"error": protocol.pack_error(result.error)}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import dataclasses
 import functools
 import os
 import queue
@@ -47,6 +48,7 @@ from pyimgopt.errors import (
     ProtocolError,
     PyimgoptError,
 )
+from pyimgopt.manifest import COPIED_NOTE
 from pyimgopt.pipeline import optimize_bytes, optimize_file
 
 from .memory import estimate_from_probe
@@ -276,12 +278,20 @@ class Sidecar:
                 if not msg.bulk:
                     raise ProtocolError("inline job without its image frame", stage="protocol")
                 out, result = optimize_bytes(msg.bulk[0], settings, progress=progress,
-                                             in_place=msg["in_place"], admit=admit)
-                bulk = [out]
+                                             in_place=msg["in_place"], known=msg.get("known"),
+                                             force=bool(msg.get("force")), admit=admit)
+                if msg.get("dry_run"):
+                    result = dataclasses.replace(result, dry_run=True)
+                # nothing to write (a dry run, or unchanged and not copied): no bytes back
+                idle = msg.get("dry_run") or (result.status == "unchanged"
+                                              and COPIED_NOTE not in result.notes)
+                bulk = [b"" if idle else out]
             else:
                 dst = None if msg["in_place"] else msg["output"]
                 result = optimize_file(msg["input"], dst, settings, progress=progress,
-                                       expect=msg.get("expect"), outputs=msg.get("outputs"), admit=admit)
+                                       expect=msg.get("expect"), outputs=msg.get("outputs"),
+                                       known=msg.get("known"), force=bool(msg.get("force")),
+                                       dry_run=bool(msg.get("dry_run")), admit=admit)
             if result.error is not None:
                 reply = protocol.encode("failed", job=job, attempt=attempt,
                                         error=protocol.pack_error(result.error))

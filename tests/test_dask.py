@@ -346,3 +346,24 @@ def test_dask_sigkill_the_router_mid_batch_and_resume_finishes_on_the_cluster(cl
     assert summary["failed"] == 0
     assert temps(out) == []
     assert tree(out) == {k[3:]: v for k, v in ref.items() if k.startswith(("d2/", "d3/"))}
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_dask_dry_run_writes_nothing_and_a_rerun_is_unchanged(cluster, tmp_path, shared):
+    """Issue 20 on the Dask executor: a dry run writes nothing (by path on the
+    worker, or by bytes in the router), a real run writes, the next is unchanged."""
+    make_images(tmp_path / "in", 5)
+    out = tmp_path / "out"
+    before = tree(tmp_path / "in")
+    cfg = RouterConfig(executor=cluster.url(shared), recover=False, manifest=str(tmp_path / "m.sqlite3"))
+    with Client.local(config=cfg) as c:
+        dry = c.submit([str(tmp_path / "in")], Settings(), out_dir=str(out), dry_run=True).wait(timeout=120)
+        assert len(dry) == 5 and all(r.ok and r.dry_run for r in dry)
+        assert not out.exists() and tree(tmp_path / "in") == before
+        real = c.submit([str(tmp_path / "in")], Settings(), out_dir=str(out)).wait(timeout=120)
+        assert {r.status for r in real} <= {"optimized", "skipped"}
+        written = tree(out)
+        assert {os.path.basename(r.output): r.bytes_out for r in dry} == \
+            {os.path.basename(r.output): r.bytes_out for r in real}
+        again = c.submit([str(tmp_path / "in")], Settings(), out_dir=str(out)).wait(timeout=120)
+    assert {r.status for r in again} == {"unchanged"} and tree(out) == written and temps(out) == []

@@ -41,7 +41,8 @@ from pyimgopt.settings import AUTO_FORMATS, FILTERS, FITS, OUTPUT_FORMATS, SUBSA
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 WIRE_ERROR = pack_error(ProtocolError("bad frame", stage="protocol"))
-RESULT = pack_result(Result("/in/a.jpg", "/out/a.jpg", "optimized", bytes_in=10, bytes_out=5))
+RESULT = pack_result(Result("/in/a.jpg", "/out/a.jpg", "optimized", bytes_in=10, bytes_out=5,
+                            input_hash="ab" * 16, output_hash="cd" * 16, dry_run=True))
 
 #: One valid (fields, bulk) per message type.
 VALID: dict[str, tuple[dict, list[bytes]]] = {
@@ -58,6 +59,8 @@ VALID: dict[str, tuple[dict, list[bytes]]] = {
             ],
             in_place=False,
             more=True,
+            force=True,
+            dry_run=None,
         ),
         [],
     ),
@@ -89,6 +92,9 @@ VALID: dict[str, tuple[dict, list[bytes]]] = {
             expect={"dev": 2049, "ino": 1234},
             mem=64 * 1024 * 1024,
             outputs={"webp": "/out/a.webp", "jpeg": "/out/a.jpg"},
+            known={"entries": [{"hash": "0" * 32, "copy": False, "result": {"bytes_out": 5}}]},
+            force=False,
+            dry_run=True,
         ),
         [b"\xff\xd8\xff image bytes"],
     ),

@@ -6,8 +6,12 @@ import dataclasses
 
 import pytest
 
+import msgpack
+
 from pyimgopt import Result, Settings
 from pyimgopt.errors import DecodeError, InvalidSettingsError
+from pyimgopt.protocol import pack_settings, unpack_settings
+from pyimgopt.settings import parse_size
 
 
 @pytest.mark.parametrize(
@@ -27,6 +31,13 @@ from pyimgopt.errors import DecodeError, InvalidSettingsError
         (dict(max_pixels=0), ["max_pixels"]),
         (dict(effort=10), ["effort", "10"]),
         (dict(chroma_subsampling="4:1:1"), ["chroma_subsampling"]),
+        (dict(target_size="200 XB"), ["target_size", "1 KB = 1000 B", "1 KiB = 1024 B", "'200 XB'"]),
+        (dict(target_size=0), ["target_size", "at least 1 byte"]),
+        (dict(target_size=True), ["target_size", "True"]),
+        (dict(target_size="200KB", min_scale=0), ["min_scale", "(0, 1]"]),
+        (dict(target_size="200KB", min_scale=1.5), ["min_scale", "1.5"]),
+        (dict(min_scale=0.5), ["min_scale", "target_size"]),
+        (dict(mark="yes"), ["mark", "bool"]),
     ],
 )
 def test_settings_bad_value_names_field_expected_and_received(kw, words):
@@ -49,6 +60,24 @@ def test_settings_round_trip_and_unknown_keys():
     assert Settings.from_dict(s.to_dict()) == s
     with pytest.raises(InvalidSettingsError, match="colour"):
         Settings.from_dict({"colour": 1})
+
+
+@pytest.mark.parametrize("text, n", [
+    ("200KB", 200_000), ("200kb", 200_000), ("200 kB", 200_000), ("200K", 200_000),
+    ("1.5MB", 1_500_000), ("1.5M", 1_500_000), ("200KiB", 204_800), ("200kib", 204_800),
+    ("1.5MiB", 1_572_864), ("2GB", 2_000_000_000), ("1GiB", 1 << 30), ("250000", 250_000),
+    ("250000B", 250_000), (" 12 ", 12), (4096, 4096),
+])
+def test_settings_target_size_units_kb_is_1000_kib_is_1024(text, n):
+    s = Settings(target_size=text)
+    assert s.target_size == n and isinstance(s.target_size, int)
+    assert parse_size(text) == n
+
+
+def test_settings_new_fields_round_trip_through_msgpack():
+    s = Settings(format="auto", target_size="1.5MB", min_scale=0.25, mark=True, target_ssim=0.98)
+    back = unpack_settings(msgpack.unpackb(msgpack.packb(pack_settings(s))))
+    assert back == s and back.target_size == 1_500_000 and back.min_scale == 0.25 and back.mark
 
 
 def test_result_round_trip_with_error():

@@ -611,3 +611,31 @@ def test_ui_connections_beyond_the_cap_are_closed_not_queued(tmp_path):
         assert resp.status == 200
     finally:
         server.close()
+
+
+def test_ui_a_rerun_is_unchanged_counted_and_previewable(tmp_path):
+    """Issue 20 in the UI: with a state folder the UI's router keeps the manifest;
+    a second batch over the same files reports them ``unchanged`` (counted,
+    previewable), and writes nothing."""
+    (tmp_path / "pics").mkdir()
+    for i in range(2):
+        (tmp_path / "pics" / f"p{i}.png").write_bytes(
+            encode(Image.fromarray(photo(64, 48, seed=i)), "PNG", compress_level=0))
+    session = Session(ui_policy([str(tmp_path)]), workers=0, state_dir=str(tmp_path / "state"))
+    server = UIServer(session, 0)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        body = {"paths": [str(tmp_path / "pics")], "out_dir": str(tmp_path / "out"), "settings": {}}
+        state, rows = _run_batch(server, body)
+        assert {r["status"] for r in rows.values()} == {"optimized"}
+        mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+        state, rows = _run_batch(server, body)
+        assert {r["status"] for r in rows.values()} == {"unchanged"}
+        assert state["batch"]["unchanged"] == 2 and state["batch"]["processed"] == 2
+        assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == mtimes
+        resp, data = request(server, "GET", f"/api/preview?batch={state['batch']['id']}&row=0&which=after")
+        assert resp.status == 200 and data == (tmp_path / "out" / "p0.png").read_bytes()
+    finally:
+        server.close()
+        t.join(5)

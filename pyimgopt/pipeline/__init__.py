@@ -4,8 +4,11 @@ Owns the order of the stages — read with limits → probe → decode
 (shrink-on-load) → auto-orient and convert to sRGB → resize → encode
 candidates → pick → atomic write → :class:`~pyimgopt.result.Result` — and the
 rules that bind them: never larger than the input unless allowed, never a
-lost or truncated original. A pure function of (input, :class:`Settings`):
-no sockets, no global state.
+lost or truncated original; and the cheap answers before any decoding: an
+input the optimisation manifest (a job's ``known`` hint) or its own in-file
+marker says is already optimised with these settings is ``unchanged``
+(:mod:`pyimgopt.manifest`, :mod:`.marker`), and a dry run writes nothing. A
+pure function of (input, :class:`Settings`, hint): no sockets, no global state.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import traceback
 from collections.abc import Callable
 
 from ..errors import InternalError, InvalidSettingsError, PyimgoptError, ScopeDeniedError, TooLargeError
+from ..manifest import COPIED_NOTE, content_hash, marker_key, match
 from ..result import Result
 from ..settings import Settings
+from . import marker
 from .boost import native_error
 from .encode import EXTENSIONS
 from .probe import sniff
 from .route import Clock, run
+from .target import run_sized
 from .write import TEMP_SUFFIX, atomic_write, expected_parent, read_input
 
 __all__ = ["optimize_bytes", "optimize_file", "output_name", "EXTENSIONS", "TEMP_SUFFIX", "sniff"]
@@ -44,6 +50,60 @@ def _failed(exc: BaseException, path: str | None, clock: Clock, start: float, **
     )
 
 
+def _already_done(data: bytes, digest: str, s: Settings, known: dict | None,
+                  in_place: bool) -> tuple[dict, bool, str] | None:
+    """``(recorded result fields, copy?, note)`` when ``data`` is known to be done:
+    its hash is in the manifest's hint, or (``mark``) it carries a valid marker of
+    these settings. None otherwise (the file runs)."""
+    entry = match(known, digest)
+    if entry is not None:
+        copy = bool(entry.get("copy")) and not in_place
+        return dict(entry.get("result") or {}), copy, "unchanged: optimised with these settings " \
+            "by this version before (manifest)"
+    if s.mark and marker.check(data, marker_key(s)):
+        fmt = sniff(data[:64])
+        return ({"format_in": fmt, "format_out": fmt, "bytes_out": len(data), "output_hash": digest},
+                not in_place, "unchanged: its pyimgopt marker says it was optimised with these "
+                "settings by this version")
+    return None
+
+
+def _unchanged(src: str | None, dst: str | None, data: bytes, digest: str, hit: tuple[dict, bool, str],
+               clock: Clock, start: float, dry_run: bool) -> Result:
+    rec, copy, note = hit
+    notes = (note, COPIED_NOTE) if copy else (note,)
+    fmt = rec.get("format_in") or sniff(data[:64])
+    return Result(
+        input=src, output=dst if copy or not rec.get("output") else rec["output"],
+        status="unchanged", format_in=fmt, format_out=rec.get("format_out") or fmt,
+        bytes_in=len(data), bytes_out=len(data) if copy else rec.get("bytes_out", len(data)),
+        width_in=rec.get("width_in"), height_in=rec.get("height_in"), width=rec.get("width"),
+        height=rec.get("height"), frames=rec.get("frames") or 1, quality=rec.get("quality"),
+        ssim=rec.get("ssim"), seconds=time.perf_counter() - start, stages=clock.stages, notes=notes,
+        input_hash=digest, output_hash=digest if copy else rec.get("output_hash", digest),
+        dry_run=dry_run)
+
+
+def _route(data: bytes, s: Settings, path: str | None, clock: Clock, *, in_place: bool):
+    """The route, under ``target_size`` when set (:mod:`.target`)."""
+    if s.target_size is not None:
+        return run_sized(data, s, path, clock, in_place=in_place)
+    return run(data, s, path, clock, in_place=in_place)
+
+
+def _marked(out: bytes, info: dict, s: Settings, data: bytes) -> bytes:
+    """``out`` with the in-file marker when ``s.mark`` asks for it and the format holds
+    one — unless the marker would make a smaller output not smaller than the input, or
+    push it over ``target_size``."""
+    if not s.mark or info.get("status") != "optimized" or out is data:
+        return out
+    tagged = marker.add(out, info["format_out"], marker_key(s))
+    if tagged is None or (len(out) < len(data) <= len(tagged)) or (
+            s.target_size is not None and len(tagged) > s.target_size):
+        return out
+    return tagged
+
+
 def optimize_bytes(
     data: bytes,
     settings: Settings | None = None,
@@ -51,11 +111,19 @@ def optimize_bytes(
     progress: Callable[[str], None] | None = None,
     in_place: bool = False,
     admit: Callable[..., None] | None = None,
+    known: dict | None = None,
+    force: bool = False,
 ) -> tuple[bytes, Result]:
     """Optimise an image held in memory.
 
     ``in_place=True`` says the bytes will replace their source: the format is
     kept (``auto`` picks within it; a named other format is refused).
+
+    ``known`` is the optimisation manifest's hint for these bytes
+    (:meth:`pyimgopt.manifest.Manifest.hint`): when their hash is listed — or,
+    with ``settings.mark``, when they carry a valid marker of these settings —
+    the result is ``unchanged`` and the bytes returned are the input's own,
+    without decoding. ``force=True`` ignores both.
 
     ``progress(stage)`` is called as each stage ends; if it raises, the
     pipeline stops there and the exception propagates. ``admit(probe,
@@ -81,8 +149,14 @@ def optimize_bytes(
         )
     start = time.perf_counter()
     clock = Clock(progress, admit)
+    digest = content_hash(data)
+    if not force:
+        hit = _already_done(data, digest, s, known, in_place)
+        if hit is not None:
+            return data, _unchanged(None, None, data, digest, hit, clock, start, False)
     try:
-        out, info = run(data, s, None, clock, in_place=in_place)
+        out, info = _route(data, s, None, clock, in_place=in_place)
+        out = _marked(out, info, s, data)
     except PyimgoptError:
         raise
     except MemoryError:
@@ -97,6 +171,8 @@ def optimize_bytes(
         bytes_out=len(out),
         seconds=time.perf_counter() - start,
         stages=clock.stages,
+        input_hash=digest,
+        output_hash=digest if out is data else content_hash(out),
         **info,
     )
 
@@ -118,6 +194,9 @@ def optimize_file(
     expect: dict | None = None,
     outputs: dict[str, str] | None = None,
     admit: Callable[..., None] | None = None,
+    known: dict | None = None,
+    force: bool = False,
+    dry_run: bool = False,
 ) -> Result:
     """Optimise the file ``src`` and write it to ``dst`` (``None``: in place).
 
@@ -130,6 +209,14 @@ def optimize_file(
     ``outputs`` — ``{format: path}`` of the names a checker allowed — makes a
     ``format="auto"`` result that changes the extension refuse (``scope_denied``,
     nothing written) a name not in it.
+
+    ``known`` — the optimisation manifest's hint (:meth:`pyimgopt.manifest.Manifest.hint`)
+    — and, with ``settings.mark``, the file's own marker make a file already
+    optimised with these settings ``unchanged`` at the cost of reading and
+    hashing it: nothing decoded, nothing written — except to an output folder
+    when the input is itself such an output: then it is copied there.
+    ``force=True`` ignores both. ``dry_run=True`` runs everything and writes
+    nothing: the result describes what would be written (``dry_run`` set).
 
     ``progress(stage)`` is called as each stage ends (``read``, ``probe``,
     ``decode``, ``resize``, ``encode``, ``write``); an exception it raises
@@ -159,15 +246,24 @@ def optimize_file(
         want = None if expect is None else (expect["dev"], expect["ino"])
         data, st = read_input(src_s, s.max_input_bytes, expect=want)
         clock.lap("read")
-        out, info = run(data, s, src_s, clock, in_place=in_place)
+        digest = content_hash(data)
+        hit = None if force else _already_done(data, digest, s, known, in_place)
+        if hit is not None:
+            if hit[1] and not dry_run:  # the input is an output of these settings: copy it
+                parent, depth = expected_parent(expect)
+                atomic_write(dst_s, data, expect_parent=parent, create_depth=depth)
+            clock.lap("write")
+            return _unchanged(src_s, dst_s, data, digest, hit, clock, start, dry_run)
+        out, info = _route(data, s, src_s, clock, in_place=in_place)
+        out = _marked(out, info, s, data)
         if s.format == "auto" and not in_place and info["format_out"] != info["format_in"]:
             dst_s = os.path.splitext(dst_s)[0] + EXTENSIONS[info["format_out"]]
             if outputs is not None and outputs.get(info["format_out"]) != dst_s:
                 raise ScopeDeniedError(
                     f"format auto chose {info['format_out'].upper()}, but writing {dst_s} is not "
                     "allowed (write scope, deny pattern or overwrite)", path=src_s, stage="write")
-        if info["status"] == "skipped" and in_place:
-            pass  # the original stays exactly as it was
+        if (info["status"] == "skipped" and in_place) or dry_run:
+            pass  # the original stays exactly as it was; a dry run writes nothing
         else:
             parent, depth = expected_parent(expect)
             atomic_write(dst_s, out, mode=st.st_mode if in_place else None, expect_parent=parent,
@@ -185,5 +281,8 @@ def optimize_file(
         bytes_out=len(out),
         seconds=time.perf_counter() - start,
         stages=clock.stages,
+        input_hash=digest,
+        output_hash=digest if out is data else content_hash(out),
+        dry_run=dry_run,
         **info,
     )

@@ -39,7 +39,9 @@ AUTO_AVIF_BIG = 2_000_000
 
 def encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool,
                small=True) -> quality.Candidate:
-    """One format: at the target when ``target_ssim`` is set, else at ``quality``.
+    """One format: at the size target when ``target_size`` is set (the highest
+    quality that fits), else at the target when ``target_ssim`` is set, else at
+    ``quality``.
 
     ``small`` is the image's :func:`.search.proxy` when the caller made it
     (``True``: made here when needed). A lossless encode reports SSIM 1 only
@@ -49,13 +51,16 @@ def encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool,
     """
     lossless = bool(s.lossless) or (
         fmt in ("webp", "jxl") and s.lossless is None and fmt_in == fmt and src_lossless)
+    if s.target_size is not None and quality.searchable(dec, fmt, lossless):
+        return quality.encode_to_size(dec, fmt, s, s.target_size, source_format=fmt_in,
+                                      source_lossless=src_lossless)
     if s.target_ssim is not None and quality.searchable(dec, fmt, lossless):
         return search.encode_to_target(
             dec, fmt, s, s.target_ssim, source_format=fmt_in, source_lossless=src_lossless,
             small=small)
     enc = encode(dec, fmt, s, source_format=fmt_in, source_lossless=src_lossless)
     ssim_value = 1.0 if enc.lossless and dec.exact else None
-    if s.target_ssim is not None and not enc.lossless:
+    if (s.target_ssim is not None or s.target_size is not None) and not enc.lossless:
         if quality.searchable(dec, fmt, False) or (fmt in ("png", "gif") and len(dec.frames) == 1):
             ssim_value = quality.measure(enc.data, quality.reference(dec, s.background_rgb), fmt)
         elif len(dec.frames) > 1:
@@ -89,7 +94,8 @@ def best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool,
     the smallest wins. (In place, auto is ``keep`` with a target:
     :func:`.route.run`.)
     """
-    target = s.target_ssim if s.target_ssim is not None else quality.DEFAULT_AUTO_TARGET
+    sized = s.target_size is not None  # every format searched to fit, none ranked away
+    target = s.target_ssim if s.target_ssim is not None or sized else quality.DEFAULT_AUTO_TARGET
     lossless = s.lossless is True
     st = s.replace(target_ssim=target, lossless=True if lossless else None)
     tried: list[quality.Candidate] = []
@@ -108,7 +114,7 @@ def best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool,
     lossy = [f for f in formats if quality.searchable(dec, f, _lossless_for(f, st, fmt_in, src_lossless))]
     plans = {}
     w, h = dec.size
-    if len(lossy) > 1:
+    if len(lossy) > 1 and not sized:
         for fmt in lossy:
             plans[fmt] = search.plan_target(dec, fmt, _auto_settings(st, fmt, w * h), target,
                                              source_format=fmt_in, source_lossless=src_lossless,
@@ -159,9 +165,12 @@ def best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool,
         raise UnsupportedFormatError(
             f"no format in formats_allowed ({', '.join(s.formats_allowed)}) holds this image "
             "losslessly", stage="encode")
-    meeting = [c for c in tried if c.ssim is None or c.ssim >= target]
-    pool = meeting or [max(tried, key=lambda c: c.ssim or 0.0)]
-    best_cand = min(pool, key=lambda c: len(c.encoded.data))
+    if sized:
+        best_cand = _best_fitting(tried, s.target_size, target)
+    else:
+        meeting = [c for c in tried if c.ssim is None or c.ssim >= target]
+        pool = meeting or [max(tried, key=lambda c: c.ssim or 0.0)]
+        best_cand = min(pool, key=lambda c: len(c.encoded.data))
     sizes = ", ".join(
         f"{c.encoded.format}{'-lossless' if c.encoded.lossless else ''}={len(c.encoded.data)}"
         for c in tried
@@ -171,6 +180,21 @@ def best_auto(dec, s: Settings, fmt_in: str, src_lossless: bool,
         sizes += f" (not encoded for real, {what}: {', '.join(skipped)})"
     best_cand.notes = [*best_cand.notes, f"auto candidates: {sizes}"]
     return best_cand
+
+
+def _best_fitting(tried: list[quality.Candidate], limit: int,
+                  target: float | None) -> quality.Candidate:
+    """With ``target_size``: among the candidates that fit ``limit`` (and meet
+    ``target`` when given) the one that looks closest to the source (highest
+    score; the smaller on a tie) wins; when none does, the smallest (so the
+    caller can report the best size reached)."""
+    def fits(c: quality.Candidate) -> bool:
+        return len(c.encoded.data) <= limit and (target is None or (c.ssim or 0.0) >= target)
+
+    fitting = [c for c in tried if fits(c)]
+    if fitting:
+        return max(fitting, key=lambda c: (c.ssim if c.ssim is not None else 0.0, -len(c.encoded.data)))
+    return min(tried, key=lambda c: len(c.encoded.data))
 
 
 def _auto_settings(s: Settings, fmt: str, pixels: int) -> Settings:

@@ -21,14 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..settings import BROWSER_FORMATS
+from ..settings import BROWSER_FORMATS, Settings
 from . import apnganim, gifanim, jxl, perceptual
 from .decode import Decoded
-from .encode import Encoded, has_avif
+from .encode import Encoded, encode, has_avif
 from .frames import flatten_rgb, looks_like_graphic, opposite
 
 __all__ = ["DEFAULT_AUTO_TARGET", "MIN_QUALITY", "Candidate", "Reference", "reference", "measure",
-           "measure_frames", "sample_frames", "output_frames", "searchable", "auto_formats"]
+           "measure_frames", "sample_frames", "output_frames", "searchable", "encode_to_size",
+           "auto_formats"]
 
 #: The SSIM target ``format="auto"`` uses when ``target_ssim`` is not given.
 DEFAULT_AUTO_TARGET = 0.985
@@ -163,6 +164,52 @@ def searchable(dec: Decoded, fmt: str, lossless: bool) -> bool:
     """Whether a quality search applies: a lossy format, one frame, big enough to measure."""
     w, h = dec.size
     return fmt in ("jpeg", "webp", "avif", "jxl") and not lossless and len(dec.frames) == 1 and min(w, h) >= _MIN_SIDE
+
+
+def encode_to_size(
+    dec: Decoded,
+    fmt: str,
+    s: Settings,
+    limit: int,
+    *,
+    source_format: str,
+    source_lossless: bool,
+) -> Candidate:
+    """Encode ``dec`` as ``fmt`` at the highest quality whose output is at most ``limit`` bytes.
+
+    The quality is searched in [``MIN_QUALITY``, cap] by bisection on real
+    encodes (sizes of the fast probe encoder differ), where the cap is the
+    quality a run without a size target would write (``s.quality`` or the
+    format's default, and for JPEG from JPEG the source's own): a size target
+    is a ceiling, never a reason to raise the quality. When even
+    ``MIN_QUALITY`` does not fit, that smallest encoding is returned (the
+    caller sees it is too large). The chosen encoding's score is measured
+    (``ssim``), so ``target_ssim`` and ``format="auto"`` can judge it.
+    """
+    ref = reference(dec, s.background_rgb)
+
+    def at(q: int | None) -> Encoded:
+        return encode(dec, fmt, s if q is None else s.replace(quality=q), source_format=source_format,
+                      source_lossless=source_lossless)
+
+    first = at(None)  # the quality a run without a size target writes: the cap
+    cap = first.quality
+    best = first
+    if len(first.data) > limit and cap is not None and cap > MIN_QUALITY:
+        low = at(MIN_QUALITY)
+        best = low
+        if len(low.data) <= limit:
+            lo, hi = MIN_QUALITY, cap  # lo fits, hi does not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                enc = at(mid)
+                if len(enc.data) <= limit:
+                    lo, best = mid, enc
+                else:
+                    hi = mid
+    notes = [] if len(best.data) <= limit else [
+        f"{fmt} does not fit {limit} bytes even at q{best.quality} ({len(best.data)} bytes)"]
+    return Candidate(best, measure(best.data, ref, fmt=fmt), notes)
 
 
 def auto_formats(dec: Decoded, source_format: str, in_place: bool,

@@ -270,7 +270,8 @@ def run(
         # frames, palettes and disposal as they are, unless a re-encode is smaller and shows
         # exactly the same frames (checked with a browser-like compositor)
         kept_data, kept_notes = gif_kept
-        if not enc.lossless or len(kept_data) <= len(out):
+        over = s.target_size is not None and len(kept_data) > s.target_size >= len(out)
+        if (not enc.lossless or len(kept_data) <= len(out)) and not over:
             out, ssim_value, enc.quality, enc.lossless = kept_data, 1.0, None, True
             notes = [*dec.notes, *kept_notes]
     strip_icc = dec.icc_must_stay
@@ -287,7 +288,9 @@ def run(
         stripped = privacy.lossless_strip(
             data, fmt_in, keep_icc=strip_icc, orientation=orientation, notes=strip_notes,
             beat=None if lossless_only else int(len(out) / _REENCODE_MARGIN) + 1)
-        if isinstance(stripped, bytes) and (lossless_only or len(out) >= _REENCODE_MARGIN * len(stripped)):
+        over = s.target_size is not None and len(stripped or b"") > s.target_size >= len(out)
+        if isinstance(stripped, bytes) and not over and (
+                lossless_only or len(out) >= _REENCODE_MARGIN * len(stripped)):
             out = stripped
             enc.quality = dec.source_quality if fmt_in == "jpeg" else None
             enc.lossless = True
@@ -299,7 +302,8 @@ def run(
         # and a lossless one only when it lost nothing Pillow cannot write.
         route, route_notes = png_route
         faithful = not enc.lossless or (smp.bits <= 8 and not pngfile.display_chunks(data))
-        if len(route) <= len(out) or not faithful:
+        over = s.target_size is not None and len(route) > s.target_size >= len(out)
+        if (len(route) <= len(out) or not faithful) and not over:
             out, ssim_value, enc.quality = route, 1.0, None
             enc.lossless = True
             notes = [n for n in notes if n != "lossy palette (libimagequant)"] + route_notes

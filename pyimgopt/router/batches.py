@@ -29,6 +29,7 @@ from ..errors import (
     PyimgoptError,
 )
 from ..logs import event
+from ..manifest import Hinter, settings_key
 from ..security import Policy
 from . import checks
 from .model import Batch, Job, str_keys
@@ -57,6 +58,7 @@ class _Assembly:
     settings: dict
     in_place: bool
     req: str
+    options: dict = field(default_factory=dict)  # force, dry_run
     specs: list = field(default_factory=list)
     last: float = field(default_factory=time.monotonic)
     parts: list = field(default_factory=list)  # checked slices, by index
@@ -108,7 +110,7 @@ class BatchDesk:
             refuse(ProtocolError(f"batch id {bid} is already in use", stage="protocol"))
             return
         asm = _Assembly(bid, identity, owner, policy, msg["priority"], msg["settings"], msg["in_place"],
-                        msg["req"])
+                        msg["req"], options={k: True for k in ("force", "dry_run") if msg.get(k)})
         self._assembling[bid] = asm
         self._add_chunk(asm, msg["jobs"], bool(msg.get("more")), msg["req"])
 
@@ -157,9 +159,10 @@ class BatchDesk:
         slices = [(i, specs[i:i + CHECK_SLICE]) for i in range(0, len(specs), CHECK_SLICE)] or [(0, [])]
         asm.parts = [None] * len(slices)
         asm.waiting = len(slices)
+        _, hint = self._manifest_hint(asm.settings, asm.options)
         for n, (start, part) in enumerate(slices):
             self._offload.submit(checks.check_jobs, asm.batch, start, part, asm.policy, asm.in_place,
-                                 asm.settings.get("format") == "auto",
+                                 asm.settings.get("format") == "auto", hint,
                                  then=lambda value, err, n=n, asm=asm: self._checked(asm, n, value, err))
 
     def _fail_assembly(self, asm: _Assembly, err: BaseException) -> None:
@@ -199,7 +202,7 @@ class BatchDesk:
             return
         # durable before the submit is acknowledged; refused jobs are stored as refused
         self._jw.call("add_batch", asm.batch, asm.owner, asm.priority, asm.settings, asm.in_place, rows,
-                      then=lambda _v, e: self._journaled(asm, accepted, refused, e))
+                      asm.options, then=lambda _v, e: self._journaled(asm, accepted, refused, e))
 
     def _journaled(self, asm: _Assembly, accepted: list[Job], refused: dict,
                    err: BaseException | None) -> None:
@@ -218,6 +221,8 @@ class BatchDesk:
         batch = Batch(asm.batch, asm.identity, asm.priority, asm.settings, asm.in_place, [],
                       total=len(jobs))
         batch.owner = asm.owner
+        batch.options = asm.options
+        batch.key, _ = self._manifest_hint(asm.settings, asm.options)
         self._batches[batch.id] = batch
         self._send_client(asm.identity, "accepted", req=asm.req, batch=batch.id, total=batch.total)
         event(self._log, "batch_submitted", batch=batch.id, count=batch.total)
@@ -243,6 +248,11 @@ class BatchDesk:
                 elif job.state == "queued" and reg.queue:
                     if batch.cancelled:
                         self._end_job(job, CancelledError("cancelled", path=job.input, stage="queue"))
+                    elif job.early is not None:  # unchanged, found at submit: no sidecar needed
+                        result, job.early = job.early, None
+                        if batch.options.get("dry_run"):
+                            result["dry_run"] = True
+                        self.job_done(job, result)
                     else:
                         self._queue.push(job.id, batch.id, batch.priority, size=job.size)
                         self._event(batch, "queued", job.id, input=job.input)
@@ -289,6 +299,7 @@ class BatchDesk:
             return
         row, rows = value
         self._offload.submit(checks.restore_jobs, row, rows, True, self._policy_for(owner),
+                             self._manifest_hint(row["settings"], row.get("options") or {})[1],
                              then=lambda v, e: self._restored(identity, req, row, v, e))
 
     def _restored(self, identity: bytes, req: str, row: dict, value: Any, err: BaseException | None) -> None:
@@ -341,6 +352,8 @@ class BatchDesk:
         batch = Batch(row["id"], None, row["priority"], row["settings"], bool(row["in_place"]), [],
                       total=len(jobs))
         batch.owner = row["owner"]
+        batch.options = dict(row.get("options") or {})
+        batch.key, _ = self._manifest_hint(row["settings"], batch.options)
         batch.paused = row["state"] == "paused"
         batch.cancelled = row["state"] == "cancelled"
         batch.finished = row["state"] == "done"
@@ -364,7 +377,25 @@ class BatchDesk:
         """At start: requeue what every unfinished batch left; never redo what is done."""
         for row in self._journal.unfinished():
             rows = row.pop("jobs")
-            self._restore(row, checks.restore_jobs(row, rows, True, self._policy_for(row["owner"])))
+            hint = self._manifest_hint(row["settings"], row.get("options") or {})[1]
+            self._restore(row, checks.restore_jobs(row, rows, True, self._policy_for(row["owner"]),
+                                                   hint))
+
+    def _manifest_hint(self, settings: dict, options: dict):
+        """``(settings key, hint function)`` for a batch: what the manifest knows is
+        checked per job on a worker thread (paths and ``stat`` only). ``(None,
+        None)`` without a manifest or with ``force``; a dry run reads the
+        manifest (it reports ``unchanged`` as a real run would) but never writes it."""
+        manifest = getattr(self, "_manifest", None)
+        if manifest is None:
+            return None, None
+        try:
+            key = settings_key(protocol.unpack_settings(settings))
+        except ProtocolError:
+            return None, None
+        if options.get("force"):
+            return key, None
+        return key, Hinter(manifest, key, getattr(self, "_mw", None))
 
     # -- cancel, pause, resume ----------------------------------------------------------
 

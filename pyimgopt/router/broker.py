@@ -15,6 +15,9 @@ executor's business (:mod:`.sidecars`). It never touches pixels.
 
 from __future__ import annotations
 
+import logging
+import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -26,7 +29,8 @@ import zmq
 from .. import protocol
 from ..auth import Authenticator, authorized_keys, check_ipc_bind, check_tcp_bind, make_server
 from ..journal import JournalWriter, open_journal, prune_runs
-from ..logs import get_logger
+from ..logs import event, get_logger
+from ..manifest import MANIFEST_NAME, Manifest, ManifestWriter
 from ..metrics import RouterMetrics, serve_metrics
 from .batches import BatchDesk
 from .clients import INSECURE_OWNER, MUST_DELIVER, ClientLink
@@ -97,6 +101,8 @@ class Router(ClientLink, JobLife, BatchDesk):
         self._executor = make_executor(self)  # where jobs run: config.executor
         self._journal = None
         self._jw: JournalWriter | None = None
+        self._manifest: Manifest | None = None
+        self._mw: ManifestWriter | None = None
         self._offload: Offload | None = None
         self._front = None
         self._last_error_log: dict[str, float] = {}
@@ -171,13 +177,34 @@ class Router(ClientLink, JobLife, BatchDesk):
             if self._journal.folder == cfg.state_dir:
                 prune_runs(cfg.state_dir, cfg.retention_days * 86400)
             self._jw = JournalWriter(self._journal, deliver=self._offload.post)
-            if cfg.recover:
-                self._recover()
+        self._open_manifest()
+        if cfg.state_dir and cfg.recover:
+            self._recover()
         if cfg.metrics_port is not None:
             self.metrics_server, _ = serve_metrics(self.metrics, cfg.metrics_port)
         self._started = time.monotonic()
         self._executor.start_pool()
         self._ready.set()
+
+    def _open_manifest(self) -> None:
+        """The optimisation manifest: ``config.manifest``, or beside the journal."""
+        where = self.config.manifest
+        if where is False or (where is None and not self.config.state_dir):
+            return
+        path = where if isinstance(where, str) else os.path.join(self.config.state_dir, MANIFEST_NAME)
+        try:
+            manifest = Manifest(path)
+            manifest.count()
+        except (sqlite3.Error, OSError) as exc:  # unreadable: every file simply runs again
+            event(self._log, "manifest_unavailable", logging.WARNING, path=path, error=str(exc))
+            return
+        self._manifest = manifest
+        self._mw = ManifestWriter(manifest)
+
+    @property
+    def manifest_path(self) -> str | None:
+        """The manifest database this router reads and writes, or None."""
+        return None if self._manifest is None else self._manifest.path
 
     def _loop(self) -> None:
         poller = zmq.Poller()
@@ -279,6 +306,8 @@ class Router(ClientLink, JobLife, BatchDesk):
             self._jw.close()
         elif self._journal is not None:
             self._journal.close()
+        if self._mw is not None:
+            self._mw.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
         if getattr(self, "_auth", None) is not None:

@@ -9,16 +9,20 @@ the journal rows, and the analysis of a batch read back from the journal
 (what is done, what must run again). These are pure functions of their
 arguments plus the file system: they run on the router's worker threads
 (:mod:`.offload`) and return :class:`~.model.Job` records the router's
-thread then registers. Nothing here reads an image's contents.
+thread then registers. Nothing here decodes an image; the only contents read
+are those of an input the optimisation manifest already knows, hashed to
+answer ``unchanged`` at submit (:func:`pyimgopt.manifest.known_unchanged`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import CapabilityDeniedError, IOFailureError, PyimgoptError, ScopeDeniedError
 from ..files import EXTENSIONS, parent_anchor, remove_stale_temps
+from ..manifest import known_unchanged
 from ..result import Result
 from ..security import Policy, clobbered_inputs, printable_path, utf8_name
 from .model import Job
@@ -43,12 +47,16 @@ def _auto_outputs(policy: Policy, inp: str, out: str) -> dict[str, str]:
 
 
 def check_jobs(bid: str, start: int, specs: list[tuple[str, str | None]], policy: Policy,
-               in_place: bool, auto: bool = False) -> list[tuple[Job, PyimgoptError | None]]:
+               in_place: bool, auto: bool = False,
+               hint: Callable[..., dict | None] | None = None) -> list[tuple[Job, PyimgoptError | None]]:
     """Check submitted ``(input, output)`` pairs ``start``, ``start + 1``, ... of batch ``bid``.
 
     Returns one ``(job, error)`` per pair: ``error`` None for an accepted
     job (canonical paths, ``expect`` with the input's device and inode and
-    the anchor folder of the output), else the typed refusal.
+    the anchor folder of the output, and ``known``, the manifest's
+    ``hint(input, output, in_place=, auto=)`` when given), else the typed refusal.
+    A job whose input the hint lists (hashed here, never decoded) and that needs
+    nothing written gets its ``unchanged`` result in ``early``: it is never dispatched.
     """
     out: list[tuple[Job, PyimgoptError | None]] = []
     for i, (given_in, given_out) in enumerate(specs, start=start):
@@ -74,6 +82,11 @@ def check_jobs(bid: str, start: int, specs: list[tuple[str, str | None]], policy
             job = Job(jid, bid, inp, None if in_place else dst, expect=expect, size=st.st_size)
             if auto and not in_place and dst is not None:
                 job.outputs = _auto_outputs(policy, inp, dst)
+            if hint is not None:
+                job.known = hint(inp, job.output, in_place=in_place, auto=auto)
+                done = known_unchanged(inp, job.known, size=st.st_size, expect=expect)
+                if done is not None:
+                    job.early = done.to_dict()
             out.append((job, None))
         except PyimgoptError as exc:
             out.append((Job(jid, bid, printable_path(str(given_in)), None, state="failed"), exc))
@@ -140,14 +153,16 @@ def _replaced(job: Job) -> bool:
 
 
 def restore_jobs(row: dict, rows: list[dict], recover: bool,
-                 policy: Policy | None = None) -> tuple[list[Job], list[tuple]]:
+                 policy: Policy | None = None,
+                 hint: Callable[..., dict | None] | None = None) -> tuple[list[Job], list[tuple]]:
     """Rebuild a journaled batch's jobs; with ``recover``, decide what must run again.
 
     Done jobs stay done — unless their output vanished (then they run
     again); an in-place input already replaced (its inode changed) counts as
     done; what was running left no temporary file behind (the journal's
     owner is gone, and so are its writers). With ``format="auto"`` the names
-    a job may write are checked again against ``policy`` (its owner's).
+    a job may write are checked again against ``policy`` (its owner's), and
+    a job to run gets the manifest's ``hint`` as at submit.
     Returns the jobs and the journal updates these decisions need, as
     ``(method, *args)``.
     """
@@ -192,5 +207,8 @@ def restore_jobs(row: dict, rows: list[dict], recover: bool,
                 if (job.state == "queued" and policy is not None and not in_place and job.output
                         and row["settings"].get("format") == "auto"):
                     job.outputs = _auto_outputs(policy, job.input, job.output)
+                if job.state == "queued" and hint is not None:
+                    job.known = hint(job.input, job.output, in_place=in_place,
+                                     auto=row["settings"].get("format") == "auto")
         jobs.append(job)
     return jobs, updates

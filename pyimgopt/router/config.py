@@ -67,6 +67,10 @@ class RouterConfig:
     # When another process owns state_dir's journal: False refuses to start
     # (JournalBusyError); True keeps a private journal in state_dir/runs/.
     private_journal_if_busy: bool = False
+    # The optimisation manifest (SQLite): None puts it beside the journal,
+    # ``state_dir/manifest.sqlite3`` (no journal, no manifest); a path puts it
+    # there (several routers may share one); False turns it off.
+    manifest: str | bool | None = None
     retention_days: float = 30.0  # finished batches older than this are pruned
     metrics_port: int | None = None  # serve Prometheus /metrics on 127.0.0.1:PORT (0: any free port)
     sidecar_address_space: int | None = 8 * 1024**3  # RLIMIT_AS of pool sidecars

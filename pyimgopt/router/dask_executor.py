@@ -268,7 +268,8 @@ class DaskExecutor:
         job.started = now
         job.deadline = now + self.config.lease
         job.inline = not self.shared_files
-        spec = {"settings": batch.settings, "in_place": batch.in_place}
+        spec = {"settings": batch.settings, "in_place": batch.in_place, "known": job.known,
+                "force": bool(batch.options.get("force")), "dry_run": bool(batch.options.get("dry_run"))}
         self.futures[job.id] = None  # its place is taken while the input is read
         if self.shared_files:
             spec.update(input=job.input, output=job.output, expect=job.expect, outputs=job.outputs)
@@ -428,7 +429,7 @@ class DaskExecutor:
             return
         job.state = "writing"
         self.r._offload.submit(write_inline, job, batch.in_place, batch.settings.get("format") == "auto",
-                               mode, reply["result"], data,
+                               mode, reply["result"], data, bool(batch.options.get("dry_run")),
                                then=lambda value, err: self._written(job, value, err))
 
     def _written(self, job: Job, value: Any, err: BaseException | None) -> None:

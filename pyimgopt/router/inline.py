@@ -13,6 +13,7 @@ import os
 
 from ..errors import ProtocolError, ScopeDeniedError
 from ..files import EXTENSIONS, atomic_write, expected_parent, read_input
+from ..manifest import COPIED_NOTE
 from .model import Job
 
 __all__ = ["read_inline", "write_inline"]
@@ -26,10 +27,16 @@ def read_inline(path: str, limit: int, expect: dict | None) -> tuple[bytes, int]
 
 
 def write_inline(job: Job, in_place: bool, auto: bool, mode: int | None, result: dict,
-                  data: bytes) -> dict:
-    """Write what a remote sidecar sent back, under this router's checks; return the result."""
+                  data: bytes, dry_run: bool = False) -> dict:
+    """Write what a remote sidecar sent back, under this router's checks; return the result.
+
+    Nothing is written for a dry run, nor for an ``unchanged`` file unless the
+    sidecar copied it (the input is an earlier output of these settings)."""
     result = dict(result)
     result["input"] = job.input
+    if result.get("status") == "unchanged" and COPIED_NOTE not in (result.get("notes") or ()):
+        result["output"] = result.get("output") or (job.input if in_place else job.output)
+        return result
     if in_place:
         dst = job.input
     else:
@@ -43,7 +50,7 @@ def write_inline(job: Job, in_place: bool, auto: bool, mode: int | None, result:
                 raise ScopeDeniedError(f"format auto chose {fmt_out.upper()}, but writing {dst} is not "
                                        "allowed (write scope, deny pattern or overwrite)",
                                        path=job.input, stage="write")
-    if not (in_place and result.get("status") == "skipped"):
+    if not (in_place and result.get("status") == "skipped") and not dry_run:
         parent, depth = expected_parent(job.expect)
         atomic_write(dst, data, mode=mode if in_place else None, expect_parent=parent, create_depth=depth)
     result["output"] = dst

@@ -18,6 +18,7 @@ import time
 from .. import protocol
 from ..errors import CancelledError, PyimgoptError, WorkerLostError
 from ..logs import event
+from ..manifest import record_of
 from .model import Batch, Job
 from .resources import available_memory
 
@@ -60,6 +61,10 @@ class JobLife:
         job.result = result
         if self._jw is not None:  # the output is already written and fsynced
             self._jw.call("job_done", job.id, result)
+        if self._mw is not None and batch.key is not None and not batch.options.get("dry_run"):
+            rec = record_of(result, batch.in_place)
+            if rec is not None:
+                self._mw.put(batch.key, rec)
         batch.done += 1
         if result.get("bytes_in") and result.get("bytes_out") is not None:
             batch.bytes_in += result["bytes_in"]

@@ -34,6 +34,8 @@ class Job:
     started: float = 0.0
     expect: dict | None = None
     outputs: dict | None = None  # format="auto": checked final name per format
+    known: dict | None = None  # the manifest's hint: hashes that mean "already done"
+    early: dict | None = None  # its ``unchanged`` result, found at submit: never dispatched
     inline: bool = False
     mode: int | None = None
     result: dict | None = None  # kept for replay to a client that reattaches
@@ -60,6 +62,8 @@ class Batch:
     last_progress: float = 0.0
     owner: str | None = None  # CurveZMQ key id of the submitter (None: local)
     finished_at: float = 0.0
+    options: dict = field(default_factory=dict)  # force, dry_run (journaled with the batch)
+    key: str | None = None  # the manifest's settings key (None: no manifest for this batch)
 
 
 @dataclass

@@ -259,6 +259,7 @@ class SidecarExecutor:
                 job.state = "writing"
                 r._offload.submit(write_inline, job, batch.in_place, batch.settings.get("format") == "auto",
                                   self._modes.pop(job.id, None), msg["result"], msg.bulk[0],
+                                  bool(batch.options.get("dry_run")),
                                   then=lambda value, err: self._written(job, value, err))
                 return
             r.job_done(job, msg["result"])
@@ -421,7 +422,9 @@ class SidecarExecutor:
         sc.busy.add(job.id)
         fields = dict(job=job.id, attempt=job.attempt, lease_ms=int(self.config.lease * 1000),
                       in_place=batch.in_place, settings=batch.settings, inline=sc.inline,
-                      mem=min(job.reserved, START_JOB_MEMORY) if sc.start_only else job.reserved)
+                      mem=min(job.reserved, START_JOB_MEMORY) if sc.start_only else job.reserved,
+                      known=job.known, force=bool(batch.options.get("force")),
+                      dry_run=bool(batch.options.get("dry_run")))
         if not sc.inline:
             self.send(sc.identity, "job", input=job.input, output=job.output, expect=job.expect,
                       outputs=job.outputs, **fields)

@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["Row", "BatchView", "FINAL", "relative"]
 
 #: The statuses a file ends in.
-FINAL = ("optimized", "skipped", "failed", "cancelled")
+FINAL = ("optimized", "skipped", "unchanged", "failed", "cancelled")
 
 
 def relative(path: str, base: str) -> str:
@@ -36,7 +36,7 @@ class Row:
     name: str = ""  # the input relative to the folder the batch was chosen from
     job: str | None = None
     output: str | None = None
-    status: str = "queued"  # queued running retrying optimized skipped failed cancelled
+    status: str = "queued"  # queued running retrying optimized skipped unchanged failed cancelled
     bytes_in: int | None = None
     bytes_out: int | None = None
     format_in: str | None = None
@@ -77,13 +77,13 @@ class BatchView:
         """Move ``r`` to ``status``, keeping the totals (O(1) per event, not per row)."""
         if r.status in FINAL:
             self.counts[r.status] -= 1
-            if r.status in ("optimized", "skipped"):
+            if r.status in ("optimized", "skipped", "unchanged"):
                 self.bytes_in -= r.bytes_in or 0
                 self.bytes_out -= r.bytes_out or 0
         r.status = status
         if status in FINAL:
             self.counts[status] += 1
-            if status in ("optimized", "skipped"):
+            if status in ("optimized", "skipped", "unchanged"):
                 self.bytes_in += r.bytes_in or 0
                 self.bytes_out += r.bytes_out or 0
 
@@ -91,7 +91,8 @@ class BatchView:
         c = self.counts
         return {
             "id": self.id, "total": self.total, "processed": sum(c.values()),
-            "optimized": c["optimized"], "skipped": c["skipped"], "failed": c["failed"],
+            "optimized": c["optimized"], "skipped": c["skipped"], "unchanged": c["unchanged"],
+            "failed": c["failed"],
             "cancelled_files": c["cancelled"],
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "saved": self.bytes_in - self.bytes_out,

@@ -248,7 +248,7 @@ class Session:
         if v is None or v.id != batch_id or not 0 <= idx < len(v.rows):
             raise UIError(404, IOFailureError("no such file in this batch", stage="ui"))
         r = v.rows[idx]
-        if r.status not in ("optimized", "skipped"):
+        if r.status not in ("optimized", "skipped", "unchanged"):
             raise UIError(404, IOFailureError(f"this file is {r.status}: nothing to preview", stage="ui"))
         if which == "before":
             if v.in_place and r.status == "optimized":

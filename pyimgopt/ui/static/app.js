@@ -177,7 +177,7 @@ function drawBatch() {
   const eta = b.finished ? 0 : (b.paused ? NaN : (b.total - b.processed) / rate);
   const pctSaved = b.bytes_in ? ((100 * b.saved) / b.bytes_in).toFixed(1) : "0.0";
   $("summary").textContent =
-    `${b.processed} / ${b.total} files (${pct} %) · ${b.optimized} optimized · ${b.skipped} skipped · ` +
+    `${b.processed} / ${b.total} files (${pct} %) · ${b.optimized} optimized · ${b.skipped} skipped · ${b.unchanged} unchanged · ` +
     `${b.failed} failed` + (b.cancelled_files ? ` · ${b.cancelled_files} cancelled` : "") +
     ` · saved ${human(b.saved)} (${pctSaved} %) of ${human(b.bytes_in)} · ` +
     (b.finished ? `took ${duration(b.elapsed)}` : `elapsed ${duration(elapsed)} · ETA ${b.paused ? "paused" : duration(eta)}`);
@@ -197,7 +197,7 @@ function rowCells(tr, r) {
   tr.cells[1].title = r.input;
   tr.dataset.status = r.status;
   tr.className = "st-" + r.status;
-  const can = r.status === "optimized" || r.status === "skipped";
+  const can = r.status === "optimized" || r.status === "skipped" || r.status === "unchanged";
   tr.cells[7].firstChild.disabled = !can;
 }
 
