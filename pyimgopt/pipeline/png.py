@@ -88,8 +88,7 @@ def _png(frames: list[Image.Image], s: Settings, anim: dict, meta: dict, notes: 
     uncompressed (``compress_level=0``): a zlib pass first would be wasted time.
     """
     if len(frames) == 1 and s.effort >= 1:
-        opt = pngplan.optimise(save(frames, "png", compress_level=0, **meta), s.effort,
-                               exact_transparent=s.lossless is True)
+        opt = pngplan.optimise(save(frames, "png", compress_level=0, **meta), s.effort)
         if opt is not None:
             return opt
         if not boost.available("oxipng"):

@@ -122,17 +122,15 @@ def _srgb_chunk_for_icc(data: bytes) -> bytes:
 
 
 def optimise_original(data: bytes, *, effort: int, keep_metadata: bool,
-                      orientation: int = 1,
-                      exact_transparent: bool = False) -> tuple[bytes, list[str]] | None:
+                      orientation: int = 1) -> tuple[bytes, list[str]] | None:
     """The smallest exact PNG of ``data`` that pyimgopt can make without decoding it.
 
     Without ``keep_metadata``, text, time, EXIF and private chunks go (what
     :func:`~.strip.strip_png` drops) and an sRGB profile becomes an ``sRGB``
     chunk; colour chunks, ``tRNS`` and a non-sRGB ``iCCP`` stay. Then oxipng
     (effort 1-9, planned per image by :mod:`.pngplan`) re-filters and
-    re-deflates, with only its lossless reductions (no 16-to-8 scaling); the
-    colour of fully transparent pixels may change unless
-    ``exact_transparent``. Effort 0, or oxipng missing, stops after the strip.
+    re-deflates, with only its lossless reductions (no 16-to-8 scaling, and
+    the colour under fully transparent pixels kept). Effort 0, or oxipng missing, stops after the strip.
     An EXIF ``orientation`` 2-8 the stored pixels still need survives as a
     minimal ``eXIf`` (:func:`~.strip.strip_png`). Returns ``None`` when the
     file cannot be parsed (bad CRC, no IEND): the caller decodes instead.
@@ -149,7 +147,7 @@ def optimise_original(data: bytes, *, effort: int, keep_metadata: bool,
         notes.append("non-sRGB (or unreadable) ICC profile kept with the original pixel values")
     if effort >= 1:
         if boost.available("oxipng"):
-            opt = pngplan.optimise(base, effort, exact_transparent=exact_transparent)
+            opt = pngplan.optimise(base, effort)
             # oxipng refuses what it cannot decode: the caller decodes and reports it
             return None if opt is None else (opt, notes)
         notes.append(boost.missing_note("oxipng"))

@@ -23,9 +23,9 @@ near-optimal parser (levels 10-12) is worth 5-10 % over its lazy levels
 
 Effort 9 gives every image the exhaustive search (every filter, libdeflate 12).
 Every setting is lossless: oxipng's reductions keep each sample (16-bit
-included), ``tRNS`` and colour chunks. By default the colour of fully
-transparent pixels may change (``optimize_alpha``: invisible, and what the
-correctness matrix allows); ``exact_transparent`` keeps it too.
+included), the colour of fully transparent pixels, ``tRNS`` and colour
+chunks. ``optimize_alpha=True`` lets oxipng change that hidden colour (no
+pipeline path asks for it: the matrix compares raw samples).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def plan(data: bytes, effort: int) -> Plan:
     return Plan((chosen,), level, False, f"{chosen} filter (sampled), libdeflate {level}")
 
 
-def optimise(data: bytes, effort: int, *, exact_transparent: bool = False) -> bytes | None:
+def optimise(data: bytes, effort: int, *, optimize_alpha: bool = False) -> bytes | None:
     """oxipng over the PNG ``data`` as :func:`plan` says; ``None`` when oxipng is missing or refuses.
 
     The result is exact (see the module text); it may be larger than ``data``
@@ -114,9 +114,9 @@ def optimise(data: bytes, effort: int, *, exact_transparent: bool = False) -> by
         return None
     p = plan(data, effort)
     if not p.filters:
-        return boost.png_optimize(data, effort, optimize_alpha=not exact_transparent)
+        return boost.png_optimize(data, effort, optimize_alpha=optimize_alpha)
     return boost.png_optimize(data, effort, filters=p.filters, level=p.level, fast=p.fast,
-                              optimize_alpha=not exact_transparent)
+                              optimize_alpha=optimize_alpha)
 
 
 def choose_filter(data: bytes) -> str | None:

@@ -194,8 +194,7 @@ def run(
         # a 16-bit PNG with an EXIF orientation gets here only without libvips: its samples
         # stay as stored, the orientation as a minimal eXIf a viewer applies once
         png_route = pngfile.optimise_original(data, effort=s.effort, keep_metadata=s.keep_metadata,
-                                              orientation=orientation,
-                                              exact_transparent=s.lossless is True)
+                                              orientation=orientation)
         pillow_only = s.effort == 0 or not boost.available("oxipng")
         if png_route is not None and not may_lose and (deep16 or not pillow_only):
             if pillow_only:
