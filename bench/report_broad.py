@@ -383,8 +383,8 @@ _STEP_LABELS = {
     "jpeg-keepmeta": ("JPEG lossless-strip candidate (time)",
                       "`keep_metadata=True`: the default without the strip candidate (bytes include metadata)"),
     "png-effort0": ("PNG oxipng (all of it)", "`effort=0`: Pillow alone, no oxipng"),
-    "png-effort4": ("PNG libdeflate 6 vs 5", "`effort=4`: level-2 filters with libdeflate 5"),
-    "png-effort8": ("PNG effort 8", "`effort=8`: oxipng level 2 with libdeflate 11"),
+    "png-effort4": ("PNG plan vs the libdeflate-5 preset", "`effort=4`: level-2 filters with libdeflate 5"),
+    "png-effort8": ("PNG effort 8", "`effort=8`: libdeflate 12 on large PNGs, every filter on small ones"),
 }
 
 

@@ -147,13 +147,28 @@ def png_options(effort: int) -> dict:
             "deflate": ox.Deflaters.libdeflater(12)}
 
 
-def png_optimize(data: bytes, effort: int) -> bytes | None:
-    """oxipng over a PNG (lossless) with :func:`png_options`; ``None`` when missing or refused."""
+def png_optimize(data: bytes, effort: int, *, filters: tuple[str, ...] | None = None,
+                 level: int | None = None, fast: bool = True,
+                 optimize_alpha: bool = False) -> bytes | None:
+    """oxipng over a PNG (lossless); ``None`` when missing or refused.
+
+    Without ``filters``/``level``: the preset of :func:`png_options`. With
+    them: those oxipng row filters (names of ``oxipng.RowFilter``) and
+    libdeflate ``level``; ``fast`` is oxipng's fast evaluation (each filter
+    tried with a quick compression, only the winner compressed at ``level``;
+    with one filter and ``fast`` off there is no trial at all). ``optimize_alpha`` lets oxipng change the
+    colour of fully transparent pixels (never a visible one).
+    """
     ox = _module("oxipng")
     if ox is None:
         return None
+    if filters:
+        opts = {"level": 2, "filter": [getattr(ox.RowFilter, f) for f in filters],
+                "deflate": ox.Deflaters.libdeflater(level or 10), "fast_evaluation": fast}
+    else:
+        opts = png_options(effort)
     try:
-        return ox.optimize_from_memory(data, **png_options(effort))
+        return ox.optimize_from_memory(data, optimize_alpha=optimize_alpha, **opts)
     except BaseException as exc:
         if not native_error(exc):
             raise

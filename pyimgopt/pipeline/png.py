@@ -3,7 +3,7 @@
 Owns how pyimgopt writes a PNG from decoded frames (the PNG-to-PNG route that
 keeps the original file's bytes is :mod:`.pngfile`): gray and palette
 reductions that keep every pixel value exactly (:func:`reduce_lossless`),
-Pillow's writer at ``compress_level=0`` then oxipng at the effort's preset
+Pillow's writer at ``compress_level=0`` then oxipng as :mod:`.pngplan` plans it
 (Pillow's own optimiser without it), APNG for animations, and the dithered
 libimagequant palette when ``lossy_png`` asks for it or an SSIM target the
 caller set allows it (kept only when smaller, and meeting the target).
@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..settings import Settings
-from . import boost
+from . import boost, pngplan
 from .frames import flatten_rgb, opposite, save
 
 __all__ = ["reduce_lossless", "encode_png"]
@@ -82,13 +82,13 @@ def reduce_lossless(im: Image.Image) -> Image.Image:
 
 
 def _png(frames: list[Image.Image], s: Settings, anim: dict, meta: dict, notes: list[str]) -> bytes:
-    """Lossless PNG: oxipng (level by ``s.effort``) on stored zlib; Pillow's optimiser without it.
+    """Lossless PNG: oxipng (planned by :mod:`.pngplan`) on stored zlib; Pillow's optimiser without it.
 
     oxipng re-filters and re-deflates anyway, so the PNG it is given is stored
     uncompressed (``compress_level=0``): a zlib pass first would be wasted time.
     """
     if len(frames) == 1 and s.effort >= 1:
-        opt = boost.png_optimize(save(frames, "png", compress_level=0, **meta), s.effort)
+        opt = pngplan.optimise(save(frames, "png", compress_level=0, **meta), s.effort)
         if opt is not None:
             return opt
         if not boost.available("oxipng"):

@@ -17,7 +17,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from . import boost, colour
+from . import boost, colour, pngplan
 from .strip import strip_png
 
 __all__ = ["PngHeader", "png_header", "png_chunks", "png_icc", "display_chunks", "optimise_original",
@@ -128,9 +128,9 @@ def optimise_original(data: bytes, *, effort: int, keep_metadata: bool,
     Without ``keep_metadata``, text, time, EXIF and private chunks go (what
     :func:`~.strip.strip_png` drops) and an sRGB profile becomes an ``sRGB``
     chunk; colour chunks, ``tRNS`` and a non-sRGB ``iCCP`` stay. Then oxipng
-    (effort 1-9, its presets in :func:`~.boost.png_options`) re-filters and
-    re-deflates, with only its lossless reductions (no ``optimize_alpha``, no
-    16-to-8 scaling). Effort 0, or oxipng missing, stops after the strip.
+    (effort 1-9, planned per image by :mod:`.pngplan`) re-filters and
+    re-deflates, with only its lossless reductions (no 16-to-8 scaling, and
+    the colour under fully transparent pixels kept). Effort 0, or oxipng missing, stops after the strip.
     An EXIF ``orientation`` 2-8 the stored pixels still need survives as a
     minimal ``eXIf`` (:func:`~.strip.strip_png`). Returns ``None`` when the
     file cannot be parsed (bad CRC, no IEND): the caller decodes instead.
@@ -147,7 +147,7 @@ def optimise_original(data: bytes, *, effort: int, keep_metadata: bool,
         notes.append("non-sRGB (or unreadable) ICC profile kept with the original pixel values")
     if effort >= 1:
         if boost.available("oxipng"):
-            opt = boost.png_optimize(base, effort)
+            opt = pngplan.optimise(base, effort)
             # oxipng refuses what it cannot decode: the caller decodes and reports it
             return None if opt is None else (opt, notes)
         notes.append(boost.missing_note("oxipng"))
