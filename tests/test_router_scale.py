@@ -77,19 +77,19 @@ def _raw(endpoint, **opts):
 
 
 def test_scale_a_submit_in_chunks_is_one_batch(tmp_path):
-    """3,000 files in chunks of 700 jobs: one batch, one result per file."""
-    tiny_tree(tmp_path / "in", 3000)
+    """1,500 files in chunks of 400 jobs: one batch, one result per file."""
+    tiny_tree(tmp_path / "in", 1500)
     with Client.local(workers=2, config=RouterConfig(**FAST), state_dir=str(tmp_path / "state")) as c:
-        c.chunk_jobs = 700
+        c.chunk_jobs = 400
         batch = c.submit([tmp_path / "in"], Settings(effort=0), in_place=True)
-        assert batch.total == 3000
+        assert batch.total == 1500
         results = batch.wait(300)
-    assert len(results) == 3000 and len({r.input for r in results}) == 3000
+    assert len(results) == 1500 and len({r.input for r in results}) == 1500
     assert {r.status for r in results} == {"skipped"}
     j = Journal(tmp_path / "state", readonly=True)
     (row,) = j.summary()
     j.close()
-    assert (row["total"], row["done"]) == (3000, 3000)
+    assert (row["total"], row["done"]) == (1500, 1500)
 
 
 def test_scale_chunk_protocol_refuses_what_it_must(tmp_path):
@@ -157,13 +157,15 @@ def test_scale_a_client_waiting_through_a_quiet_stage_hears_pings(tmp_path):
     client it is there, so the client never mistakes the silence for a lost
     router (which made it reattach and replay the whole batch)."""
     src = tmp_path / "slow.png"
-    src.write_bytes(_png(photo(800, 600)))
-    with Client.local(workers=1, config=RouterConfig(**FAST)) as c:
+    src.write_bytes(_png(photo(120, 90)))
+    # the job stalls 3 s in the sidecar (a test-only hook): 3 s with nothing to say
+    cfg = RouterConfig(sidecar_args=["--test-stall-on", "slow.png:3"], **FAST)
+    with Client.local(workers=1, config=cfg) as c:
         raw = _raw(c.endpoint)
         try:
             raw.send_multipart(protocol.encode(
                 "submit", req="s", batch="quiet", priority=0,
-                settings=Settings(format="avif", effort=9).to_dict(),
+                settings=Settings().to_dict(),
                 jobs=[{"id": "", "input": str(src), "output": str(tmp_path / "out" / "slow.png")}],
                 in_place=False))
             kinds = []
