@@ -294,6 +294,15 @@ def _optimize(a: argparse.Namespace) -> int:
         print("pyimgopt: interrupted; finished files are written, nothing is half-written",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of --json went away (`| head`): stop like an interrupt,
+        # quietly, and keep Python from failing again on its final flush
+        if progress is not None:
+            progress.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("pyimgopt: output closed; stopped; finished files are written, nothing is "
+              "half-written", file=sys.stderr)
+        return 141
     except PyimgoptError as exc:
         if progress is not None:
             progress.close()

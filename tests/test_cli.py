@@ -282,3 +282,28 @@ def test_cli_same_stem_inputs_both_written_never_overwritten(tmp_path):
                 got = np.asarray(decode(fh.read()).convert("RGB"), dtype=np.int16)
             assert got.shape == want.shape and np.abs(got - want).mean() < 8, name
         assert sorted(os.listdir(out)) == sorted(os.path.basename(o) for o in outputs)
+
+
+@pytest.mark.one_backend
+def test_cli_json_reader_that_goes_away_ends_quietly(tmp_path):
+    """`pyimgopt optimize --json | head -1`: no traceback, exit 141, nothing half-written."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(12):
+        (src / f"p{i:02d}.jpg").write_bytes(jpeg(photo(320, 240, seed=i), quality=95))
+    proc = subprocess.Popen([sys.executable, "-m", "pyimgopt", "optimize", str(src), "-o", str(tmp_path / "out"),
+                             "--json", "-j", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stdout.readline()
+        proc.stdout.close()  # the reader goes away after one line, as `head -1` does
+        err = proc.stderr.read().decode()
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stderr.close()
+    assert json.loads(first)["type"] == "batch"
+    assert "Traceback" not in err and "output closed" in err, err
+    assert code == 141
+    assert not temp_files(tmp_path)
