@@ -14,7 +14,9 @@ both use it; it imports neither, and never looks at pixels.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import secrets
 import stat
 
@@ -37,6 +39,23 @@ EXTENSIONS = {
 
 #: Every temporary file pyimgopt creates ends with this suffix.
 TEMP_SUFFIX = ".pyimgopt-tmp"
+
+#: A target's name is kept whole in its temporary file's name up to this many characters.
+NAME_CUT = 100
+
+
+def _temp_stem(name: str) -> str:
+    """What stands for target ``name`` in its temporary files' names: the name itself, or
+    (past :data:`NAME_CUT` characters) its first characters, ``~`` and a short hash of the
+    whole name, so two long names sharing a beginning never share temporary files."""
+    if len(name) <= NAME_CUT:
+        return name
+    return name[:NAME_CUT] + "~" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def _temp_pattern(name: str) -> re.Pattern:
+    """Exactly the temporary files :func:`atomic_write` makes for target ``name``."""
+    return re.compile(r"\." + re.escape(_temp_stem(name)) + r"\.[0-9a-f]{8}" + re.escape(TEMP_SUFFIX), re.S)
 
 
 def read_input(
@@ -239,7 +258,7 @@ def _write_in(dfd: int, name: str, data: bytes, mode: int | None, path: str) -> 
     tmp = None
     try:
         for _ in range(100):
-            candidate = f".{name[:100]}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+            candidate = f".{_temp_stem(name)}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
             try:
                 fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                              | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=dfd)
@@ -281,19 +300,22 @@ def _write_in(dfd: int, name: str, data: bytes, mode: int | None, path: str) -> 
 def remove_stale_temps(path: str) -> int:
     """Remove temporary files a killed writer of ``path`` left behind; return how many.
 
-    Only names :func:`atomic_write` makes for this target (``.NAME.*`` +
-    :data:`TEMP_SUFFIX`) in its folder are touched. Call it only when no
+    Only the names :func:`atomic_write` makes for this very target
+    (``.NAME.XXXXXXXX`` + :data:`TEMP_SUFFIX`, eight hex digits; a name past
+    :data:`NAME_CUT` characters is cut and carries a hash of the whole) in
+    its folder are touched: never those of ``NAME.png`` or ``NAME.webp``
+    beside it. Call it only when no
     writer of ``path`` can still be running (its process is dead).
     """
     folder = os.path.dirname(os.path.abspath(path))
-    prefix = f".{os.path.basename(path)[:100]}."
+    pattern = _temp_pattern(os.path.basename(path))
     removed = 0
     try:
         names = os.listdir(folder)
     except OSError:
         return 0
     for name in names:
-        if name.startswith(prefix) and name.endswith(TEMP_SUFFIX):
+        if pattern.fullmatch(name):
             try:
                 os.unlink(os.path.join(folder, name))
                 removed += 1

@@ -162,3 +162,43 @@ def test_files_in_place_sigkill_never_loses_or_truncates(tmp_path, delay):
             im = decode(now)
             assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(decode(before).convert("RGB")))
             assert len(now) < len(before)
+
+
+def test_files_sweeping_one_target_spares_its_neighbours_temps(tmp_path):
+    """``remove_stale_temps("a.png")`` removes only ``a.png``'s temporary files: not those of
+    ``a.png.png``/``a.png.webp`` beside it, nor of another long name sharing its first 100
+    characters. The names are the ones :func:`atomic_write` really makes (a write cut short
+    by a failing fsync leaves none, so each temp is planted by name from a real write's)."""
+    import re
+
+    from pyimgopt import files
+
+    long_a, long_b = "x" * 120 + "a.png", "x" * 120 + "b.png"
+    seen: dict[str, str] = {}
+    real_replace = os.replace
+
+    def grab(src, dst, **kw):  # record the temp name atomic_write chose
+        seen[dst] = src
+        return real_replace(src, dst, **kw)
+
+    names = ["a.png", "a.png.png", "a.png.webp", long_a, long_b]
+    orig = files.os.replace
+    files.os.replace = grab
+    try:
+        for n in names:
+            files.atomic_write(str(tmp_path / n), b"data")
+    finally:
+        files.os.replace = orig
+    assert set(seen) == set(names)
+    assert all(re.fullmatch(r"\..+\.[0-9a-f]{8}\.pyimgopt-tmp", t) for t in seen.values())
+    assert seen[long_a] != seen[long_b] and len(seen[long_a]) < 200
+    for t in seen.values():  # plant each as a dead writer's leftover
+        (tmp_path / t).write_bytes(b"half")
+    assert files.remove_stale_temps(str(tmp_path / "a.png")) == 1
+    assert not (tmp_path / seen["a.png"]).exists()
+    assert all((tmp_path / seen[n]).exists() for n in names[1:])
+    assert files.remove_stale_temps(str(tmp_path / long_a)) == 1
+    assert (tmp_path / seen[long_b]).exists() and not (tmp_path / seen[long_a]).exists()
+    # auto: a.jpg/a.webp/... temps would go; a.png.png's and a.png.webp's are not theirs
+    assert files.clean_after_lost_writer(str(tmp_path / "a.png"), auto=True) == 0
+    assert (tmp_path / seen["a.png.png"]).exists() and (tmp_path / seen["a.png.webp"]).exists()
