@@ -73,9 +73,13 @@ class Cluster:
         return proc
 
     def add_worker(self, name: str) -> None:
+        """Each worker declares ``MEMORY=1000`` (bytes): every job's memory estimate is larger,
+        so every test here also checks that such a job still runs (on a worker to itself)
+        rather than waiting forever for a worker Dask will never find."""
         self.workers[name] = self._spawn(
             ["worker", "--scheduler-file", str(self.file), "--nworkers", "1", "--nthreads", "1",
-             "--no-nanny", "--no-dashboard", "--name", name, "--host", "127.0.0.1"], name)
+             "--no-nanny", "--no-dashboard", "--name", name, "--host", "127.0.0.1",
+             "--resources", "MEMORY=1000"], name)
 
     def wait_workers(self, n: int) -> None:
         self.client.wait_for_workers(n, timeout=60)

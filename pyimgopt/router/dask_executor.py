@@ -115,6 +115,7 @@ class DaskExecutor:
         self._workers: dict[str, dict] = {}
         self._threads = 0
         self._mem_resource = False
+        self._mem_largest = 0.0  # the largest MEMORY a worker declares
         self._asking = False
         self._next_info = 0.0
         self._connecting = False
@@ -238,6 +239,8 @@ class DaskExecutor:
         self._threads = sum(int(w.get("nthreads") or 0) for w in workers.values())
         self._mem_resource = bool(workers) and all(
             MEMORY_RESOURCE in (w.get("resources") or {}) for w in workers.values())
+        self._mem_largest = max((float((w.get("resources") or {}).get(MEMORY_RESOURCE) or 0)
+                                 for w in workers.values()), default=0.0)
         limits = [int(w.get("memory_limit") or 0) for w in workers.values()]
         if limits and all(limits):
             # memory lives on the workers, not here: admission follows their limits
@@ -298,8 +301,10 @@ class DaskExecutor:
     def _submit(self, job: Job, batch: Batch, spec: dict, data: bytes | None) -> None:
         attempt = job.attempt
         kw: dict[str, Any] = {}
-        if self._mem_resource and job.reserved:
-            kw["resources"] = {MEMORY_RESOURCE: job.reserved}
+        if self._mem_resource and job.reserved and self._mem_largest > 0:
+            # never more than the largest worker declares: Dask would never schedule it
+            # (a job larger than that gets the largest worker to itself)
+            kw["resources"] = {MEMORY_RESOURCE: min(float(job.reserved), self._mem_largest)}
         try:
             fut = self.client.submit(self._fn, spec, data, key=f"pyimgopt-{job.id}-a{attempt}-{self.r._uid[:8]}",
                                      pure=False, retries=0, priority=batch.priority, **kw)
