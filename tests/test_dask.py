@@ -371,3 +371,18 @@ def test_dask_dry_run_writes_nothing_and_a_rerun_is_unchanged(cluster, tmp_path,
             {os.path.basename(r.output): r.bytes_out for r in real}
         again = c.submit([str(tmp_path / "in")], Settings(), out_dir=str(out)).wait(timeout=120)
     assert {r.status for r in again} == {"unchanged"} and tree(out) == written and temps(out) == []
+
+
+def test_dask_fetching_an_outcome_that_never_comes_gives_up(cluster, monkeypatch):
+    """A result Dask must recompute where no worker can (its only holder died) is never
+    waited on forever: ``_gather`` answers a time-out after ``FETCH_TIMEOUT``. Stand-in for
+    the dead holder: a task asking for a resource no worker has (the same endless wait)."""
+    from pyimgopt.router import dask_executor
+
+    monkeypatch.setattr(dask_executor, "FETCH_TIMEOUT", 1.0)
+    fut = cluster.client.submit(abs, -1, resources={"NOPE": 1}, pure=False)
+    try:
+        [(ok, exc)] = dask_executor._gather(cluster.client, [fut])  # before the fix: hung here
+        assert not ok and isinstance(exc, TimeoutError)
+    finally:
+        fut.cancel()

@@ -409,8 +409,8 @@ class BatchDesk:
                                                           path=self._jobs[jid].input, stage="queue"))
         for jid in batch.jobs:
             job = self._jobs[jid]
-            if job.state == "running" and job.sidecar is not None:
-                self._executor.abort(job)
+            if (job.state == "running" and job.sidecar is not None) or job.state == "writing":
+                self._executor.abort(job)  # "writing": Dask may still be fetching its outcome
         self._event(batch, "cancelled")
         self._maybe_finish(batch)
 

@@ -76,14 +76,22 @@ FETCH_BATCH = 256
 
 def _gather(client: Any, futures: list) -> list[tuple[bool, Any]]:
     """The outcomes of finished tasks, ``(True, value)`` or ``(False, exception)`` each
-    (one call for all; one call each when any of them fails). Blocks: a worker thread's job."""
+    (one call for all; one call each when any of them fails). Waits about
+    :data:`FETCH_TIMEOUT` seconds at most: a result whose worker died is recomputed by
+    Dask, which waits forever when no worker can run it — that one comes back as
+    ``TimeoutError``. Blocks: a worker thread's job."""
+    import distributed
+
+    deadline = time.monotonic() + FETCH_TIMEOUT
     try:
+        # Client.gather has no time-out: wait (bounded) until all are here, then take them
+        distributed.wait(futures, timeout=FETCH_TIMEOUT)
         return [(True, v) for v in client.gather(futures, errors="raise", direct=False)]
     except Exception:
         out: list[tuple[bool, Any]] = []
         for f in futures:
             try:
-                out.append((True, f.result(FETCH_TIMEOUT)))
+                out.append((True, f.result(max(0.05, deadline - time.monotonic()))))
             except Exception as exc:
                 out.append((False, exc))
         return out
@@ -122,6 +130,7 @@ class DaskExecutor:
         self._next_connect = 0.0
         self._to_fetch: list[tuple[Job, Batch, Any]] = []  # finished tasks whose outcome is not here yet
         self._fetching = False
+        self._awaiting: dict[str, tuple[Job, Any]] = {}  # finished tasks whose outcome is being fetched
         self._modes: dict[str, int] = {}
         self._dashboard: str | None = None
 
@@ -339,8 +348,9 @@ class DaskExecutor:
             self._sweep(job.id)  # a worker that died may have been writing it
         status = fut.status
         if status == "finished":
-            # the outcome lives on the worker: fetched off this thread, many at a time
-            job.state = "writing"
+            # the outcome lives on the worker: fetched off this thread, many at a time,
+            # under a lease of its own (a fetch may wait on a worker that died)
+            self._await(job, fut)
             self._to_fetch.append((job, batch, fut))
             if not self._fetching:
                 self._fetch_some()
@@ -352,14 +362,21 @@ class DaskExecutor:
             self.r.job_requeue(job)
             return
         # the task raised: what it raised is fetched off this thread
-        job.state = "writing"
+        self._await(job, fut)
         self.r._offload.submit(fut.exception, FETCH_TIMEOUT,
                                then=lambda value, err: self._raised(job, value or err))
+
+    def _await(self, job: Job, fut: Any) -> None:
+        """``job``'s task finished: its outcome is fetched next (state ``writing``); the
+        lease starts again, and cancel or the lease may still end the job meanwhile."""
+        job.state = "writing"
+        job.deadline = time.monotonic() + self.config.lease
+        self._awaiting[job.id] = (job, fut)
 
     def _raised(self, job: Job, exc: BaseException | None) -> None:
         """A task ended in an exception: Dask gave up on a worker-killing file, or the
         cluster could not run our task at all (run_job itself never raises)."""
-        if job.state != "writing":
+        if job.state != "writing" or self._awaiting.pop(job.id, None) is None:
             return
         job.state = "running"
         name = type(exc).__name__
@@ -401,8 +418,8 @@ class DaskExecutor:
             self._fetch_some()
 
     def _fetched(self, job: Job, batch: Batch, reply: Any, err: BaseException | None) -> None:
-        if job.state != "writing":
-            return
+        if job.state != "writing" or self._awaiting.pop(job.id, None) is None:
+            return  # cancelled or timed out while its outcome was being fetched
         job.state = "running"
         if err is not None:  # its worker died before we had the answer: run it again
             self._lost(job, f"result lost: {type(err).__name__}: {err}")
@@ -451,7 +468,15 @@ class DaskExecutor:
     # -- cancel, leases, supervision --------------------------------------------------------
 
     def abort(self, job: Job) -> None:
-        """Cancel ``job``'s task; the job ends as cancelled (a running task may still finish)."""
+        """Cancel ``job``'s task; the job ends as cancelled (a running task may still finish;
+        a finished one whose outcome is still being fetched is not waited for)."""
+        if job.id in self._awaiting:
+            _, fut = self._awaiting.pop(job.id)
+            self._modes.pop(job.id, None)
+            job.state = "running"  # the fetch's answer, when it comes, is ignored
+            self.r._offload.submit(fut.cancel, then=lambda value, err: None)
+            self.r.job_failed(job, CancelledError("cancelled", path=job.input, stage="dask"), retry=False)
+            return
         if job.id not in self.futures:
             return
         fut = self.futures.get(job.id)
@@ -485,6 +510,15 @@ class DaskExecutor:
                 if fut is not None:
                     self.r._offload.submit(fut.cancel, then=lambda value, err: None)
                 self.r.job_failed(job, JobTimeoutError("job lease expired", path=job.input), retry=False)
+        for jid, (job, fut) in list(self._awaiting.items()):
+            if job.state == "writing" and now > job.deadline:  # its outcome never came
+                del self._awaiting[jid]
+                self._modes.pop(jid, None)
+                job.state = "running"
+                self.r._offload.submit(fut.cancel, then=lambda value, err: None)
+                self.r.job_failed(job, JobTimeoutError("job lease expired while its outcome was "
+                                                       "fetched from its Dask worker", path=job.input),
+                                  retry=False)
 
     def describe(self) -> dict:
         """The executor's part of ``status``: the cluster's workers and what is in flight."""
