@@ -9,6 +9,15 @@ writes). It never raises for a job's own failure: the outcome comes back as
 plain data — ``{"result": ...}`` (with ``"data"`` in bytes mode) or
 ``{"error": ...}`` in the wire's dict forms — so Dask's own errors (a worker
 lost, a task cancelled) are the only exceptions the router sees.
+
+When the spec names a ``topic``, the task also tells the router through
+Dask's event stream (``Worker.log_event``, which reaches the router's
+client before Dask hears the task finished): ``{"kind": "start"}`` when it
+starts running (the router's lease starts then), and in path mode its
+outcome, ``{"kind": "outcome", "reply": ...}`` — so the router has it even
+if this worker dies before the result is fetched, and Dask need never run
+the task again (a rerun of an in-place job would find its input already
+replaced).
 """
 
 from __future__ import annotations
@@ -23,6 +32,20 @@ from pyimgopt.pipeline import optimize_bytes, optimize_file
 __all__ = ["run_job"]
 
 
+def _tell(spec: dict[str, Any], kind: str, **fields: Any) -> None:
+    """Log an event for the router (best effort: never fails the job)."""
+    topic = spec.get("topic")
+    if not topic:
+        return
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(topic, {"kind": kind, "job": spec.get("job"), "attempt": spec.get("attempt"),
+                                       **fields})
+    except Exception:  # not on a worker (a direct call), or the worker is closing
+        pass
+
+
 def run_job(spec: dict[str, Any], data: bytes | None = None) -> dict[str, Any]:
     """Run one job; return ``{"result": dict[, "data": bytes]}`` or ``{"error": dict}``.
 
@@ -30,8 +53,18 @@ def run_job(spec: dict[str, Any], data: bytes | None = None) -> dict[str, Any]:
     manifest's ``known`` hint, ``force`` and ``dry_run``, and for a path
     job ``input``, ``output``, ``expect``, ``outputs`` as the router checked
     them. ``data`` given: a bytes job (the router reads and writes).
+    ``topic``, ``job`` and ``attempt``, when given, name the events the
+    task logs for the router (see the module's docstring).
     """
     path = spec.get("input")
+    _tell(spec, "start")
+    reply = _run(spec, data, path)
+    if data is None:
+        _tell(spec, "outcome", reply=reply)
+    return reply
+
+
+def _run(spec: dict[str, Any], data: bytes | None, path: str | None) -> dict[str, Any]:
     try:
         settings = protocol.unpack_settings(spec["settings"])
         known, force, dry_run = spec.get("known"), bool(spec.get("force")), bool(spec.get("dry_run"))

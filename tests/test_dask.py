@@ -11,6 +11,7 @@ the pure backend only the smallest test runs.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pathlib
@@ -284,6 +285,27 @@ def test_dask_cancel_mid_batch_ends_every_job_once_and_stops_dispatch(cluster, i
 
 
 @FULL_ONLY
+def test_dask_lease_does_not_count_time_queued_behind_other_tasks(cluster, images, tmp_path):
+    """Both workers are busy for 4 s with other clients' tasks; the router's lease is 2.5 s.
+    Its jobs wait on the workers longer than a lease, then run quickly: they must succeed,
+    not time out (the lease counts from a task's start, with at most another lease of
+    waiting in a worker's queue). Cost: ~4 s."""
+    root, _ = images
+    addrs = list(cluster.client.scheduler_info()["workers"])
+    busy = [cluster.client.submit(time.sleep, 4, workers=[a], pure=False) for a in addrs]
+    try:
+        cfg = RouterConfig(executor=cluster.url(True), recover=False, lease=2.5)
+        with Client.local(config=cfg) as c:
+            results = c.submit(sorted((root / "in" / "d2").glob("*"))[:4], Settings(),
+                               out_dir=str(tmp_path / "out")).wait(timeout=60)
+        assert len(results) == 4
+        assert all(r.status in ("optimized", "skipped") for r in results), [r.error for r in results]
+        assert all(b.done() for b in busy)  # the jobs really waited behind the busy tasks
+    finally:
+        cluster.client.cancel(busy)
+
+
+@FULL_ONLY
 def test_dask_sigkill_a_worker_mid_batch_every_job_ends_once(cluster, images, tmp_path):
     """Runs last: it kills one of the module's workers (a third one is started for it)."""
     root, ref = images
@@ -386,3 +408,39 @@ def test_dask_fetching_an_outcome_that_never_comes_gives_up(cluster, monkeypatch
         assert not ok and isinstance(exc, TimeoutError)
     finally:
         fut.cancel()
+
+
+@FULL_ONLY
+def test_dask_in_place_job_whose_worker_dies_after_finishing_is_done_not_denied(cluster, tmp_path,
+                                                                                 monkeypatch):
+    """Runs last (it kills a worker). An in-place job by path finishes; its worker is
+    SIGKILLed before the router would fetch the result. The job must end ``optimized`` with
+    the file optimised — not rerun by Dask on the replaced input (``scope_denied``). The
+    kill sits in the router's fetch, so it happens exactly when a fetch would start."""
+    from pyimgopt.router import dask_executor
+
+    make_images(tmp_path / "in", 1)
+    [src] = list((tmp_path / "in").rglob("*.*"))
+    before = src.read_bytes()
+    killed: list[str] = []
+    real_gather = dask_executor._gather
+
+    def kill_the_holder_then_gather(client, futures):
+        holders = {a for addrs in client.who_has(futures).values() for a in addrs}
+        names = {a: w.get("name") for a, w in client.scheduler_info()["workers"].items()}
+        for a in holders:
+            proc = cluster.workers[names[a]]
+            proc.kill()
+            proc.wait(10)
+            killed.append(names[a])
+        return real_gather(client, futures)
+
+    monkeypatch.setattr(dask_executor, "_gather", kill_the_holder_then_gather)
+    with Client.local(config=RouterConfig(executor=cluster.url(True), recover=False)) as c:
+        [res] = c.submit([str(src)], Settings(), in_place=True).wait(timeout=60)
+    assert res.status == "optimized", (res.status, res.error, killed)
+    after = src.read_bytes()
+    assert after != before and len(after) < len(before)
+    assert np.array_equal(np.asarray(Image.open(src).convert("RGB")).shape,
+                          np.asarray(Image.open(io.BytesIO(before)).convert("RGB")).shape)
+    assert temps(tmp_path) == []

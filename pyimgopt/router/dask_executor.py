@@ -18,7 +18,12 @@ its ``allowed-failures``, and a task Dask gives up on (``KilledWorker``)
 comes back here as poison. A job whose worker may have died has its
 temporary files swept (when it ends, or at once if it ended in the last
 few seconds: Dask may have rerun it elsewhere before the loss was seen).
-Cancel is ``Future.cancel``; a task already running on a worker cannot be
+Each task tells the router when it starts (the lease starts then: a task
+waiting behind others on its worker has up to twice the lease) and, by
+path, its outcome as soon as it has it (Dask's event stream): a worker that
+dies after a task finished loses nothing, and the router drops the task
+at once, so Dask never reruns a job that is already done (an in-place
+rerun would find its input replaced). Cancel is ``Future.cancel``; a task already running on a worker cannot be
 interrupted by Dask, so in path mode it may still write its (complete,
 atomic) output. When the scheduler is unreachable nothing is dispatched,
 the jobs in flight go back to the queue (no attempt spent), and a new
@@ -148,6 +153,7 @@ class DaskExecutor:
         except (OSError, TimeoutError) as exc:
             raise IOFailureError(f"cannot reach the Dask scheduler at {self.endpoint}: {exc}",
                                  stage="executor") from None
+        self._subscribe(self.client)
         self._on_info(self.client.scheduler_info(), None)
         try:
             self._dashboard = self.client.dashboard_link
@@ -177,6 +183,37 @@ class DaskExecutor:
         if futures and self.client is not None:
             try:
                 self.client.cancel(futures)
+            except Exception:
+                pass
+
+    @property
+    def _topic(self) -> str:
+        return "pyimgopt-" + self.r._uid
+
+    def _subscribe(self, client: Any) -> None:
+        """Hear what our tasks tell (on the client's thread: handed to the router's thread)."""
+        post = self.r._offload.post
+        client.subscribe_topic(self._topic, lambda ev: post(lambda: self._told(ev[1])))
+
+    def _told(self, msg: Any) -> None:
+        """A task of ours started (its lease starts now) or, by path, has its outcome."""
+        if not isinstance(msg, dict):
+            return
+        job = self.r._jobs.get(str(msg.get("job")))
+        if (job is None or job.attempt != msg.get("attempt") or job.state != "running"
+                or self.futures.get(job.id) is None):
+            return  # not this attempt's any more (cancelled, timed out, requeued, ended)
+        if msg.get("kind") == "start":
+            job.deadline = time.monotonic() + self.config.lease
+        elif msg.get("kind") == "outcome" and self.shared_files:
+            # the outcome is here: the task is dropped (Dask will not run it again if its
+            # worker dies now) and the job ends as its first run said
+            fut = self.futures[job.id]
+            self._release(job)
+            self._swept_if_suspect(job)
+            self._outcome(job, self.r._batches[job.batch], msg.get("reply"))
+            try:
+                fut.release()
             except Exception:
                 pass
 
@@ -210,6 +247,7 @@ class DaskExecutor:
             client.close(timeout=2)
             return
         self.client = client
+        self._subscribe(client)
         event(self.r._log, "dask_scheduler_reconnected", executor=self.endpoint)
         self._ask_info()
 
@@ -278,10 +316,13 @@ class DaskExecutor:
         """Send ``job`` to the cluster (in bytes mode once its input is read, off this thread)."""
         job.sidecar = b"dask"
         job.started = now
-        job.deadline = now + self.config.lease
+        # the lease starts again when the task tells it started; meanwhile it may wait behind
+        # about one task per worker thread (twice the threads are in flight)
+        job.deadline = now + 2 * self.config.lease
         job.inline = not self.shared_files
         spec = {"settings": batch.settings, "in_place": batch.in_place, "known": job.known,
-                "force": bool(batch.options.get("force")), "dry_run": bool(batch.options.get("dry_run"))}
+                "force": bool(batch.options.get("force")), "dry_run": bool(batch.options.get("dry_run")),
+                "topic": self._topic, "job": job.id, "attempt": job.attempt}
         self.futures[job.id] = None  # its place is taken while the input is read
         if self.shared_files:
             spec.update(input=job.input, output=job.output, expect=job.expect, outputs=job.outputs)
@@ -343,9 +384,7 @@ class DaskExecutor:
             return  # cancelled, timed out or requeued meanwhile: already accounted for
         self._release(job)
         batch = self.r._batches[job.batch]
-        if job.id in self._suspects:
-            self._suspects.discard(job.id)
-            self._sweep(job.id)  # a worker that died may have been writing it
+        self._swept_if_suspect(job)
         status = fut.status
         if status == "finished":
             # the outcome lives on the worker: fetched off this thread, many at a time,
@@ -365,6 +404,11 @@ class DaskExecutor:
         self._await(job, fut)
         self.r._offload.submit(fut.exception, FETCH_TIMEOUT,
                                then=lambda value, err: self._raised(job, value or err))
+
+    def _swept_if_suspect(self, job: Job) -> None:
+        if job.id in self._suspects:
+            self._suspects.discard(job.id)
+            self._sweep(job.id)  # a worker that died may have been writing it
 
     def _await(self, job: Job, fut: Any) -> None:
         """``job``'s task finished: its outcome is fetched next (state ``writing``); the
