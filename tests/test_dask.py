@@ -15,6 +15,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -263,11 +264,17 @@ def test_dask_cancel_mid_batch_ends_every_job_once_and_stops_dispatch(cluster, i
     root, _ = images
     out = tmp_path / "out"
     ends: dict[str, list[str]] = {}
+    started: set[str] = set()
+    running_at_cancel: set[str] | None = None  # started, not ended, when the router cancelled
     with Client.local(config=RouterConfig(executor=cluster.url(False), recover=False)) as c:
         batch = c.submit([str(root / "in" / "d3")], Settings(), out_dir=str(out))
         kinds = []
         for ev in batch.events(timeout=60):
             kinds.append(ev.kind)
+            if ev.kind == "started":
+                started.add(ev.job)
+            elif ev.kind == "cancelled":  # the router's events come in its order
+                running_at_cancel = started - set(ends)
             if ev.kind in ("result", "failed"):
                 ends.setdefault(ev.job, []).append(ev.result.status if ev.kind == "result"
                                                    else ev.result.error.code)
@@ -278,6 +285,11 @@ def test_dask_cancel_mid_batch_ends_every_job_once_and_stops_dispatch(cluster, i
     assert len(ends) == 50 and all(len(v) == 1 for v in ends.values())
     codes = [v[0] for v in ends.values()]
     assert set(codes) <= {"optimized", "skipped", "cancelled"} and codes.count("cancelled") >= 30
+    # the tasks in flight were aborted: they end cancelled, not with a result (a job whose
+    # output the router was already writing — at most one per worker — cannot be stopped)
+    assert running_at_cancel
+    not_stopped = [j for j in running_at_cancel if ends[j][0] != "cancelled"]
+    assert len(not_stopped) <= 2 and len(not_stopped) < len(running_at_cancel), not_stopped
     assert st["dask"]["in_flight"] == 0 and st["memory"]["in_use"] == 0
     written = tree(out)
     assert len(written) == 50 - codes.count("cancelled")  # bytes mode: a cancelled job writes nothing
@@ -314,13 +326,27 @@ def test_dask_sigkill_a_worker_mid_batch_every_job_ends_once(cluster, images, tm
     out = tmp_path / "out"
     cfg = RouterConfig(executor=cluster.url(True), recover=False)
     ends: dict[str, list[str]] = {}
+    inputs: dict[str, str] = {}
+    planted: list[pathlib.Path] = []
     with Client.local(config=cfg) as c:
         batch = c.submit([str(root / "in" / "d0"), str(root / "in" / "d1")], Settings(), out_dir=str(out))
         killed = False
         for ev in batch.events(timeout=60):
+            if ev.kind == "started":
+                inputs[ev.job] = ev.data["input"]
             if ev.kind in ("result", "failed"):
                 ends.setdefault(ev.job, []).append(ev.kind)
                 if len(ends) == 20 and not killed:
+                    # what a writer killed mid-write leaves: a temp file for each job on the victim
+                    victim = [a for a, w in cluster.client.scheduler_info()["workers"].items()
+                              if w.get("name") == "victim"]
+                    keys = cluster.client.processing(victim).get(victim[0], []) if victim else []
+                    for key in keys:
+                        jid = re.fullmatch(r"pyimgopt-(.+)-a\d+-[0-9a-f]{8}", str(key)).group(1)
+                        if jid in inputs:
+                            name = pathlib.Path(inputs[jid]).name
+                            planted.append(out / f".{name}.0badc0de.pyimgopt-tmp")
+                            planted[-1].write_bytes(b"half-written")
                     os.kill(cluster.workers["victim"].pid, signal.SIGKILL)
                     killed = True
         assert killed and cluster.workers["victim"].wait(10) == -signal.SIGKILL
@@ -329,7 +355,7 @@ def test_dask_sigkill_a_worker_mid_batch_every_job_ends_once(cluster, images, tm
             time.sleep(0.1)
         assert c.status()["counters"]["sidecars_lost"] == 1
     assert len(ends) == 100 and all(v == ["result"] for v in ends.values())
-    assert temps(out) == []
+    assert planted and temps(out) == []  # the victim's jobs' temporary files were swept
     # two folders given: their files land side by side in out/
     assert tree(out) == {k[3:]: v for k, v in ref.items() if k.startswith(("d0/", "d1/"))}
     assert temps(out) == []
