@@ -5,6 +5,10 @@ The public Python API: :func:`optimize_file`, :func:`optimize_bytes`,
 the resize kernel :func:`resize`, and :data:`backend` (``"native"`` when the
 Cython core is live, ``"pure"`` when the Pillow/NumPy fallback is — chosen by
 ``PYIMGOPT_PURE``).
+
+:func:`optimize_file` and :func:`optimize_bytes` are loaded on first use, so
+importing ``pyimgopt.router`` does not load the pixel pipeline (the
+one-way flow: the router never imports it; ``pyimgopt.client`` still does).
 """
 
 from __future__ import annotations
@@ -13,9 +17,20 @@ from . import errors
 from ._version import __version__
 from ._kernels import backend, resize
 from .errors import PyimgoptError
-from .pipeline import optimize_bytes, optimize_file
 from .result import Result
 from .settings import Settings
+
+
+def __getattr__(name: str):
+    """``optimize_file``/``optimize_bytes``: imported from :mod:`.pipeline` when first asked for."""
+    if name in ("optimize_file", "optimize_bytes"):
+        from . import pipeline
+
+        value = getattr(pipeline, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",

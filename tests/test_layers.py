@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pyimgopt
 
@@ -43,6 +45,29 @@ def test_layers_router_imports_nothing_from_the_pipeline():
     bad = {name: sorted(m for m in mods if m == "pyimgopt.pipeline" or m.startswith("pyimgopt.pipeline."))
            for name, mods in imports.items()}
     assert {k: v for k, v in bad.items() if v} == {}
+
+
+def test_layers_importing_the_router_loads_no_pipeline_module():
+    """What the AST walk cannot see: a package ``__init__`` on the way in (``pyimgopt``'s
+    own) importing the pipeline. A fresh interpreter imports the router and lists every
+    ``pyimgopt.pipeline`` module then loaded (~0.5 s). Limit: ``pyimgopt.client`` itself still
+    imports the pipeline (``output_name``, ``sniff`` to plan a batch), so this checks the
+    router, not an embedding program that also imports the client."""
+    code = ("import sys, pyimgopt.router, pyimgopt.router.dask_executor; "
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] == ['pyimgopt', 'pipeline']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_layers_public_api_still_offers_the_pipeline_entry_points():
+    import pyimgopt as p
+    from pyimgopt import optimize_bytes, optimize_file
+    from pyimgopt.pipeline import optimize_bytes as ob, optimize_file as of
+
+    assert optimize_file is of and optimize_bytes is ob and p.optimize_file is of
+    assert set(p.__all__) >= {"optimize_file", "optimize_bytes"}
 
 
 def test_layers_file_safety_layer_imports_neither_router_nor_pipeline():
