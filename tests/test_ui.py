@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -222,6 +223,22 @@ def test_ui_submit_outside_scope_is_refused_and_nothing_runs(ui, paths, out):
       "settings": {"format": "auto", "formats_allowed": [7]}}, "invalid_settings"),
     ({"paths": ["{root}/pics"], "out_dir": "{root}/o",
       "settings": {"format": "webp", "formats_allowed": ["webp", "jxl"]}}, "invalid_settings"),
+    # issue 20's options: a size parse_size refuses, min_scale out of range or alone, non-booleans
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"target_size": "big"}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"target_size": "200 parsecs"}},
+     "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"target_size": "0KB"}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"target_size": -5}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"target_size": True}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o",
+      "settings": {"target_size": "200KB", "min_scale": 1.5}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o",
+      "settings": {"target_size": "200KB", "min_scale": "half"}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"min_scale": 0.5}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"mark": "yes"}}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "force": "yes"}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "dry_run": 1}, "invalid_settings"),
+    ({"paths": ["{root}/pics"], "out_dir": "{root}/o", "settings": {"dry_run": True}}, "invalid_settings"),
 ])
 def test_ui_bad_requests_get_a_typed_error(ui, body, code):
     server, root, _ = ui
@@ -639,3 +656,115 @@ def test_ui_a_rerun_is_unchanged_counted_and_previewable(tmp_path):
     finally:
         server.close()
         t.join(5)
+
+
+# -- issue 20's options in the UI: dry run, target size, force, mark ------------------------
+
+
+@pytest.fixture(scope="module")
+def ui20(tmp_path_factory):
+    """A UI with a state folder (so a manifest), in-process (workers=0: cheap)."""
+    root = tmp_path_factory.mktemp("ui20")
+    session = Session(ui_policy([str(root)]), workers=0, state_dir=str(root / "state"))
+    server = UIServer(session, 0)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server, root
+    server.close()
+    t.join(5)
+
+
+def _pics(folder, n=2, size=(64, 48)):
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"p{i}.png").write_bytes(
+            encode(Image.fromarray(photo(*size, seed=i)), "PNG", compress_level=0))
+    return folder
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_ui_dry_run_writes_nothing_and_reports_what_a_real_run_writes(ui20):
+    server, root = ui20
+    pics = _pics(root / "dry")
+    before = _tree(root / "dry")
+    settings = {"quality": 80}
+    state, rows = _run_batch(server, {"paths": [str(pics)], "in_place": True, "dry_run": True,
+                                      "settings": settings})
+    assert _tree(root / "dry") == before  # byte-identical, not even an mtime moved
+    assert state["batch"]["dry_run"] is True and state["batch"]["optimized"] == 2
+    assert all(r["dry_run"] and r["status"] == "optimized" and r["format_out"] == "png"
+               and 0 < r["bytes_out"] < r["bytes_in"] for r in rows.values()), rows
+    assert state["batch"]["bytes_out"] == sum(r["bytes_out"] for r in rows.values())
+    bid, idx = state["batch"]["id"], rows["p0.png"]["idx"]
+    resp, _ = request(server, "GET", f"/api/preview?batch={bid}&row={idx}&which=after")
+    assert resp.status == 404  # nothing was written to show
+    resp, data = request(server, "GET", f"/api/preview?batch={bid}&row={idx}&which=before")
+    assert resp.status == 200 and data == before["p0.png"][0]  # not "replaced in place"
+    # A real run then does the work (a dry run records no manifest entry) and writes those bytes.
+    out = root / "dry-out"
+    state, real = _run_batch(server, {"paths": [str(pics)], "out_dir": str(out), "settings": settings})
+    assert {r["status"] for r in real.values()} == {"optimized"} and state["batch"]["dry_run"] is False
+    for name, r in rows.items():
+        assert (out / name).stat().st_size == r["bytes_out"] == real[name]["bytes_out"]
+
+
+def test_ui_force_redoes_a_file_the_manifest_calls_unchanged(ui20):
+    server, root = ui20
+    pics = _pics(root / "force", n=1)
+    body = {"paths": [str(pics)], "out_dir": str(root / "force-out"), "settings": {}}
+    _run_batch(server, body)
+    out = root / "force-out" / "p0.png"
+    first = (out.stat().st_ino, out.stat().st_mtime_ns)  # outputs are written aside, then renamed
+    _, rows = _run_batch(server, body)
+    assert rows["p0.png"]["status"] == "unchanged" and (out.stat().st_ino, out.stat().st_mtime_ns) == first
+    state, rows = _run_batch(server, {**body, "force": True})
+    assert rows["p0.png"]["status"] == "optimized" and state["batch"]["force"] is True
+    assert (out.stat().st_ino, out.stat().st_mtime_ns) != first  # rewritten
+    with Image.open(out) as im:
+        assert im.size == (64, 48)
+
+
+def test_ui_target_size_fits_or_fails_alone_with_its_best_size(ui20):
+    server, root = ui20
+    pics = root / "target"
+    pics.mkdir()
+    (pics / "small.png").write_bytes(encode(Image.fromarray(photo(64, 48, seed=1)), "PNG"))
+    (pics / "large.png").write_bytes(encode(Image.fromarray(photo(640, 480, seed=2)), "PNG"))
+    out = root / "target-out"
+    state, rows = _run_batch(server, {"paths": [str(pics)], "out_dir": str(out),
+                                      "settings": {"format": "jpeg", "target_size": "2.5KB"}})
+    assert state["batch"]["settings"]["target_size"] == "2.5KB"
+    ok, bad = rows["small.png"], rows["large.png"]
+    assert ok["status"] == "optimized" and ok["bytes_out"] <= 2500
+    written = out / "small.jpg"
+    assert written.stat().st_size == ok["bytes_out"] <= 2500
+    with Image.open(written) as im:
+        assert im.format == "JPEG" and im.size == (64, 48)
+    assert bad["status"] == "failed" and bad["code"] == "target_unreachable"
+    best = int(re.search(r"smallest output was (\d+) bytes", bad["message"]).group(1))
+    assert best > 2500 and not (out / "large.jpg").exists()
+    # min_scale lets the large one shrink until it fits
+    state, rows = _run_batch(server, {"paths": [str(pics / "large.png")], "out_dir": str(out),
+                                      "settings": {"format": "jpeg", "target_size": "2.5KB",
+                                                   "min_scale": 0.1}})
+    r = rows["large.png"]
+    assert r["status"] == "optimized" and r["bytes_out"] <= 2500 and r["width"] < 640
+    with Image.open(out / "large.jpg") as im:
+        assert im.size == (r["width"], r["height"]) and (out / "large.jpg").stat().st_size <= 2500
+
+
+def test_ui_mark_writes_the_in_file_marker(ui20):
+    server, root = ui20
+    pics = _pics(root / "mark", n=1)
+    _, rows = _run_batch(server, {"paths": [str(pics)], "out_dir": str(root / "mark-out"),
+                                  "settings": {"mark": True}})
+    assert rows["p0.png"]["status"] == "optimized"
+    with Image.open(root / "mark-out" / "p0.png") as im:  # Pillow reads the tEXt chunk
+        assert im.text.get("pyimgopt", "").startswith("1 ")
+    _, rows = _run_batch(server, {"paths": [str(pics)], "out_dir": str(root / "mark-plain"), "settings": {}})
+    with Image.open(root / "mark-plain" / "p0.png") as im:
+        assert "pyimgopt" not in im.text

@@ -151,6 +151,21 @@ def test_ui_in_chromium(ui_url, tmp_path):
             page.select_option("#format", "webp")
             expect(page.locator("#auto-formats")).to_be_hidden()
             assert "formats_allowed" not in page.evaluate("formSettings()")
+            # issue 20's fields: sent as the CLI sends them; a bad size is refused under Start
+            page.fill("#target_size", " 1.5MB ")
+            page.check("#mark")
+            sent = page.evaluate("formSettings()")
+            assert sent["target_size"] == "1.5MB" and sent["mark"] is True, sent
+            page.fill("#target_size", "lots")
+            page.locator("#entries li[data-name=small] input").check()
+            page.click("#start")
+            expect(page.locator("#start-error")).to_contain_text("invalid_settings")
+            assert problems == ["Failed to load resource: the server responded with a status of 400 "
+                                "(Bad Request)"], problems  # that refusal, and nothing else
+            problems.clear()
+            page.locator("#entries li[data-name=small] input").uncheck()
+            page.fill("#target_size", "")
+            page.uncheck("#mark")
 
             # 1. pick the small folder, choose settings, start, see it finish
             page.locator("#entries li[data-name=small] input").check()
@@ -206,6 +221,18 @@ def test_ui_in_chromium(ui_url, tmp_path):
             expect(page.locator("body")).to_have_attribute("data-ready", "1")
             expect(page.locator("#rows tr")).to_have_count(5)
             expect(page.locator("#state")).to_have_attribute("data-state", "done")
+
+            # a dry run: the banner, "(dry run)" rows with would-be bytes, nothing written
+            page.locator("#entries li[data-name=small] input").check()  # a reload forgets the selection
+            page.check("#dry_run")
+            page.fill("#out_dir", str(root / "dry"))
+            page.click("#start")
+            expect(page.locator("#dryrun-banner")).to_be_visible(timeout=15_000)  # the new batch is shown
+            expect(page.locator("#state")).to_have_attribute("data-state", "done", timeout=60_000)
+            expect(page.locator("#rows tr td:nth-child(3)", has_text="optimized (dry run)")).to_have_count(4)
+            assert "would save" in page.locator("#summary").inner_text()
+            assert not (root / "dry").exists()
+            page.uncheck("#dry_run")
 
             # 2. a larger batch: pause acts at once, resume finishes it
             page.locator("#entries li[data-name=small] input").uncheck()

@@ -4,7 +4,10 @@ Owns :class:`UIError` (an HTTP status plus a typed error for the page),
 :func:`ui_policy` (read and write inside the UI's root folders, every format,
 no priority) and :func:`settings_from_form` (only known fields, each checked;
 ranges and messages are :class:`Settings`' own; ``formats_allowed`` only
-with ``format="auto"``, where it means something).
+with ``format="auto"``, where it means something; ``target_size`` parsed by
+:func:`~pyimgopt.settings.parse_size`) and :func:`submit_options` (the
+batch's ``force`` and ``dry_run``, which are the client's submit options, as
+in the CLI, not settings).
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ from typing import Any
 
 from ..errors import InvalidSettingsError, PyimgoptError
 from ..security import Capabilities, Policy, Scope
-from ..settings import AUTO_FORMATS, FITS, OUTPUT_FORMATS, Settings
+from ..settings import AUTO_FORMATS, FITS, OUTPUT_FORMATS, Settings, parse_size
 
-__all__ = ["UIError", "ui_policy", "settings_from_form"]
+__all__ = ["UIError", "ui_policy", "settings_from_form", "submit_options", "SUBMIT_OPTIONS"]
 
 #: Form fields the page may send, and the Settings field each sets.
 _FORM_FIELDS = ("format", "quality", "target_ssim", "max_width", "max_height", "fit",
-                "keep_metadata", "lossy_png", "effort", "lossless", "formats_allowed")
+                "keep_metadata", "lossy_png", "effort", "lossless", "formats_allowed",
+                "target_size", "min_scale", "mark")
+
+#: Request fields beside ``settings`` that reach :meth:`Client.submit` as they do from the CLI.
+SUBMIT_OPTIONS = ("force", "dry_run")
 
 
 class UIError(Exception):
@@ -84,7 +91,22 @@ def settings_from_form(form: Any) -> Settings:
             kw["target_ssim"] = float(ssim)
         except (TypeError, ValueError):
             raise InvalidSettingsError(f"target_ssim must be a number, not {ssim!r}", stage="ui") from None
-    for name in ("keep_metadata", "lossy_png"):
+    size = form.get("target_size")
+    if size not in (None, ""):
+        if isinstance(size, str):
+            size = size.strip()
+        kw["target_size"] = parse_size(size)  # 200KB, 1.5MB, 300KiB, bytes; else invalid_settings
+    scale = form.get("min_scale")
+    if scale not in (None, ""):
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, str)):
+            raise InvalidSettingsError(f"min_scale must be a number in (0, 1], not {scale!r}",
+                                       stage="ui")
+        try:
+            kw["min_scale"] = float(scale)
+        except ValueError:
+            raise InvalidSettingsError(f"min_scale must be a number in (0, 1], not {scale!r}",
+                                       stage="ui") from None
+    for name in ("keep_metadata", "lossy_png", "mark"):
         v = form.get(name, False)
         if not isinstance(v, bool):
             raise InvalidSettingsError(f"{name} must be true or false", stage="ui")
@@ -104,3 +126,19 @@ def settings_from_form(form: Any) -> Settings:
                 stage="ui")
         kw["formats_allowed"] = tuple(allowed)  # names and non-emptiness: Settings' own checks
     return Settings(**kw)  # range checks and messages are Settings' own
+
+
+def submit_options(req: dict) -> dict[str, bool]:
+    """``force`` and ``dry_run`` from a batch request: each absent (False) or a boolean.
+
+    ``force`` redoes files the manifest or a marker knows as unchanged;
+    ``dry_run`` runs the pipeline and writes nothing (no output, no manifest
+    entry). Both are passed to :meth:`Client.submit` as the CLI passes them.
+    """
+    opts = {}
+    for name in SUBMIT_OPTIONS:
+        v = req.get(name, False)
+        if not isinstance(v, bool):
+            raise InvalidSettingsError(f"{name} must be true or false", stage="ui")
+        opts[name] = v
+    return opts

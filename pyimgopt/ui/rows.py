@@ -1,7 +1,7 @@
 """The web UI's picture of one batch: a row per file and running totals.
 
 Owns :class:`Row` (what the page shows for a file) and :class:`BatchView`
-(the rows, the batch's flags and totals kept in O(1) per event by
+(the rows, the batch's flags, ``force`` and ``dry_run`` among them, and totals kept in O(1) per event by
 :meth:`BatchView.settle`). The session fills them from the client's events.
 """
 
@@ -44,6 +44,8 @@ class Row:
     width: int | None = None
     height: int | None = None
     seconds: float | None = None
+    ssim: float | None = None
+    dry_run: bool = False  # nothing was written: the output fields say what a real run would write
     code: str | None = None
     message: str | None = None
 
@@ -54,8 +56,11 @@ class Row:
 class BatchView:
     """One batch as the page sees it: its rows, flags and totals."""
 
-    def __init__(self, batch, form: dict, out_dir: str | None, in_place: bool) -> None:
+    def __init__(self, batch, form: dict, out_dir: str | None, in_place: bool, *,
+                 force: bool = False, dry_run: bool = False) -> None:
         self.batch = batch
+        self.force = force
+        self.dry_run = dry_run
         self.id = batch.id
         self.total = batch.total
         self.form = form
@@ -99,4 +104,5 @@ class BatchView:
             "paused": self.paused, "cancelled": self.cancelled, "finished": self.finished,
             "elapsed": (self.ended or time.time()) - self.started,
             "out_dir": self.out_dir, "in_place": self.in_place, "settings": self.form,
+            "force": self.force, "dry_run": self.dry_run,
         }

@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..security import Policy, canonical_input, canonical_output
 from ..settings import AUTO_FORMATS, BROWSER_FORMATS, FITS, OUTPUT_FORMATS
-from .forms import UIError, settings_from_form
+from .forms import SUBMIT_OPTIONS, UIError, settings_from_form, submit_options
 from .rows import FINAL, BatchView, Row, relative
 
 __all__ = ["Session"]
@@ -157,10 +157,14 @@ class Session:
     # -- the batch ------------------------------------------------------------------
 
     def start(self, req: Any) -> dict[str, Any]:
-        """Check and submit ``{"paths", "settings", "out_dir" | "in_place"}``; refuse what is out of scope."""
+        """Check and submit ``{"paths", "settings", "out_dir" | "in_place", "force", "dry_run"}``.
+
+        What is out of scope is refused; ``force`` and ``dry_run`` reach
+        :meth:`Client.submit` as the CLI's ``--force`` and ``--dry-run`` do.
+        """
         if not isinstance(req, dict):
             raise UIError(400, InvalidSettingsError("the request must be a JSON object", stage="ui"))
-        unknown = sorted(set(req) - {"paths", "settings", "out_dir", "in_place"})
+        unknown = sorted(set(req) - {"paths", "settings", "out_dir", "in_place", *SUBMIT_OPTIONS})
         if unknown:
             raise UIError(400, InvalidSettingsError(f"unknown field {unknown[0]!r}", stage="ui"))
         paths = req.get("paths")
@@ -170,6 +174,7 @@ class Session:
         bases = [c if os.path.isdir(c) else os.path.dirname(c) for c in canon]  # the chosen folders
         try:
             settings = settings_from_form(req.get("settings") or {})
+            opts = submit_options(req)
         except PyimgoptError as exc:
             raise UIError(400, exc) from None
         in_place = req.get("in_place", False)
@@ -202,10 +207,10 @@ class Session:
             if self._view is not None and not self._view.finished:
                 raise UIError(409, IOFailureError("a batch is already running", stage="ui"))
         try:
-            batch = self._client.submit(canon, settings, out_dir=out_dir, in_place=in_place)
+            batch = self._client.submit(canon, settings, out_dir=out_dir, in_place=in_place, **opts)
         except PyimgoptError as exc:
             raise UIError(403 if exc.code in ("scope_denied", "capability_denied") else 400, exc) from None
-        view = BatchView(batch, req.get("settings") or {}, out_dir, in_place)
+        view = BatchView(batch, req.get("settings") or {}, out_dir, in_place, **opts)
         view.base = os.path.commonpath(bases)
         with self._lock:
             self._view = view
@@ -250,8 +255,10 @@ class Session:
         r = v.rows[idx]
         if r.status not in ("optimized", "skipped", "unchanged"):
             raise UIError(404, IOFailureError(f"this file is {r.status}: nothing to preview", stage="ui"))
+        if r.dry_run and which != "before":  # a file already at that path is not this run's output
+            raise UIError(404, IOFailureError("dry run: nothing was written to preview", stage="ui"))
         if which == "before":
-            if v.in_place and r.status == "optimized":
+            if v.in_place and r.status == "optimized" and not r.dry_run:
                 raise UIError(404, IOFailureError("the original was replaced in place", stage="ui"))
             path, scope = r.input, self.policy.read
         else:
@@ -317,8 +324,9 @@ class Session:
                 v.settle(r, "queued")  # take any earlier final state out of the totals
                 r.output = res.output
                 for name in ("bytes_in", "bytes_out", "format_in", "format_out", "width", "height",
-                             "seconds"):
+                             "seconds", "ssim", "dry_run"):
                     setattr(r, name, getattr(res, name))
+                v.dry_run = v.dry_run or res.dry_run
                 status = res.status
                 if res.error is not None:
                     r.code, r.message = res.error.code, res.error.message

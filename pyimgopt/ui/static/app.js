@@ -113,6 +113,9 @@ function formSettings() {
     if ($(k).value !== "") s[k] = parseInt($(k).value, 10);
   }
   if ($("target_ssim").value !== "") s.target_ssim = parseFloat($("target_ssim").value);
+  if ($("target_size").value.trim() !== "") s.target_size = $("target_size").value.trim();  // the server parses it
+  if ($("min_scale").value !== "") s.min_scale = parseFloat($("min_scale").value);
+  if ($("mark").checked) s.mark = true;
   if ($("lossless").checked) s.lossless = true;  // unchecked: each format's default
   if (s.format === "auto") {
     s.formats_allowed = [...document.querySelectorAll("#allowed input:checked")].map((b) => b.value);
@@ -134,7 +137,8 @@ function showAllowed() { $("auto-formats").hidden = $("format").value !== "auto"
 
 async function start() {
   $("start-error").textContent = "";
-  const body = { paths: [...state.selected], settings: formSettings() };
+  const body = { paths: [...state.selected], settings: formSettings(),
+                 force: $("force").checked, dry_run: $("dry_run").checked };
   if ($("dest-inplace").checked) body.in_place = true; else body.out_dir = $("out_dir").value;
   $("start").disabled = true;
   try {
@@ -176,36 +180,39 @@ function drawBatch() {
   const rate = b.processed / Math.max(elapsed, 0.001);
   const eta = b.finished ? 0 : (b.paused ? NaN : (b.total - b.processed) / rate);
   const pctSaved = b.bytes_in ? ((100 * b.saved) / b.bytes_in).toFixed(1) : "0.0";
+  $("dryrun-banner").hidden = !b.dry_run;
   $("summary").textContent =
     `${b.processed} / ${b.total} files (${pct} %) · ${b.optimized} optimized · ${b.skipped} skipped · ${b.unchanged} unchanged · ` +
     `${b.failed} failed` + (b.cancelled_files ? ` · ${b.cancelled_files} cancelled` : "") +
-    ` · saved ${human(b.saved)} (${pctSaved} %) of ${human(b.bytes_in)} · ` +
+    ` · ${b.dry_run ? "would save" : "saved"} ${human(b.saved)} (${pctSaved} %) of ${human(b.bytes_in)} · ` +
     (b.finished ? `took ${duration(b.elapsed)}` : `elapsed ${duration(elapsed)} · ETA ${b.paused ? "paused" : duration(eta)}`);
   $("state").textContent = b.finished ? (b.cancelled ? "cancelled" : "done") : (b.paused ? "paused" : "running");
   $("state").dataset.state = $("state").textContent;
 }
 
-const COLS = ["idx", "input", "status", "bytes_in", "bytes_out", "saving", "message"];
+const COLS = ["idx", "input", "status", "bytes_in", "bytes_out", "saving", "message", "ssim"];
 
 function rowCells(tr, r) {
   const s = saving(r);
-  const vals = [String(r.idx + 1), r.name || r.input, r.status, human(r.bytes_in),
-                r.bytes_out === null ? "–" : human(r.bytes_out),
+  const vals = [String(r.idx + 1), r.name || r.input,
+                r.dry_run ? `${r.status} (dry run)` : r.status, human(r.bytes_in),
+                r.bytes_out === null ? "–" : human(r.bytes_out) + (r.format_out ? " " + r.format_out.toUpperCase() : ""),
                 s === null ? "–" : (100 * s).toFixed(1) + " %",
-                r.code ? `${r.code}: ${r.message}` : ""];
+                r.code ? `${r.code}: ${r.message}` : "",
+                r.ssim === null || r.ssim === undefined ? "–" : r.ssim.toFixed(4)];
   vals.forEach((v, i) => { if (tr.cells[i].textContent !== v) tr.cells[i].textContent = v; });
   tr.cells[1].title = r.input;
   tr.dataset.status = r.status;
   tr.className = "st-" + r.status;
   const can = r.status === "optimized" || r.status === "skipped" || r.status === "unchanged";
-  tr.cells[7].firstChild.disabled = !can;
+  tr.cells[8].firstChild.disabled = !can;
 }
 
 function upsertRow(r) {
   let entry = state.rows.get(r.idx);
   if (!entry) {
     const tr = el("tr");
-    for (let i = 0; i < COLS.length; i++) tr.append(el("td", { className: [3, 4, 5].includes(i) ? "num" : "" }));
+    for (let i = 0; i < COLS.length; i++) tr.append(el("td", { className: [3, 4, 5, 7].includes(i) ? "num" : "" }));
     const btn = el("button", { type: "button", className: "link pv", textContent: "preview", disabled: true });
     btn.addEventListener("click", () => preview(r.idx));
     tr.append(el("td", {}, btn));
@@ -265,14 +272,19 @@ function preview(idx) {
   $("pv-asize").textContent = human(r.bytes_out) + (r.format_out ? " " + r.format_out.toUpperCase() : "");
   $("pv-info").textContent = r.width ? `${r.width}×${r.height} px out, shown at true pixels` : "";
   $("pv-bsize").textContent = human(r.bytes_in);
-  if (state.batch.in_place && r.status === "optimized") {
+  if (state.batch.in_place && r.status === "optimized" && !r.dry_run) {
     // the original was replaced: only the result exists any more
     $("pv-bsize").textContent += " · replaced in place, no longer on disk";
     for (const id of ["pv-before", "pv-cbefore"]) $(id).removeAttribute("src");
   } else {
     for (const id of ["pv-before", "pv-cbefore"]) $(id).src = src("before");
   }
-  for (const id of ["pv-after", "pv-cafter"]) $(id).src = src("after");
+  if (r.dry_run) {  // nothing was written: only the original exists
+    $("pv-asize").textContent += " · dry run, not written";
+    for (const id of ["pv-after", "pv-cafter"]) $(id).removeAttribute("src");
+  } else {
+    for (const id of ["pv-after", "pv-cafter"]) $(id).src = src("after");
+  }
   $("preview").scrollIntoView();
 }
 
@@ -352,6 +364,7 @@ async function init() {
     if (!input) continue;
     if (input.type === "checkbox") input.checked = !!v; else input.value = v;
   }
+  if (snap.batch) { $("force").checked = !!snap.batch.force; $("dry_run").checked = !!snap.batch.dry_run; }
   fmt.addEventListener("change", showAllowed);
   showAllowed();
   $("out_dir").value = snap.batch && snap.batch.out_dir ? snap.batch.out_dir
