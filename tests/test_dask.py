@@ -286,10 +286,12 @@ def test_dask_cancel_mid_batch_ends_every_job_once_and_stops_dispatch(cluster, i
     codes = [v[0] for v in ends.values()]
     assert set(codes) <= {"optimized", "skipped", "cancelled"} and codes.count("cancelled") >= 30
     # the tasks in flight were aborted: they end cancelled, not with a result (a job whose
-    # output the router was already writing — at most one per worker — cannot be stopped)
+    # outcome the router was already fetching or writing cannot be stopped)
     assert running_at_cancel
+    # (how many were already past their task depends on the machine's load: at least one
+    # still running must have been stopped, which a no-op abort would not do)
     not_stopped = [j for j in running_at_cancel if ends[j][0] != "cancelled"]
-    assert len(not_stopped) <= 2 and len(not_stopped) < len(running_at_cancel), not_stopped
+    assert len(not_stopped) < len(running_at_cancel), not_stopped
     assert st["dask"]["in_flight"] == 0 and st["memory"]["in_use"] == 0
     written = tree(out)
     assert len(written) == 50 - codes.count("cancelled")  # bytes mode: a cancelled job writes nothing
@@ -336,8 +338,9 @@ def test_dask_sigkill_a_worker_mid_batch_every_job_ends_once(cluster, images, tm
                 inputs[ev.job] = ev.data["input"]
             if ev.kind in ("result", "failed"):
                 ends.setdefault(ev.job, []).append(ev.kind)
-                if len(ends) == 20 and not killed:
-                    # what a writer killed mid-write leaves: a temp file for each job on the victim
+                if len(ends) >= 20 and not killed:
+                    # what a writer killed mid-write leaves: a temp file for each job on the victim;
+                    # the kill waits for a moment when the victim has work in hand
                     victim = [a for a, w in cluster.client.scheduler_info()["workers"].items()
                               if w.get("name") == "victim"]
                     keys = cluster.client.processing(victim).get(victim[0], []) if victim else []
@@ -347,8 +350,9 @@ def test_dask_sigkill_a_worker_mid_batch_every_job_ends_once(cluster, images, tm
                             name = pathlib.Path(inputs[jid]).name
                             planted.append(out / f".{name}.0badc0de.pyimgopt-tmp")
                             planted[-1].write_bytes(b"half-written")
-                    os.kill(cluster.workers["victim"].pid, signal.SIGKILL)
-                    killed = True
+                    if planted or len(ends) >= 90:
+                        os.kill(cluster.workers["victim"].pid, signal.SIGKILL)
+                        killed = True
         assert killed and cluster.workers["victim"].wait(10) == -signal.SIGKILL
         deadline = time.monotonic() + 10  # the router notices the loss on its next look at the cluster
         while c.status()["counters"]["sidecars_lost"] < 1 and time.monotonic() < deadline:
