@@ -203,6 +203,34 @@ def report_a(rows: list[dict]) -> None:
                     bpp.setdefault(fmt, []).append(v * 8 / (sub[0]["mp"] * 1e6))
     print("  median bits/pixel at score 0.985: " +
           ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in bpp.items()))
+    # the format="auto" decision: the smallest format at the SSIM target against the smallest
+    # at an SSIMULACRA2 target set to the median SSIMULACRA2 the SSIM target lands at
+    s2_target = statistics.median(v for vs in by_img.values() for v in vs.values())
+    same = n = 0
+    ratios = []
+    flips: dict[str, int] = {}
+    for f in sorted({r["file"] for r in rows}):
+        pick = {}
+        for key, t in (("score", TARGET), ("ss2", s2_target)):
+            sizes = {}
+            for fmt in FORMATS:
+                sub = [r for r in rows if r["file"] == f and r["fmt"] == fmt]
+                v = at_target(sub, key, t, "bytes")
+                if v is not None:
+                    sizes[fmt] = v
+            if sizes:
+                pick[key] = min(sizes, key=sizes.get), sizes[min(sizes, key=sizes.get)]
+        if len(pick) == 2:
+            n += 1
+            same += pick["score"][0] == pick["ss2"][0]
+            if pick["score"][0] != pick["ss2"][0]:
+                k = f"{pick['score'][0]}->{pick['ss2'][0]}"
+                flips[k] = flips.get(k, 0) + 1
+            ratios.append(pick["ss2"][1] / pick["score"][1])
+    print(f"\n  auto's pick (smallest format) at score {TARGET} vs at SSIMULACRA2 {s2_target:.1f}: "
+          f"same format for {same}/{n} images; changes {flips}; bytes ss2/score median "
+          f"{statistics.median(ratios):.2f} (p10 {statistics.quantiles(ratios, n=10)[0]:.2f}, "
+          f"p90 {statistics.quantiles(ratios, n=10)[-1]:.2f})")
 
 
 def report_c(rows: list[dict]) -> None:
@@ -242,7 +270,13 @@ def main() -> None:
     ap.add_argument("--only", help="substring of corpus file names to keep")
     ap.add_argument("--json", help="write every row here")
     ap.add_argument("--skip-corpus", action="store_true")
+    ap.add_argument("--from-json", help="report on rows a previous --json run wrote")
     args = ap.parse_args()
+    if args.from_json:
+        rows = json.loads(Path(args.from_json).read_text())["corpus"]
+        report_a(rows)
+        report_c(rows)
+        return
     chroma = chroma_case()
     rows = []
     if not args.skip_corpus:
