@@ -26,6 +26,7 @@ __all__ = [
     "JobTimeoutError",
     "CancelledError",
     "IOFailureError",
+    "SourceChangedError",
     "InternalError",
     "ProtocolError",
     "TargetUnreachableError",
@@ -177,6 +178,15 @@ class IOFailureError(PyimgoptError, OSError):
         PyimgoptError.__init__(self, message, **kw)
 
 
+class SourceChangedError(IOFailureError):
+    """An in-place write was refused because the file changed on disk after it was
+    read (a save made during the run): nothing was written, the new content stays.
+    Retryable: doing it again reads the new content."""
+
+    code = "source_changed"
+    default_retryable = True
+
+
 class InternalError(PyimgoptError, RuntimeError):
     """A bug: something that should not happen did. Always reported, never hidden."""
 
@@ -208,6 +218,7 @@ _CLASSES: tuple[type[PyimgoptError], ...] = (
     JobTimeoutError,
     CancelledError,
     IOFailureError,
+    SourceChangedError,
     InternalError,
     ProtocolError,
     TargetUnreachableError,

@@ -20,7 +20,7 @@ import re
 import secrets
 import stat
 
-from .errors import IOFailureError, ScopeDeniedError, TooLargeError
+from .errors import IOFailureError, ScopeDeniedError, SourceChangedError, TooLargeError
 
 __all__ = ["parent_anchor", "expected_parent", "read_input", "atomic_write", "remove_stale_temps",
            "clean_after_lost_writer", "TEMP_SUFFIX", "EXTENSIONS"]
@@ -179,6 +179,7 @@ def atomic_write(
     mode: int | None = None,
     expect_parent: tuple[int, int] | None = None,
     create_depth: int = 0,
+    unchanged: os.stat_result | None = None,
 ) -> None:
     """Replace ``path`` with ``data`` atomically and durably.
 
@@ -194,7 +195,10 @@ def atomic_write(
     ``O_NOFOLLOW``, so a symlink planted on the way is refused, never
     followed. Without ``expect_parent`` missing folders are simply created.
     ``mode`` sets the permission bits (an in-place rewrite passes the
-    original's); a new file gets ``0o666`` minus the umask.
+    original's); a new file gets ``0o666`` minus the umask. With ``unchanged``
+    — the stat of ``path`` taken when it was read (an in-place rewrite) — the
+    target is stat'ed again just before the rename and, if its size, mtime,
+    ctime or inode differ (the user saved it meanwhile), nothing is written.
 
     Raises
     ------
@@ -203,6 +207,9 @@ def atomic_write(
         target is then untouched and no temporary file remains.
     ScopeDeniedError
         ``expect_parent`` given and a folder on the way is not the one checked.
+    SourceChangedError
+        ``unchanged`` given and ``path`` is no longer that file as it was read;
+        the target is untouched and no temporary file remains.
     """
     folder = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
@@ -249,12 +256,24 @@ def atomic_write(
                                      path=path, stage="write") from None
             os.close(dfd)
             dfd = nfd
-        _write_in(dfd, name, data, mode, path)
+        _write_in(dfd, name, data, mode, path, unchanged)
     finally:
         os.close(dfd)
 
 
-def _write_in(dfd: int, name: str, data: bytes, mode: int | None, path: str) -> None:
+def _same_file(dfd: int, name: str, was: os.stat_result, path: str) -> None:
+    try:
+        now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except OSError:
+        now = None
+    key = ("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_dev")
+    if now is None or any(getattr(now, k) != getattr(was, k) for k in key):
+        raise SourceChangedError("the file changed on disk while it was optimised; the new "
+                                 "content was kept and nothing written", path=path, stage="write")
+
+
+def _write_in(dfd: int, name: str, data: bytes, mode: int | None, path: str,
+              unchanged: os.stat_result | None = None) -> None:
     tmp = None
     try:
         for _ in range(100):
@@ -277,6 +296,8 @@ def _write_in(dfd: int, name: str, data: bytes, mode: int | None, path: str) -> 
             os.fsync(fd)
         finally:
             os.close(fd)
+        if unchanged is not None:
+            _same_file(dfd, name, unchanged, path)
         os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         tmp = None
         try:

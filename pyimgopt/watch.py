@@ -202,13 +202,29 @@ class Watcher:
     def _finished(self, r: Result) -> None:
         if r.status == "failed" and not (r.error is not None and r.error.code == "cancelled"):
             self.failed += 1  # (a file cancelled by stop() is not a failure: the next start redoes it)
-        if self.in_place and r.ok and r.input:
-            try:
-                st = os.stat(r.input)
-                self._written[os.path.realpath(r.input)] = (st.st_size, st.st_mtime_ns)
-            except OSError:
-                pass
+        if self.in_place and r.status == "optimized" and not r.dry_run and r.input:
+            self._record_written(r)
         self.report(r)
+
+    def _record_written(self, r: Result) -> None:
+        """Remember the stat of a file this watcher rewrote in place — only if the file on
+        disk is still what was written (a save made since is a change, not our write)."""
+        from .manifest import content_hash
+
+        path = os.path.realpath(r.input)
+        try:
+            st = os.stat(path)
+            if st.st_size != r.bytes_out or r.output_hash is None:
+                return
+            with open(path, "rb") as f:
+                if content_hash(f.read()) != r.output_hash:
+                    return
+            after = os.stat(path)
+            if (after.st_size, after.st_mtime_ns, after.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+                return
+        except OSError:
+            return
+        self._written[path] = (st.st_size, st.st_mtime_ns)
 
     def _cancel_inflight(self) -> None:
         for batch, _names in self._inflight:

@@ -267,7 +267,7 @@ def optimize_file(
         else:
             parent, depth = expected_parent(expect)
             atomic_write(dst_s, out, mode=st.st_mode if in_place else None, expect_parent=parent,
-                         create_depth=depth)
+                         create_depth=depth, unchanged=st if in_place else None)
         clock.lap("write")
     except MemoryError:
         return _failed(TooLargeError("out of memory", stage="decode"), src_s, clock, start)
