@@ -160,6 +160,15 @@ def known_unchanged(src: str, known: dict | None, *, size: int, expect: dict | N
         input_hash=digest, output_hash=rec.get("output_hash", digest))
 
 
+def _as_output(row, inp: str, out: str | None, in_place: bool) -> dict:
+    """The hint entry saying ``inp`` holds the output of ``row`` (copied to ``out`` if not in place)."""
+    res = json.loads(row["result"])
+    res.update(output=inp if in_place else out, bytes_in=res.get("bytes_out"),
+               format_in=res.get("format_out"), width_in=res.get("width"),
+               height_in=res.get("height"), output_hash=row["output_hash"])
+    return {"hash": row["output_hash"], "copy": not in_place, "result": res}
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     input TEXT NOT NULL,            -- canonical path of the input that was optimised
@@ -176,6 +185,8 @@ CREATE TABLE IF NOT EXISTS entries (
     PRIMARY KEY (input, output, key)
 );
 CREATE INDEX IF NOT EXISTS entries_by_output ON entries(output, key);
+CREATE INDEX IF NOT EXISTS entries_by_output_hash ON entries(output_hash, key);
+CREATE INDEX IF NOT EXISTS entries_by_out_size ON entries(key, out_size);
 """
 
 
@@ -274,12 +285,31 @@ class Manifest:
         row = db.execute("SELECT * FROM entries WHERE output=? AND key=? ORDER BY updated DESC LIMIT 1",
                          (inp, key)).fetchone()
         if row is not None:
-            res = json.loads(row["result"])
-            res.update(output=inp if in_place else out, bytes_in=res.get("bytes_out"),
-                       format_in=res.get("format_out"), width_in=res.get("width"),
-                       height_in=res.get("height"), output_hash=row["output_hash"])
-            entries.append({"hash": row["output_hash"], "copy": not in_place, "result": res})
+            entries.append(_as_output(row, inp, out, in_place))
         return {"entries": entries} if entries else None
+
+    def by_content(self, inp: str, out: str | None, key: str, *, in_place: bool, size: int,
+                   expect: dict | None = None) -> dict | None:
+        """The ``known`` hint of ``inp`` when its bytes are an output these settings made
+        somewhere else — a copied or moved output folder, a file ``rsync``-ed back —
+        found by content: ``inp`` is read and hashed only when some output of ``key``
+        has its size, then matched on the recorded output hash. None otherwise (or on
+        any trouble reading either)."""
+        try:
+            db = self._db()
+            if db.execute("SELECT 1 FROM entries WHERE key=? AND out_size=? LIMIT 1",
+                          (key, size)).fetchone() is None:
+                return None
+            want = None if expect is None else (expect["dev"], expect["ino"])
+            try:
+                data, _st = read_input(inp, max(1, size), expect=want)
+            except PyimgoptError:
+                return None
+            row = db.execute("SELECT * FROM entries WHERE output_hash=? AND key=? "
+                             "ORDER BY updated DESC LIMIT 1", (content_hash(data), key)).fetchone()
+        except sqlite3.Error:
+            return None
+        return None if row is None else {"entries": [_as_output(row, inp, out, in_place)]}
 
     def count(self) -> int:
         """How many entries the manifest holds."""
@@ -422,3 +452,11 @@ class Hinter:
             self._writer.sync()
             self._synced = True
         return self.manifest.hint(inp, out, self.key, in_place=in_place, auto=auto)
+
+    def by_content(self, inp: str, out: str | None, *, in_place: bool, size: int,
+                   expect: dict | None = None) -> dict | None:
+        """:meth:`Manifest.by_content` under the batch's settings ``key``."""
+        if not self._synced:
+            self._writer.sync()
+            self._synced = True
+        return self.manifest.by_content(inp, out, self.key, in_place=in_place, size=size, expect=expect)

@@ -266,3 +266,27 @@ def test_manifest_a_recovered_batch_keeps_its_options_dry_run_writes_nothing(tmp
         results = c.attach("d" * 16).wait(60)
     assert len(results) == 2 and all(r.ok and r.dry_run for r in results)
     assert not out.exists() and snapshot(src) == before
+
+
+def test_manifest_a_copied_output_folder_is_recognised_by_its_hash(tmp_path, client):
+    """Review finding 2: outputs copied or moved elsewhere are found by content (output
+    hash), not only by the path they were written to (no in-file marker here)."""
+    import shutil
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_folder(src, 3)
+    s = Settings(mark=False)
+    first = run(client, [src], s, out_dir=str(out))
+    moved = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(out, moved)
+    before = snapshot(moved)
+    again = run(client, [moved], s, in_place=True)
+    assert {r.status for r in again.values()} == {"unchanged"}
+    assert snapshot(moved) == before  # nothing re-encoded or rewritten
+    for name, r in again.items():
+        assert r.input_hash == first[name].output_hash and "decode" not in r.stages
+    # to a folder: copied byte for byte, not re-encoded
+    to = run(client, [moved], s, out_dir=str(tmp_path / "out2"))
+    assert {r.status for r in to.values()} == {"unchanged"}
+    for name in to:
+        assert (tmp_path / "out2" / name).read_bytes() == (moved / name).read_bytes()

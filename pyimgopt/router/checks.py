@@ -10,8 +10,9 @@ the journal rows, and the analysis of a batch read back from the journal
 arguments plus the file system: they run on the router's worker threads
 (:mod:`.offload`) and return :class:`~.model.Job` records the router's
 thread then registers. Nothing here decodes an image; the only contents read
-are those of an input the optimisation manifest already knows, hashed to
-answer ``unchanged`` at submit (:func:`pyimgopt.manifest.known_unchanged`).
+are those of an input the optimisation manifest already knows (by path, or
+by size and then content hash: a copied output), hashed to answer
+``unchanged`` at submit (:func:`pyimgopt.manifest.known_unchanged`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def check_jobs(bid: str, start: int, specs: list[tuple[str, str | None]], policy
                 job.outputs = _auto_outputs(policy, inp, dst)
             if hint is not None:
                 job.known = hint(inp, job.output, in_place=in_place, auto=auto)
+                if job.known is None and hasattr(hint, "by_content"):  # a copied or moved output
+                    job.known = hint.by_content(inp, job.output, in_place=in_place, size=st.st_size,
+                                                expect=expect)
                 done = known_unchanged(inp, job.known, size=st.st_size, expect=expect)
                 if done is not None:
                     job.early = done.to_dict()
