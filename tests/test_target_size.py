@@ -9,6 +9,7 @@ much; with ``target_ssim`` both hold. Outputs are decoded by Pillow.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -114,3 +115,39 @@ def test_target_size_cli_json_reports_target_unreachable(tmp_path, capsys):
     assert rc == 1 and recs["a.jpg"]["status"] == "optimized" and recs["a.jpg"]["bytes_out"] <= 9000
     assert recs["b.png"]["error"]["code"] == "target_unreachable"
     assert (tmp_path / "out" / "a.jpg").stat().st_size <= 9000 and not (tmp_path / "out" / "b.png").exists()
+
+
+def _animated_gif(n: int = 4) -> bytes:
+    frames = [Image.fromarray(photo(64, 48, seed=i)).quantize(64) for i in range(n)]
+    import io
+
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buf.getvalue()
+
+
+def test_target_size_searches_quality_for_an_animation():
+    """Review finding 3: an animated GIF -> WebP whose usual output is over the target but a
+    lower quality fits is written at that quality (was a false target_unreachable)."""
+    gif = _animated_gif()
+    plain, _ = optimize_bytes(gif, Settings(format="webp"))
+    low, _ = optimize_bytes(gif, Settings(format="webp", quality=20))
+    limit = (len(plain) + len(low)) // 2
+    out, r = optimize_bytes(gif, Settings(format="webp", target_size=limit))
+    assert r.status == "optimized" and len(out) == r.bytes_out <= limit, r
+    with Image.open(io.BytesIO(out)) as im:
+        assert im.format == "WEBP" and im.n_frames == 4 and im.size == (64, 48)
+    assert 20 <= r.quality < 80
+    up, _ = optimize_bytes(gif, Settings(format="webp", quality=r.quality + 1))
+    assert len(up) > limit  # the largest quality that fits
+
+
+def test_target_size_searches_quality_for_a_thin_image():
+    """A 4000x6 JPEG (a side under the SSIM window) is searched too; no score is needed."""
+    src = jpeg(photo(4000, 6, seed=3), quality=95)
+    plain, _ = optimize_bytes(src, Settings())
+    low, _ = optimize_bytes(src, Settings(quality=20))
+    limit = (len(plain) + len(low)) // 2
+    out, r = optimize_bytes(src, Settings(target_size=limit))
+    assert r.status == "optimized" and len(out) <= limit
+    assert decode(out).size == (4000, 6) and r.quality < 95

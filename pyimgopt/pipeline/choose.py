@@ -51,7 +51,7 @@ def encode_one(dec, fmt: str, s: Settings, fmt_in: str, src_lossless: bool,
     """
     lossless = bool(s.lossless) or (
         fmt in ("webp", "jxl") and s.lossless is None and fmt_in == fmt and src_lossless)
-    if s.target_size is not None and quality.searchable(dec, fmt, lossless):
+    if s.target_size is not None and quality.sizable(dec, fmt, lossless):
         return quality.encode_to_size(dec, fmt, s, s.target_size, source_format=fmt_in,
                                       source_lossless=src_lossless)
     if s.target_ssim is not None and quality.searchable(dec, fmt, lossless):

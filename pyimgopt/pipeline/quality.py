@@ -28,7 +28,7 @@ from .encode import Encoded, encode, has_avif
 from .frames import flatten_rgb, looks_like_graphic, opposite
 
 __all__ = ["DEFAULT_AUTO_TARGET", "MIN_QUALITY", "Candidate", "Reference", "reference", "measure",
-           "measure_frames", "sample_frames", "output_frames", "searchable", "encode_to_size",
+           "measure_frames", "sample_frames", "output_frames", "searchable", "sizable", "encode_to_size",
            "auto_formats"]
 
 #: The SSIM target ``format="auto"`` uses when ``target_ssim`` is not given.
@@ -166,6 +166,15 @@ def searchable(dec: Decoded, fmt: str, lossless: bool) -> bool:
     return fmt in ("jpeg", "webp", "avif", "jxl") and not lossless and len(dec.frames) == 1 and min(w, h) >= _MIN_SIDE
 
 
+def sizable(dec: Decoded, fmt: str, lossless: bool) -> bool:
+    """Whether a *size* search applies: a lossy format that holds these frames — a still
+    image of any size (JPEG, WebP, AVIF, JPEG XL) or an animation (WebP, AVIF). Unlike
+    :func:`searchable` no score is needed: only real encodes and their sizes."""
+    if lossless or fmt not in ("jpeg", "webp", "avif", "jxl"):
+        return False
+    return len(dec.frames) == 1 or fmt in ("webp", "avif")
+
+
 def encode_to_size(
     dec: Decoded,
     fmt: str,
@@ -184,9 +193,10 @@ def encode_to_size(
     is a ceiling, never a reason to raise the quality. When even
     ``MIN_QUALITY`` does not fit, that smallest encoding is returned (the
     caller sees it is too large). The chosen encoding's score is measured
-    (``ssim``), so ``target_ssim`` and ``format="auto"`` can judge it.
+    (``ssim``), so ``target_ssim`` and ``format="auto"`` can judge it: an
+    animation's on sampled frames (:func:`measure_frames`); an image with a
+    side under the SSIM window has none (``None``).
     """
-    ref = reference(dec, s.background_rgb)
 
     def at(q: int | None) -> Encoded:
         return encode(dec, fmt, s if q is None else s.replace(quality=q), source_format=source_format,
@@ -209,7 +219,13 @@ def encode_to_size(
                     hi = mid
     notes = [] if len(best.data) <= limit else [
         f"{fmt} does not fit {limit} bytes even at q{best.quality} ({len(best.data)} bytes)"]
-    return Candidate(best, measure(best.data, ref, fmt=fmt), notes)
+    if min(dec.size) < _MIN_SIDE:
+        score = None
+    elif len(dec.frames) > 1:
+        score = measure_frames(best.data, dec, s.background_rgb, fmt)
+    else:
+        score = measure(best.data, reference(dec, s.background_rgb), fmt=fmt)
+    return Candidate(best, score, notes)
 
 
 def auto_formats(dec: Decoded, source_format: str, in_place: bool,
