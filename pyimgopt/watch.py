@@ -1,10 +1,12 @@
 """``pyimgopt watch FOLDER -o OUT`` (or ``--in-place``): optimise files as they arrive.
 
-Owns the watch loop: at start a catch-up batch over the whole folder (the
-optimisation manifest makes every file already done ``unchanged``, so a
-restart redoes only what changed while the watcher was down; ``--force``
-redoes every file of this catch-up), then file
-system events from :mod:`watchfiles` (inotify on Linux). A new or changed
+Owns the watch loop: at start a catch-up over the whole folder, a batch per
+sub-folder (the optimisation manifest makes every file already done
+``unchanged``, so a restart redoes only what changed while the watcher was
+down; ``--force`` redoes every file of this catch-up; a file modified less
+than ``settle`` seconds ago is settled first), then file system events from
+:mod:`watchfiles` (inotify on Linux), after one more scan once the watch is up
+(what arrived between the catch-up's scan and the watch sent no event). A new or changed
 file is *settled* before it is read: its size and mtime must stay the same
 for ``settle`` seconds, so a file still being copied is not read half
 written. Settled files are submitted through the same client, router, pool,
@@ -67,7 +69,8 @@ class Watcher:
         self._inflight: list[tuple[object, set[str]]] = []  # (batch, its paths)
         self._busy: set[str] = set()
         self._written: dict[str, tuple[int, int]] = {}  # in place: what we wrote (size, mtime_ns)
-        self._catching_up = None  # the catch-up batch while it runs
+        self._catching_up: list = []  # the catch-up batches
+        self._scanned: dict[str, tuple[int, int]] = {}  # the catch-up's scan: path -> size, mtime_ns
 
     def stop(self) -> None:
         """Ask :meth:`run` to end (safe from a signal handler)."""
@@ -82,18 +85,28 @@ class Watcher:
         ``once``, return after the catch-up)."""
         import watchfiles
 
-        self._submit_group(self.folder, [self.folder], catch_up=True)
+        self._catch_up()
         if once:
-            while self._inflight and not self._stop.is_set():
+            while (self._inflight or self._pending) and not self._stop.is_set():
                 self._drain()
+                self._submit_settled()
                 self._stop.wait(self.tick)
             self._drain()
             self._cancel_inflight()
             return
         ms = max(10, int(self.tick * 1000))
+        rescanned = False
         for changes in watchfiles.watch(self.folder, watch_filter=None, debounce=ms, step=min(50, ms),
                                         stop_event=self._stop, rust_timeout=ms, yield_on_timeout=True,
                                         raise_interrupt=False):
+            if not rescanned:
+                # the watch is up now (watchfiles yields only once it is): what arrived or
+                # changed between the catch-up's scan and this point sent no event
+                rescanned = True
+                for path, sig in self._scan().items():
+                    if self._scanned.get(path) != sig and path not in self._pending:
+                        self._pending[path] = (*sig, time.monotonic())
+                self._scanned = {}
             for change, path in changes:
                 self._seen(change, path)
             self._drain()
@@ -101,6 +114,38 @@ class Watcher:
             if self._stop.is_set():
                 break
         self._cancel_inflight()
+
+    # -- catch-up ------------------------------------------------------------------
+
+    def _scan(self) -> dict[str, tuple[int, int]]:
+        """Every file under the folder the watcher wants: path -> (size, mtime_ns)."""
+        found: dict[str, tuple[int, int]] = {}
+        for root, dirs, files in os.walk(self.folder):
+            dirs[:] = sorted(d for d in dirs if self._wanted_dir(os.path.join(root, d)))
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and self._wanted(path):
+                    found[path] = (st.st_size, st.st_mtime_ns)
+        return found
+
+    def _catch_up(self) -> None:
+        """Submit what is in the folder now, one batch per sub-folder; a file modified
+        less than ``settle`` seconds ago (maybe still being copied) is settled first,
+        like a new one."""
+        self._scanned = self._scan()
+        now = time.time()
+        ready: dict[str, list[str]] = {}
+        for path, (size, mtime) in self._scanned.items():
+            if now - mtime / 1e9 < self.settle:
+                self._pending[path] = (size, mtime, time.monotonic())
+            else:
+                ready.setdefault(os.path.dirname(path), []).append(path)
+        for folder, paths in sorted(ready.items()):
+            self._submit_group(folder, sorted(paths), catch_up=True)
 
     # -- events --------------------------------------------------------------------
 
@@ -148,7 +193,7 @@ class Watcher:
         self._pending[path] = (st.st_size, st.st_mtime_ns, time.monotonic())
 
     def _submit_settled(self) -> None:
-        if self._catching_up is not None and not self._catching_up.done:
+        if any(not b.done for b in self._catching_up):
             return  # what changed meanwhile waits: the catch-up may hold the same files
         now = time.monotonic()
         ready: dict[str, list[str]] = {}
@@ -181,9 +226,9 @@ class Watcher:
         except PyimgoptError as exc:
             print(f"pyimgopt watch: cannot submit {folder}: {exc.code}: {exc.message}", file=sys.stderr)
             return
-        names = set(paths) if not catch_up else set()
+        names = set(paths)
         if catch_up:
-            self._catching_up = batch
+            self._catching_up.append(batch)
         self._busy |= names
         self._inflight.append((batch, names))
         self.submitted += batch.total

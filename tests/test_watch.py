@@ -128,6 +128,55 @@ def test_watch_in_place_never_loops_and_a_restart_catches_up(tmp_path, client):
     assert status == {"a.png": "unchanged", "b.png": "optimized", "c.png": "unchanged"}
 
 
+class _ArrivesAfterCatchUp:
+    """The client, but a file lands in the folder right after the catch-up's first submit —
+    before the watch is set up, so no event ever reports it."""
+
+    def __init__(self, client, path, data):
+        self._client, self._path, self._data, self._done = client, path, data, False
+
+    def submit(self, *a, **kw):
+        batch = self._client.submit(*a, **kw)
+        if not self._done:
+            self._done = True
+            self._path.write_bytes(self._data)
+            os.utime(self._path, (time.time() - 60, time.time() - 60))  # settled
+        return batch
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_watch_a_file_arriving_before_the_watch_is_up_is_optimised(tmp_path, client):
+    """Review finding 4: the gap between the catch-up scan and the watch set-up."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "a.png").write_bytes(png(1))
+    w = Running(_ArrivesAfterCatchUp(client, src / "late.png", png(2)), src, out)
+    got = {os.path.basename(w.next(10).input), os.path.basename(w.next(10).input)}
+    assert got == {"a.png", "late.png"}
+    assert (out / "late.png").is_file() and w.quiet() == []
+
+
+def test_watch_catch_up_settles_a_file_still_being_written(tmp_path, client):
+    """Review finding 5: a file being copied when the watcher starts is not read half written."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    data = png(3)
+    fh = open(src / "b.png", "wb")
+    fh.write(data[: len(data) // 2])
+    fh.flush()
+    w = Running(client, src, out)
+    time.sleep(SETTLE / 3)  # the slow writer under test
+    fh.write(data[len(data) // 2:])
+    fh.close()
+    r = w.next(10)
+    assert r.status == "optimized" and r.input.endswith("b.png"), r
+    assert np.array_equal(np.asarray(decode((out / "b.png").read_bytes()).convert("RGB")),
+                          photo(64, 48, seed=3))
+    assert w.quiet() == [] and w.watcher.failed == 0
+
+
 def _descendants(pid: int) -> set[int]:
     out: set[int] = set()
     for entry in os.listdir("/proc"):
