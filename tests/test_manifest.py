@@ -18,7 +18,7 @@ from conftest import decode, encode, jpeg, photo, temp_files
 from pyimgopt import Settings
 from pyimgopt.client import Client
 from pyimgopt.manifest import MANIFEST_NAME, Manifest, content_hash, marker_key
-from pyimgopt.pipeline import marker
+from pyimgopt.pipeline import marker, optimize_bytes
 from pyimgopt.router import RouterConfig
 
 # manifest, router, journal and CLI machinery: the kernels play no part (conftest's pure pass)
@@ -290,3 +290,54 @@ def test_manifest_a_copied_output_folder_is_recognised_by_its_hash(tmp_path, cli
     assert {r.status for r in to.values()} == {"unchanged"}
     for name in to:
         assert (tmp_path / "out2" / name).read_bytes() == (moved / name).read_bytes()
+
+
+def _marked_jpeg(seed: int) -> bytes:
+    out, r = optimize_bytes(jpeg(photo(96, 64, seed=seed), quality=97), Settings(mark=True))
+    assert r.status == "optimized" and marker.check(out, marker_key(Settings(mark=True)))
+    return out
+
+
+def test_manifest_a_copied_or_stale_marker_does_not_make_a_file_unchanged():
+    """Review finding 6a: a marker pasted onto another image, or a file edited after it was
+    marked (metadata only: still a valid image), is redone; the untouched file is not."""
+    s = Settings(mark=True)
+    a, b = _marked_jpeg(1), _marked_jpeg(2)
+    assert optimize_bytes(a, s)[1].status == "unchanged"  # the control
+    sa, ea, pa = marker.find(a)
+    sb, eb, _ = marker.find(b)
+    pasted = b[:sb] + a[sa:ea] + b[eb:]  # a's marker on b's image
+    assert marker.find(pasted)[2] == pa
+    assert optimize_bytes(pasted, s)[1].status != "unchanged"
+    # edited after marking: a COM segment added after the marker (a viewer sees the same image)
+    edited = a[:ea] + b"\xff\xfe\x00\x06edit" + a[ea:]
+    assert decode(edited).size == (96, 64)
+    assert optimize_bytes(edited, s)[1].status != "unchanged"
+
+
+def test_manifest_the_version_is_part_of_the_settings_key(monkeypatch):
+    """Review finding 6b: a file marked by another pyimgopt version is redone."""
+    import pyimgopt.manifest as manifest_mod
+
+    s = Settings(mark=True)
+    a = _marked_jpeg(3)
+    key = manifest_mod.settings_key(s)
+    monkeypatch.setattr(manifest_mod, "__version__", "999.0.0")
+    manifest_mod._key.cache_clear()
+    try:
+        assert manifest_mod.settings_key(s) != key
+        assert optimize_bytes(a, s)[1].status != "unchanged"
+    finally:
+        monkeypatch.undo()
+        manifest_mod._key.cache_clear()
+    assert optimize_bytes(a, s)[1].status == "unchanged"
+
+
+def test_manifest_the_marker_never_pushes_an_output_over_target_size():
+    """Review finding 6c: an output that fits only without the marker is left unmarked."""
+    src = jpeg(photo(96, 64, seed=4), quality=97)
+    plain, _ = optimize_bytes(src, Settings(quality=80))
+    out, r = optimize_bytes(src, Settings(quality=80, mark=True, target_size=len(plain) + 10))
+    assert r.status == "optimized" and len(out) <= len(plain) + 10 and marker.find(out) is None
+    roomy, _ = optimize_bytes(src, Settings(quality=80, mark=True, target_size=len(plain) + 100))
+    assert marker.find(roomy) is not None and len(roomy) <= len(plain) + 100  # not vacuous
