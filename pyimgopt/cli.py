@@ -325,7 +325,8 @@ class _Report:
     def result(self, r: Result) -> None:
         self.counts[r.status] += 1
         self.dry_run = self.dry_run or r.dry_run
-        if r.ok and r.bytes_in is not None and r.bytes_out is not None:
+        # an ``unchanged`` file was written by an earlier run: this run saved nothing on it
+        if r.ok and r.status != "unchanged" and r.bytes_in is not None and r.bytes_out is not None:
             self.bytes_in += r.bytes_in
             self.bytes_out += r.bytes_out
         if self.json:

@@ -365,7 +365,7 @@ class Manifest:
             where.append("updated < ?")
             args.append(time.time() - older_than)
         if under is not None:
-            prefix = os.path.join(os.path.abspath(under), "")
+            prefix = os.path.join(os.path.realpath(under), "")  # rows hold canonical paths
             where.append("(substr(input, 1, ?) = ? OR substr(output, 1, ?) = ?)")
             args += [len(prefix), prefix, len(prefix), prefix]
         sql = "DELETE FROM entries" + (" WHERE " + " AND ".join(where) if where else "")

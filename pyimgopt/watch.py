@@ -299,6 +299,10 @@ def watch_main(a: argparse.Namespace) -> int:
     if not os.path.isdir(a.folder):
         print(f"pyimgopt: error: {a.folder} is not a folder", file=sys.stderr)
         return 2
+    if a.out is not None and os.path.realpath(a.out) == os.path.realpath(a.folder):
+        print("pyimgopt: error: the output folder is the watched folder: give another folder "
+              "with -o, or use --in-place", file=sys.stderr)
+        return 2
     if a.in_place and s.format not in ("keep", "auto"):
         print("pyimgopt: error: --in-place keeps each file's format; use --out DIR to convert",
               file=sys.stderr)

@@ -204,7 +204,8 @@ def test_manifest_clear_forgets_and_an_unreadable_manifest_costs_a_rerun(tmp_pat
         assert {r.status for r in run(c, [src], Settings(), out_dir=str(out)).values()} == {"unchanged"}
     m = Manifest(path)
     assert m.count() == 2 and m.clear(under=str(tmp_path / "elsewhere")) == 0
-    assert m.clear(under=str(src)) == 2 and m.count() == 0
+    (tmp_path / "link").symlink_to(src)  # the folder by another name: rows hold real paths
+    assert m.clear(under=str(tmp_path / "link")) == 2 and m.count() == 0
     m.close()
     path.write_bytes(b"not a database" * 100)  # corrupted: every file simply runs again
     for suffix in ("-wal", "-shm"):
@@ -234,13 +235,20 @@ def test_manifest_cli_dry_run_json_summary_unchanged_and_manifest_command(tmp_pa
     assert main(["optimize", str(src), *common]) == 0
     capsys.readouterr()
     assert main(["optimize", str(src), *common]) == 0
-    assert "2 unchanged" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "2 unchanged" in text and "saved 0 B, 0.0%" in text  # a re-run that wrote nothing
     assert main(["manifest", "path", "--state-dir", str(st)]) == 0
     assert capsys.readouterr().out.strip() == str(st / MANIFEST_NAME)
     assert main(["manifest", "clear", "--state-dir", str(st)]) == 0
     assert "cleared 2" in capsys.readouterr().out
     assert main(["optimize", str(src), *common]) == 0
     assert "0 unchanged" in capsys.readouterr().out
+    # in place, the same: nothing claimed for unchanged files
+    flat = ["-j", "0", "--state-dir", str(st), "--no-progress", "--json"]
+    for _ in range(2):
+        assert main(["optimize", str(src), "--in-place", *flat]) == 0
+        summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["unchanged"] == 2 and summary["bytes_in"] == summary["bytes_out"] == 0
 
 
 def test_manifest_a_recovered_batch_keeps_its_options_dry_run_writes_nothing(tmp_path):

@@ -222,3 +222,15 @@ def test_watch_cli_stops_on_signal_with_no_process_left(tmp_path, sig):
         time.sleep(0.05)  # polling for the children's exit, bounded
     assert not [p for p in children if os.path.exists(f"/proc/{p}")]
     assert not temp_files(tmp_path)
+
+
+def test_watch_cli_refuses_the_watched_folder_as_output(tmp_path, capsys):
+    """``watch X -o X`` would write into what it watches: exit 2 at start, nothing started."""
+    from pyimgopt.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for out in (src, src / "."):
+        assert main(["watch", str(src), "-o", str(out), "--state-dir", str(tmp_path / "st")]) == 2
+        assert "output folder is the watched folder" in capsys.readouterr().err
+    assert not (tmp_path / "st").exists()
