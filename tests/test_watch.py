@@ -193,6 +193,17 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
+def _readline(stream, timeout: float = 30.0) -> str:
+    """One line from a subprocess pipe, or fail after ``timeout`` (a reader thread: the
+    pipe is text-buffered, so a selector alone could not say a whole line is there)."""
+    got: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: got.put(stream.readline()), daemon=True).start()
+    try:
+        return got.get(timeout=timeout)
+    except queue.Empty:
+        pytest.fail(f"no line from the subprocess within {timeout} s")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_watch_cli_stops_on_signal_with_no_process_left(tmp_path, sig):
     src = tmp_path / "in"
@@ -202,8 +213,9 @@ def test_watch_cli_stops_on_signal_with_no_process_left(tmp_path, sig):
         [sys.executable, "-m", "pyimgopt", "watch", str(src), "-o", str(tmp_path / "out"), "-j", "1",
          "--settle", str(SETTLE), "--json", "--state-dir", str(tmp_path / "state")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children: set[int] = set()
     try:
-        line = proc.stdout.readline()  # the catch-up's result: the pool is up
+        line = _readline(proc.stdout)  # the catch-up's result: the pool is up
         assert json.loads(line)["status"] == "optimized", line
         children = _descendants(proc.pid)
         assert children  # its sidecar
@@ -213,9 +225,15 @@ def test_watch_cli_stops_on_signal_with_no_process_left(tmp_path, sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-        err = proc.stderr.read()
-        proc.stdout.close()
-        proc.stderr.close()
+        try:  # bounded: a child left alive holding the pipes must not hang the test
+            _out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            for p in children:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
+            _out, err = proc.communicate(timeout=10)
     assert rc == 0 and "Traceback" not in err and "stopped" in err
     deadline = time.monotonic() + 10
     while any(os.path.exists(f"/proc/{p}") for p in children) and time.monotonic() < deadline:
@@ -231,6 +249,8 @@ def test_watch_cli_refuses_the_watched_folder_as_output(tmp_path, capsys):
     src = tmp_path / "in"
     src.mkdir()
     for out in (src, src / "."):
-        assert main(["watch", str(src), "-o", str(out), "--state-dir", str(tmp_path / "st")]) == 2
+        # (--once -j 0: were the check missing, the run would end after its catch-up, not hang)
+        assert main(["watch", str(src), "-o", str(out), "--once", "-j", "0",
+                     "--state-dir", str(tmp_path / "st")]) == 2
         assert "output folder is the watched folder" in capsys.readouterr().err
     assert not (tmp_path / "st").exists()
