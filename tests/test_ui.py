@@ -650,6 +650,8 @@ def test_ui_a_rerun_is_unchanged_counted_and_previewable(tmp_path):
         state, rows = _run_batch(server, body)
         assert {r["status"] for r in rows.values()} == {"unchanged"}
         assert state["batch"]["unchanged"] == 2 and state["batch"]["processed"] == 2
+        # nothing was written by this run: its totals claim no savings (as the command line counts)
+        assert (state["batch"]["bytes_in"], state["batch"]["saved"]) == (0, 0), state["batch"]
         assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()} == mtimes
         resp, data = request(server, "GET", f"/api/preview?batch={state['batch']['id']}&row=0&which=after")
         assert resp.status == 200 and data == (tmp_path / "out" / "p0.png").read_bytes()

@@ -16,6 +16,9 @@ __all__ = ["Row", "BatchView", "FINAL", "relative"]
 
 #: The statuses a file ends in.
 FINAL = ("optimized", "skipped", "unchanged", "failed", "cancelled")
+# the statuses whose bytes count in the totals: an ``unchanged`` file was written by an
+# earlier run, so this run saved nothing on it (as the command line counts it)
+_SAVED = ("optimized", "skipped")
 
 
 def relative(path: str, base: str) -> str:
@@ -82,13 +85,13 @@ class BatchView:
         """Move ``r`` to ``status``, keeping the totals (O(1) per event, not per row)."""
         if r.status in FINAL:
             self.counts[r.status] -= 1
-            if r.status in ("optimized", "skipped", "unchanged"):
+            if r.status in _SAVED:
                 self.bytes_in -= r.bytes_in or 0
                 self.bytes_out -= r.bytes_out or 0
         r.status = status
         if status in FINAL:
             self.counts[status] += 1
-            if status in ("optimized", "skipped", "unchanged"):
+            if status in _SAVED:
                 self.bytes_in += r.bytes_in or 0
                 self.bytes_out += r.bytes_out or 0
 
