@@ -139,6 +139,8 @@ def plan_jobs(
     jobs: list[dict] = []
     refused: list[Result] = []
     claimed: dict[str, str] = {}
+    assigned: dict[str, str] = {}  # input -> the output name it was given
+    listings: dict[str, list[str]] = {}  # folder -> its image file names, sorted
     for src, rel, _root in collect([os.fspath(p) for p in paths], out_dir):
         if rel is None:
             refused.append(Result(input=src, output=None, status="failed",
@@ -161,10 +163,14 @@ def plan_jobs(
             jobs.append({"id": "", "input": src, "output": None})
             continue
         auto = settings.format == "auto"
-        key = os.path.splitext(dst)[0] if auto else dst
-        if key in claimed:  # same stem (x.gif, x.webp -> x.webp): a distinct name, never a clash
-            dst, key = _distinct_output(src, dst, claimed, auto)
-        claimed[key] = src
+        # Same-stem siblings in the input's own folder claim their names first (in
+        # sorted order), whether or not they are in this batch: the name an input
+        # gets depends on its folder, not on which batch it came in (a watcher
+        # submits a changed file alone).
+        for sib in _same_stem_siblings(src, settings, listings):
+            _claim(sib, os.path.join(os.path.dirname(dst), output_name(sib, settings)),
+                   claimed, assigned, auto)
+        dst = _claim(src, dst, claimed, assigned, auto)
         jobs.append({"id": "", "input": src, "output": dst})
     clash = clobbered_inputs([(j["input"], j["output"]) for j in jobs],
                              any_extension=settings.format == "auto")
@@ -174,6 +180,47 @@ def plan_jobs(
             f"output {j['output']} would replace another input of this batch", path=j["input"],
             stage="scope")))
     return jobs, refused
+
+
+def _claim(src: str, dst: str, claimed: dict[str, str], assigned: dict[str, str], auto: bool) -> str:
+    """Give ``src`` the output ``dst``, or a distinct one if that name is taken; once only."""
+    if src in assigned:
+        return assigned[src]
+    key = os.path.splitext(dst)[0] if auto else dst
+    if key in claimed:  # same stem (x.gif, x.webp -> x.webp): a distinct name, never a clash
+        dst, key = _distinct_output(src, dst, claimed, auto)
+    claimed[key] = src
+    assigned[src] = dst
+    return dst
+
+
+def _same_stem_siblings(src: str, settings: Settings, listings: dict[str, list[str]]) -> list[str]:
+    """The image files in ``src``'s folder that sort before it and write its output name.
+
+    An image file is one the folder walk would pick up (:func:`collect`: an image
+    extension or image content, no temporary file). Under ``keep`` every input
+    keeps its own name, so there are none. One listing per folder (cached in
+    ``listings``); only names with ``src``'s stem are sniffed.
+    """
+    if settings.format == "keep":
+        return []
+    folder, name = os.path.split(src)
+    stem = os.path.splitext(name)[0]
+    if folder not in listings:
+        try:
+            listings[folder] = sorted(os.listdir(folder))
+        except OSError:
+            listings[folder] = []
+    out = []
+    for other in listings[folder]:
+        if other >= name:
+            break
+        if os.path.splitext(other)[0] != stem or other.endswith(TEMP_SUFFIX):
+            continue
+        full = os.path.join(folder, other)
+        if os.path.isfile(full) and _looks_like_image(full, other):
+            out.append(full)
+    return out
 
 
 def _distinct_output(src: str, dst: str, claimed: dict[str, str], auto: bool) -> tuple[str, str]:

@@ -307,3 +307,30 @@ def test_cli_json_reader_that_goes_away_ends_quietly(tmp_path):
     assert "Traceback" not in err and "output closed" in err, err
     assert code == 141
     assert not temp_files(tmp_path)
+
+
+def test_same_stem_name_depends_on_the_folder_not_the_batch(tmp_path):
+    """A watcher submits a changed file alone: in/x.webp must get the same output name
+    alone as next to in/x.gif, never the plain x.<ext> the gif's output has (which it
+    would overwrite). Siblings that are not images (notes.txt-like) or sort after do not
+    count. (Planning only: no process, a few ms.)"""
+    from pyimgopt import Settings
+    from pyimgopt.client import plan_jobs
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("x.gif", "x.webp", "x.txt", "y.png"):
+        (src / name).write_bytes(b"GIF89a" if name == "x.gif" else b"not an image")
+    for fmt in ("auto", "webp"):
+        out = str(tmp_path / f"out-{fmt}")
+        both, refused = plan_jobs([src / "x.gif", src / "x.webp"], Settings(format=fmt), out, False)
+        assert not refused
+        names = {os.path.basename(j["input"]): os.path.basename(j["output"]) for j in both}
+        for alone in ([src / "x.webp"], [src / "x.webp", src / "y.png"], [src / "x.webp", src / "x.gif"]):
+            jobs, _ = plan_jobs(alone, Settings(format=fmt), out, False)
+            got = {os.path.basename(j["input"]): os.path.basename(j["output"]) for j in jobs}
+            assert got["x.webp"] == names["x.webp"] != names["x.gif"], (fmt, alone, got, names)
+            if "x.gif" in got:
+                assert got["x.gif"] == names["x.gif"]
+        assert names["x.gif"] == ("x.gif" if fmt == "auto" else "x.webp")  # the first keeps the plain name
+        assert names["x.webp"] == ("x.webp.webp" if fmt == "auto" else "x.webp.webp")
