@@ -221,3 +221,32 @@ def test_quality_auto_ranking_note_names_what_was_not_encoded():
     if "not encoded for real" in note:
         assert "proxy bytes" in note
     assert r.ssim >= 0.985 and ssim_of(out, arr) >= 0.985 - 2e-3
+
+
+def test_quality_full_size_miss_searches_at_full_size_not_at_the_cap():
+    """A proxy that misjudges the image (its tiles fall on flat areas, the detail lies
+    between them) plans far too low a quality. The full-size check then searches on
+    full-size encodes: the quality kept is at most the first multiple of 5 that meets the
+    target (scanned here with fixed-quality encodes decoded by Pillow), never the cap
+    (the proxy's near-zero slope used to jump to q100: 2.4x the bytes). ~1 s."""
+    from pyimgopt.pipeline import perceptual
+
+    side, tile = 560, 64  # 0.31 MP: searched on a 4x4 mosaic of 64 px tiles
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:side, 0:side]
+    cells = [(i + 0.5) * side / 4 for i in range(4)]
+
+    def near(v):
+        return np.any([np.abs(v - c) < tile / 2 + 8 for c in cells], axis=0)
+
+    tex = (128 + 60 * np.sin(x / 3.1) * np.cos(y / 2.7) + rng.normal(0, 18, x.shape)).clip(0, 255)
+    arr = np.repeat(np.where(near(x) & near(y), 128, tex).astype(np.uint8)[..., None], 3, -1)
+    arr[..., 1] = (arr[..., 1] * 0.8).astype(np.uint8)
+    data = encode(Image.fromarray(arr), "PNG")
+    target = 0.985
+    out, r = optimize_bytes(data, Settings(format="webp", target_ssim=target))
+    first_ok = next(q for q in range(60, 101, 5) if perceptual.score(arr, np.asarray(decode(
+        optimize_bytes(data, Settings(format="webp", quality=q))[0]).convert("RGB"))) >= target)
+    assert first_ok < 100
+    assert r.ssim >= target and perceptual.score(arr, np.asarray(decode(out).convert("RGB"))) >= target
+    assert r.quality <= first_ok, (r.quality, first_ok)

@@ -6,7 +6,7 @@ on a small :func:`proxy` (a mosaic of tiles from the whole frame), the search
 interpolates between probes (:func:`search_quality`: Illinois regula falsi,
 at most ``_MAX_PROBES`` fast encodes) instead of bisecting, and the answer is
 encoded once for real at full size and measured there (:func:`confirm_target`),
-stepping up while it misses. :func:`plan_target` and :func:`confirm_target` are
+searched again on a few full-size encodes when it misses. :func:`plan_target` and :func:`confirm_target` are
 separate so that ``format="auto"`` can rank formats on their plans before any
 full-size encode (:mod:`.choose`). Scores come from :mod:`.quality`.
 """
@@ -37,7 +37,9 @@ _PROXY_BIG = 1_500_000
 #: Where the search starts, per format (the answer for typical photos at 0.985).
 _START = {"jpeg": 80, "webp": 80, "avif": 60, "jxl": 80}
 _MAX_PROBES = 6
-_CONFIRM_STEPS = 3  # full-size re-encodes at most, when the proxy's answer misses at full size
+_CONFIRM_STEPS = 4  # full-size re-encodes at most (then the cap), when the proxy's answer misses
+_MAX_STEP = 10  # quality points one full-size re-encode may step up by
+_BRACKET = 2  # a miss this close below a met quality ends the full-size search
 
 
 def proxy(dec: Decoded) -> Decoded | None:
@@ -68,12 +70,17 @@ def proxy(dec: Decoded) -> Decoded | None:
     return replace(dec, frames=[mosaic], notes=[])
 
 
-def search_quality(at, lo: int, hi: int, target: float, start: int) -> int:
+def search_quality(at, lo: int, hi: int, target: float, start: int, *,
+                   max_probes: int = _MAX_PROBES, tol: int = 1,
+                   known: tuple[int, float] | None = None) -> int:
     """The lowest quality in [lo, hi] whose ``at(q)`` (an SSIM, rising with q) meets ``target``.
 
     Interpolates between the nearest probes on either side of the target
     (regula falsi on integers) instead of bisecting: about four probes instead
-    of seven. Returns ``hi`` when nothing probed meets the target.
+    of seven. At most ``max_probes`` calls of ``at``; stops once a miss is
+    within ``tol`` below a hit. ``known``: a (quality, SSIM) below ``lo``
+    already measured to miss. Returns ``hi`` when nothing probed meets the
+    target.
     """
     # The cap is assumed to meet the target at SSIM 1 until probed: a virtual
     # point that lets the first misses interpolate towards it. Interpolation is
@@ -82,9 +89,11 @@ def search_quality(at, lo: int, hi: int, target: float, start: int) -> int:
     # SSIM(q) cannot pin the search to one end.
     ok_q, ok_f = hi, 1.0 - target  # lowest quality known (or assumed) to meet the target
     bad_q, bad_f = lo - 1, None  # highest quality known to miss it (f = SSIM - target)
+    if known is not None:
+        bad_q, bad_f = known[0], known[1] - target
     q = min(hi, max(lo, start))
     last, hits = "", 0
-    for _ in range(_MAX_PROBES):
+    for _ in range(max_probes):
         f = at(q) - target
         side = "ok" if f >= 0 else "bad"
         if side == "ok":
@@ -96,7 +105,7 @@ def search_quality(at, lo: int, hi: int, target: float, start: int) -> int:
             if last == "bad":
                 ok_f /= 2
         last = side
-        if ok_q - bad_q <= 1:
+        if ok_q - bad_q <= tol:
             break
         if bad_f is not None:
             guess = bad_q + -bad_f * (ok_q - bad_q) / (ok_f - bad_f)
@@ -156,9 +165,13 @@ def plan_target(dec: Decoded, fmt: str, s: Settings, target: float, *, source_fo
 
 def confirm_target(dec: Decoded, plan: Plan, s: Settings, target: float, *, source_format: str,
                    source_lossless: bool) -> Candidate:
-    """``plan``'s quality encoded for real at full size and measured there; while it
-    misses ``target`` the quality steps up (at most ``_CONFIRM_STEPS`` times, then
-    to the cap). When even the cap misses, the cap's encoding is returned with a note."""
+    """``plan``'s quality encoded for real at full size and measured there. When it
+    misses ``target``, the quality is searched again on full-size encodes between it
+    and the cap (:func:`_full_size_search`: steps of at most ``_MAX_STEP``, then
+    regula falsi inside the bracket, at most ``_CONFIRM_STEPS`` more encodes, then
+    the cap), so a proxy that misjudges the image costs a few encodes, never a
+    jump to the cap. When even the cap misses, the cap's encoding is returned with
+    a note."""
     ref = reference(dec, s.background_rgb)
     q, cap = plan.quality, plan.cap
 
@@ -167,13 +180,35 @@ def confirm_target(dec: Decoded, plan: Plan, s: Settings, target: float, *, sour
         return enc, measure(enc.data, ref, s.background_rgb, plan.fmt)
 
     enc, value = at(q)
-    steps = 0
-    while value < target and q < cap:
-        steps += 1
-        q = cap if steps > _CONFIRM_STEPS else min(cap, q + max(2, _step_for(plan.probes, q, target - value)))
-        enc, value = at(q)
+    if value < target and q < cap:
+        q, enc, value = _full_size_search(at, q, value, cap, target, plan.probes)
     notes = [] if value >= target else [f"{plan.fmt} misses target SSIM {target} even at q{q}"]
     return Candidate(enc, value, notes)
+
+
+def _full_size_search(at, q: int, value: float, cap: int, target: float,
+                      probes: dict[int, float]) -> tuple[int, Encoded, float]:
+    """The lowest quality in (q, cap] found to meet ``target`` on full-size encodes
+    (``at(q) -> (encoded, ssim)``), given that ``q`` scored ``value`` < target.
+
+    :func:`search_quality` on full-size encodes between ``q`` and the cap,
+    starting one proxy-slope step (at most ``_MAX_STEP``) above ``q``, stopping
+    when a miss is within ``_BRACKET`` below a hit, at most ``_CONFIRM_STEPS``
+    encodes (plus one at the cap if none of them met the target). Returns
+    (quality, its encoding, its SSIM).
+    """
+    seen: dict[int, tuple[Encoded, float]] = {}
+
+    def score(nq: int) -> float:
+        seen[nq] = at(nq)
+        return seen[nq][1]
+
+    start = q + min(_MAX_STEP, max(2, _step_for(probes, q, target - value)))
+    best = search_quality(score, q + 1, cap, target, start, max_probes=_CONFIRM_STEPS,
+                          tol=_BRACKET, known=(q, value))
+    if best not in seen:
+        score(best)
+    return best, *seen[best]
 
 
 def encode_to_target(
