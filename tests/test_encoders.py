@@ -398,15 +398,13 @@ def test_encoders_lossless_jpeg_output_is_refused_not_faked(source):
         optimize_bytes(data, settings)
     out, r = optimize_bytes(jpg, Settings(format="jpeg", lossless=True))  # the exact mode stays
     assert np.array_equal(pixels(out), pixels(jpg))
-@pytest.mark.parametrize("source_q, pass_runs, kept", [(95, False, False), (70, True, True)])
-def test_encoders_jpeg_strip_pass_only_when_it_can_win(monkeypatch, source_q, pass_runs, kept):
-    """Issue 17: mozjpeg's lossless pass on the strip candidate (as long as the re-encode
-    itself) runs only when the re-encode is not already far below the stripped file. A q95
-    photo re-encoded at q80 is: no pass, the re-encode written. A q70 photo (at or below the
-    target) is not: the pass runs and, the re-encode not being 3 % smaller, the lossless
-    result is written (no generation loss for nothing)."""
-    from pyimgopt.pipeline import privacy
-
+@pytest.mark.parametrize("source_q, kept", [(95, False), (70, True)])
+def test_encoders_jpeg_strip_pass_always_runs_and_the_smaller_wins(monkeypatch, source_q, kept):
+    """mozjpeg's lossless pass on the strip candidate runs whatever the re-encode's size
+    (issue 15 review: it was skipped below 77 % of the strip on the belief that it never
+    saves more than 25 %; it saved 84 % on one broad-corpus file). A q95 photo re-encoded
+    at q80: the re-encode is far smaller and is written. A q70 photo (at or below the
+    target): the re-encode is not 3 % smaller, so the lossless result is written."""
     calls = []
     real = boost.jpeg_lossless
 
@@ -418,10 +416,26 @@ def test_encoders_jpeg_strip_pass_only_when_it_can_win(monkeypatch, source_q, pa
     src = encode(Image.fromarray(photo(480, 320)), "JPEG", quality=source_q, optimize=False,
                  exif=exif_bytes(1, gps=True, make="Canon"))
     out, r = optimize_bytes(src, Settings())
-    assert bool(calls) is pass_runs
+    assert calls
     assert ("lossless metadata strip (no re-encode)" in r.notes) is kept
     if kept:  # the source's own pixels, metadata gone
         assert np.array_equal(np.asarray(decode(out)), np.asarray(decode(src)))
         assert b"Canon" not in out
     else:
-        assert len(out) < privacy.MOZJPEG_BEST_RATIO * len(src)
+        assert len(out) < 0.75 * len(src)
+
+
+def test_encoders_jpeg_default_never_larger_than_the_exact_lossless_pass():
+    """A mostly black JPEG written with the standard Huffman tables: mozjpeg's lossless
+    pass shrinks it far more than 25 % (to about 30 %), below what a q80 re-encode
+    reaches. The default writes the smaller, exact file: never more bytes than
+    ``lossless=True`` (which, run here on its own, is the oracle), and the source's own
+    pixels."""
+    arr = np.zeros((256, 512, 3), np.uint8)
+    arr[100:140, 200:260] = 255
+    src = encode(Image.fromarray(arr), "JPEG", quality=90)
+    out, r = optimize_bytes(src, Settings())
+    exact, _ = optimize_bytes(src, Settings(lossless=True))
+    assert len(exact) < 0.5 * len(src)
+    assert len(out) <= len(exact), (len(out), len(exact))
+    assert np.array_equal(np.asarray(decode(out)), np.asarray(decode(src)))

@@ -32,14 +32,8 @@ __all__ = ["lossless_strip", "not_smaller", "jpeg_lossless", "jpeg_for_jxl", "ST
 STRIP_NOTE = "lossless metadata strip (no re-encode)"
 
 
-#: The smallest fraction of a JPEG's size mozjpeg's lossless pass was seen to reach
-#: (progressive scans and optimised Huffman tables; typically 0.85-0.95). When a
-#: re-encode is smaller than the strip times this, the pass cannot change the pick.
-MOZJPEG_BEST_RATIO = 0.75
-
-
 def lossless_strip(data: bytes, fmt: str, *, keep_icc: bool, orientation: int,
-                   notes: list[str] | None = None, beat: int | None = None) -> bytes | None:
+                   notes: list[str] | None = None) -> bytes | None:
     """``data`` without metadata and with the same pixels, or ``None`` when that is impossible.
 
     JPEG also gets mozjpeg's lossless entropy re-optimisation when it is
@@ -47,12 +41,13 @@ def lossless_strip(data: bytes, fmt: str, *, keep_icc: bool, orientation: int,
     ICC, the minimal orientation EXIF), run where a libjpeg ``exit()`` on a
     corrupt file cannot end this process (:func:`.boost.jpeg_lossless`); when
     mozjpeg refuses the file, the strip is returned without the pass and a
-    note goes into ``notes``. ``beat``: the size a candidate must come under
-    to matter; the pass is skipped when even its best could not
-    (:data:`MOZJPEG_BEST_RATIO`).
+    note goes into ``notes``. The pass always runs: how much it saves has no
+    useful bound (broad corpus: 2-15 % typically, but 84 % on an 8.9 MB file and
+    79 % on a mostly black one written with the standard Huffman tables), so no
+    re-encode size can tell that it would lose.
     """
     out = strip_lossless(data, fmt, keep_icc=keep_icc, orientation=orientation)
-    if out is not None and fmt == "jpeg" and (beat is None or len(out) * MOZJPEG_BEST_RATIO < beat):
+    if out is not None and fmt == "jpeg":
         try:
             moz = boost.jpeg_lossless(out, keep_markers=True)
         except isolate.NativeFailure as exc:
