@@ -23,7 +23,10 @@ near-optimal parser (levels 10-12) is worth 5-10 % over its lazy levels
 - **other large images** (palette-sized, 16-bit, low bit depth) keep oxipng's
   own fast filter evaluation at the same level.
 
-Effort 9 gives every image the exhaustive search (every filter, libdeflate 12).
+Effort 9 gives every image the exhaustive search (every filter, libdeflate 12),
+and effort 8 small images: with oxipng's fast evaluation that search can pick
+a worse filter than the lower efforts' plans, so those plans run too and the
+smallest result is kept (effort 9 is never larger than 8, nor 8 than 6).
 Every setting is lossless: oxipng's reductions keep each sample (16-bit
 included), the colour of fully transparent pixels, ``tRNS`` and colour
 chunks. ``optimize_alpha=True`` lets oxipng change that hidden colour (no
@@ -117,8 +120,20 @@ def optimise(data: bytes, effort: int, *, optimize_alpha: bool = False) -> bytes
     p = plan(data, effort)
     if not p.filters:
         return boost.png_optimize(data, effort, optimize_alpha=optimize_alpha)
-    return boost.png_optimize(data, effort, filters=p.filters, level=p.level, fast=p.fast,
+    best = boost.png_optimize(data, effort, filters=p.filters, level=p.level, fast=p.fast,
                               optimize_alpha=optimize_alpha)
+    if p.filters == _ALL:
+        # The exhaustive search picks its filter with oxipng's fast evaluation, which can
+        # misjudge: the lower efforts' plans are candidates too, so effort 9 is never
+        # larger than 8, nor 8 than 6 (the smallest is kept; all are exact).
+        for lower in dict.fromkeys(plan(data, e) for e in (8, 6) if e < effort):
+            if lower.filters == _ALL:
+                continue
+            other = boost.png_optimize(data, effort, filters=lower.filters, level=lower.level,
+                                       fast=lower.fast, optimize_alpha=optimize_alpha)
+            if other is not None and (best is None or len(other) < len(best)):
+                best = other
+    return best
 
 
 def choose_filter(data: bytes) -> str | None:
