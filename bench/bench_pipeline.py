@@ -2,13 +2,13 @@
 inside 720x588 with lanczos3 -> JPEG q80 bytes.
 
 Contenders: ``pyimgopt.optimize_bytes`` at the default effort (mozjpeg
-trellis) and at ``effort=4`` (libjpeg-turbo through Pillow); Pillow plain (open, ``resize``
+table 8, no trellis: trellis is effort 8) and at ``effort=4`` (libjpeg-turbo through Pillow); Pillow plain (open, ``resize``
 LANCZOS, save q80); Pillow with ``draft`` (JPEG DCT-domain downscale on
 decode, then resize); pyvips ``thumbnail_buffer`` + ``write_to_buffer``
 with ``VIPS_CONCURRENCY=1`` (set in conftest.py before pyvips is imported)
 and its operation cache off. Encoder settings differ as each library's
 defaults do: pyimgopt writes a progressive JPEG with optimised Huffman
-tables (trellis-quantised at the default effort), Pillow and pyvips a baseline one; ``bytes_out`` is recorded so the
+tables (table 8, not trellis-quantised at the default effort), Pillow and pyvips a baseline one; ``bytes_out`` is recorded so the
 size side of that trade is visible.
 """
 

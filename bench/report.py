@@ -45,7 +45,7 @@ RESIZE_IMPLS = [
     ("pure", "pyimgopt pure"),
 ]
 PIPELINE_IMPLS = [
-    ("pyimgopt", "pyimgopt `optimize_bytes` (default effort 6: mozjpeg trellis)"),
+    ("pyimgopt", "pyimgopt `optimize_bytes` (default effort 6: mozjpeg table 8, no trellis)"),
     ("pyimgopt-effort4", "pyimgopt `optimize_bytes`, `effort=4` (libjpeg-turbo)"),
     ("pillow", "Pillow plain"),
     ("pillow-draft", "Pillow + `draft`"),

@@ -207,11 +207,11 @@ def jpeg_section(benches: list[dict[str, Any]]) -> tuple[str, list[list[str]]]:
         rows.append([label, str(len(sel)), f"{sum(e['bytes_in'] for e in e_o):,}", f"{ours:,}",
                      f"{s_o:.4f}", f"{pil:,}", f"{s_p:.4f}", f"{at:,.0f}{' (extrap.)' if extrap else ''}",
                      _pct(ours / at - 1), f"{t_o:.1f}", f"{t_p:.1f}", _x(t_o / t_p), str(kept)])
-        if "held-out" not in label or label.startswith("**all**"):
-            targets.append([f"JPEG default ≥ {100 * JPEG_GAIN_TARGET:.0f} % fewer bytes than Pillow q80 at "
-                            f"equal mean SSIM ({label})",
-                            f"{100 * gain:.1f} % fewer (SSIM {s_o:.4f}; Pillow q80 {s_p:.4f})",
-                            _met(gain >= JPEG_GAIN_TARGET)])
+        # every view gets the target, the held-out ones too: a miss there is news, not noise
+        targets.append([f"JPEG default ≥ {100 * JPEG_GAIN_TARGET:.0f} % fewer bytes than Pillow q80 at "
+                        f"equal mean SSIM ({label})",
+                        f"{100 * gain:.1f} % fewer (SSIM {s_o:.4f}; Pillow q80 {s_p:.4f})",
+                        _met(gain >= JPEG_GAIN_TARGET)])
         if label.startswith("**all**"):
             targets.append([f"JPEG default ≤ {JPEG_TIME_TARGET:g}x Pillow q80 time ({label.replace('*', '')}, one process)",
                             _x(t_o / t_p), _met(t_o / t_p <= JPEG_TIME_TARGET)])

@@ -257,3 +257,19 @@ def test_pngplan_higher_effort_is_never_larger():
     e8, e9 = pngplan.optimise(big, 8), pngplan.optimise(big, 9)
     assert len(e9) <= len(e8)
     assert np.array_equal(rgba16(e9), rgba16(big))
+
+
+def test_pngplan_16_bit_multiples_of_257_become_8_bit_exactly():
+    """The README's PNG row: a 16-bit PNG whose every sample is a multiple of 257 is the
+    only bit-depth change, written as 8-bit with the same values (v * 257 -> v); any
+    other 16-bit PNG stays 16-bit. (IHDR read from the bytes; pixels decoded by libvips
+    and compared at 16 bits. A few ms.)"""
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (20, 20, 3)).astype(np.uint16)
+    x257 = _plain_png(arr * 257, 2, 16)
+    out, r = optimize_bytes(x257, Settings())
+    assert r.status == "optimized" and out[24] == 8  # IHDR bit depth
+    assert np.array_equal(rgba16(out), rgba16(x257))
+    other = _plain_png(arr * 257 + 1, 2, 16)
+    out2, _ = optimize_bytes(other, Settings())
+    assert out2[24] == 16 and np.array_equal(rgba16(out2), rgba16(other))

@@ -123,14 +123,19 @@ _ALL_FILTERS = ("NoOp", "Sub", "Up", "Average", "Paeth", "MinSum", "Entropy", "B
 def png_options(effort: int) -> dict:
     """oxipng keyword options for ``effort`` 1-9 (effort 0 does not use oxipng).
 
+    The pipeline's PNG output uses this preset at effort 1-5 only; from 6 on
+    :mod:`.pngplan` plans per image (libdeflate 10-12, a sampled or searched
+    filter). The rows for 6-9 serve the 16-bit libvips route (:mod:`.deep`)
+    and the benches that call :func:`png_optimize` without a plan.
+
     ====== ======================================== ==========================
-    effort oxipng                                   why
+    effort oxipng preset                            note
     ====== ======================================== ==========================
     1-3    level 1, libdeflate 5                    fastest; ~Pillow bytes
     4-5    level 2 filters, libdeflate 5            -20 % bytes, ~4x Pillow opt
-    6      level 2 filters, libdeflate 6 (default)  -24 % bytes, ~3x Pillow opt
+    6      level 2 filters, libdeflate 6
     7      level 2 filters, libdeflate 8
-    8      level 2 (libdeflate 11: oxipng's own)    -32 %, about Pillow's time
+    8      level 2, libdeflate 11 (oxipng default)
     9      all ten filters, libdeflate 12           strongest; ~2.5x level 2
     ====== ======================================== ==========================
     """
@@ -279,8 +284,8 @@ def jpeg_encode(im: Image.Image, *, quality: int, subsampling: str, progressive:
     ``subsampling`` ``4:4:4`` or ``4:2:0`` (libvips has no 4:2:2: ``None``,
     so the caller uses Pillow). Quantisation table 8 and optimised Huffman
     coding always; ``trellis`` adds trellis quantisation (with overshoot
-    deringing: about 2.5x the encode time for ~1 % fewer bytes at equal
-    SSIM on the broad corpus). ``progressive`` writes progressive scans,
+    deringing: +262 % time over the default effort, about 3.6x, for ~1 %
+    fewer bytes at equal SSIM on the broad corpus). ``progressive`` writes progressive scans,
     searched by mozjpeg when ``optimize_scans``. ``fast`` (quality search
     probes) skips the progressive scans and Huffman optimisation, which do
     not change the pixels. Only ``exif`` and ``icc`` are written, verbatim as

@@ -4,7 +4,7 @@ Owns how pyimgopt writes a JPEG. By default (``effort`` 5-7) mozjpeg through
 libvips (:func:`.boost.jpeg_encode`) with quantisation table 8, optimised
 Huffman coding and progressive scans, *without* trellis quantisation or
 the scan search: on the broad corpus trellis bought ~1 % of bytes at equal
-SSIM for ~2.5x the encode time and the scan search 1.4 % for +50 %
+SSIM for +262 % time over the default and the scan search 1.0 % for +81 %
 (``bench/README.md``, step prices), so they run only from
 :data:`JPEG_SCAN_SEARCH_EFFORT` and :data:`JPEG_TRELLIS_EFFORT`. Without libvips, Pillow's
 libjpeg-turbo writes the same table 8 (:func:`.boost.jpeg_table_8`). Below
