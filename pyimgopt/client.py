@@ -140,7 +140,7 @@ def plan_jobs(
     refused: list[Result] = []
     claimed: dict[str, str] = {}
     assigned: dict[str, str] = {}  # input -> the output name it was given
-    listings: dict[str, list[str]] = {}  # folder -> its image file names, sorted
+    listings: dict[str, list] = {}  # folder -> [its image file names, sorted; how many claimed]
     for src, rel, _root in collect([os.fspath(p) for p in paths], out_dir):
         if rel is None:
             refused.append(Result(input=src, output=None, status="failed",
@@ -163,11 +163,10 @@ def plan_jobs(
             jobs.append({"id": "", "input": src, "output": None})
             continue
         auto = settings.format == "auto"
-        # Same-stem siblings in the input's own folder claim their names first (in
-        # sorted order), whether or not they are in this batch: the name an input
-        # gets depends on its folder, not on which batch it came in (a watcher
-        # submits a changed file alone).
-        for sib in _same_stem_siblings(src, settings, listings):
+        # The images that sort before it in its own folder claim their names first,
+        # whether or not they are in this batch: the name an input gets depends on its
+        # folder, not on which batch it came in (a watcher submits a changed file alone).
+        for sib in _earlier_siblings(src, settings, listings):
             _claim(sib, os.path.join(os.path.dirname(dst), output_name(sib, settings)),
                    claimed, assigned, auto)
         dst = _claim(src, dst, claimed, assigned, auto)
@@ -194,32 +193,33 @@ def _claim(src: str, dst: str, claimed: dict[str, str], assigned: dict[str, str]
     return dst
 
 
-def _same_stem_siblings(src: str, settings: Settings, listings: dict[str, list[str]]) -> list[str]:
-    """The image files in ``src``'s folder that sort before it and write its output name.
+def _earlier_siblings(src: str, settings: Settings, listings: dict[str, list]) -> list[str]:
+    """The image files in ``src``'s folder that sort before it and have not claimed a name yet.
 
     An image file is one the folder walk would pick up (:func:`collect`: an image
-    extension or image content, no temporary file). Under ``keep`` every input
-    keeps its own name, so there are none. One listing per folder (cached in
-    ``listings``); only names with ``src``'s stem are sniffed.
+    extension or image content, no temporary file). Claiming them in sorted order
+    before ``src`` makes the distinct names of :func:`_distinct_output` (``x.webp``
+    next to ``x.gif``, and in turn ``x.webp.png`` next to both) the same in every
+    batch. Under ``keep`` every input keeps its own name, so there are none. One
+    listing per folder, cached in ``listings`` with how far it was claimed.
     """
     if settings.format == "keep":
         return []
     folder, name = os.path.split(src)
-    stem = os.path.splitext(name)[0]
     if folder not in listings:
         try:
-            listings[folder] = sorted(os.listdir(folder))
+            names = sorted(os.listdir(folder))
         except OSError:
-            listings[folder] = []
+            names = []
+        listings[folder] = [[n for n in names if not n.endswith(TEMP_SUFFIX)
+                             and os.path.isfile(os.path.join(folder, n))
+                             and _looks_like_image(os.path.join(folder, n), n)], 0]
+    names, done = listings[folder]
     out = []
-    for other in listings[folder]:
-        if other >= name:
-            break
-        if os.path.splitext(other)[0] != stem or other.endswith(TEMP_SUFFIX):
-            continue
-        full = os.path.join(folder, other)
-        if os.path.isfile(full) and _looks_like_image(full, other):
-            out.append(full)
+    while done < len(names) and names[done] < name:
+        out.append(os.path.join(folder, names[done]))
+        done += 1
+    listings[folder][1] = done
     return out
 
 

@@ -334,3 +334,29 @@ def test_same_stem_name_depends_on_the_folder_not_the_batch(tmp_path):
                 assert got["x.gif"] == names["x.gif"]
         assert names["x.gif"] == ("x.gif" if fmt == "auto" else "x.webp")  # the first keeps the plain name
         assert names["x.webp"] == ("x.webp.webp" if fmt == "auto" else "x.webp.webp")
+
+
+def test_distinct_names_chain_the_same_in_any_batch(tmp_path):
+    """The review's folder: x.gif, x.jpg, x.png, x.png.jpg, x.webp, x.webp.png under auto.
+    x.png's distinct name (x.png.<ext>) is x.png.jpg's plain one, so a file's name hangs
+    on every earlier image of its folder, not only on same-stem ones: each file planned
+    alone gets the name it gets with the whole folder, and the six names are distinct.
+    (Planning only, a few ms.)"""
+    from pyimgopt import Settings
+    from pyimgopt.client import plan_jobs
+
+    src = tmp_path / "in"
+    src.mkdir()
+    names = ["x.gif", "x.jpg", "x.png", "x.png.jpg", "x.webp", "x.webp.png"]
+    for n in names:
+        (src / n).write_bytes(b"not decoded here")
+    out = str(tmp_path / "out")
+    whole, refused = plan_jobs([src], Settings(format="auto"), out, False)
+    assert not refused
+    want = {os.path.basename(j["input"]): j["output"] for j in whole}
+    assert len(set(want.values())) == len(names)
+    for n in names:
+        jobs, _ = plan_jobs([src / n], Settings(format="auto"), out, False)
+        assert jobs[0]["output"] == want[n], n
+    jobs, _ = plan_jobs([src / n for n in reversed(names)], Settings(format="auto"), out, False)
+    assert {os.path.basename(j["input"]): j["output"] for j in jobs} == want
