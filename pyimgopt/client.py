@@ -208,12 +208,11 @@ def _earlier_siblings(src: str, settings: Settings, listings: dict[str, list]) -
     folder, name = os.path.split(src)
     if folder not in listings:
         try:
-            names = sorted(os.listdir(folder))
+            with os.scandir(folder) as it:
+                files = sorted(e.name for e in it if e.is_file() and not e.name.endswith(TEMP_SUFFIX))
         except OSError:
-            names = []
-        listings[folder] = [[n for n in names if not n.endswith(TEMP_SUFFIX)
-                             and os.path.isfile(os.path.join(folder, n))
-                             and _looks_like_image(os.path.join(folder, n), n)], 0]
+            files = []
+        listings[folder] = [[n for n in files if _looks_like_image(os.path.join(folder, n), n)], 0]
     names, done = listings[folder]
     out = []
     while done < len(names) and names[done] < name:
