@@ -37,7 +37,8 @@ _PROXY_BIG = 1_500_000
 #: Where the search starts, per format (the answer for typical photos at 0.985).
 _START = {"jpeg": 80, "webp": 80, "avif": 60, "jxl": 80}
 _MAX_PROBES = 6
-_CONFIRM_STEPS = 4  # full-size re-encodes at most (then the cap), when the proxy's answer misses
+_CONFIRM_STEPS = 5  # full-size re-encodes at most (then the cap), when the proxy's answer misses
+_PROXY_TRUST = 0.01  # a full-size miss by more SSIM than this: the proxy's slope is no guide
 _MAX_STEP = 10  # quality points one full-size re-encode may step up by
 _BRACKET = 2  # a miss this close below a met quality ends the full-size search
 
@@ -192,7 +193,9 @@ def _full_size_search(at, q: int, value: float, cap: int, target: float,
     (``at(q) -> (encoded, ssim)``), given that ``q`` scored ``value`` < target.
 
     :func:`search_quality` on full-size encodes between ``q`` and the cap,
-    starting one proxy-slope step (at most ``_MAX_STEP``) above ``q``, stopping
+    starting one proxy-slope step (at most ``_MAX_STEP``) above ``q`` when the
+    miss is small, half way to the cap when it is more than ``_PROXY_TRUST``
+    (the proxy misjudged the image, its slope is no guide), stopping
     when a miss is within ``_BRACKET`` below a hit, at most ``_CONFIRM_STEPS``
     encodes (plus one at the cap if none of them met the target). Returns
     (quality, its encoding, its SSIM).
@@ -203,7 +206,10 @@ def _full_size_search(at, q: int, value: float, cap: int, target: float,
         seen[nq] = at(nq)
         return seen[nq][1]
 
-    start = q + min(_MAX_STEP, max(2, _step_for(probes, q, target - value)))
+    if target - value > _PROXY_TRUST:  # the proxy misjudged the image: bisect first
+        start = q + max(2, (cap - q) // 2)
+    else:
+        start = q + min(_MAX_STEP, max(2, _step_for(probes, q, target - value)))
     best = search_quality(score, q + 1, cap, target, start, max_probes=_CONFIRM_STEPS,
                           tol=_BRACKET, known=(q, value))
     if best not in seen:
