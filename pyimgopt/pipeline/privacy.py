@@ -32,8 +32,21 @@ __all__ = ["lossless_strip", "not_smaller", "jpeg_lossless", "jpeg_for_jxl", "ST
 STRIP_NOTE = "lossless metadata strip (no re-encode)"
 
 
+#: Up to this many bytes (the stripped JPEG) mozjpeg's lossless pass always runs:
+#: it costs tens of milliseconds there, and its saving has no useful bound
+#: (79 % on a small mostly black file written with the standard Huffman tables).
+ALWAYS_PASS_BYTES = 256 * 1024
+
+#: Above :data:`ALWAYS_PASS_BYTES` the pass (0.4-3 s of wall time on a 4-9 MP
+#: file) is skipped when the re-encode is already under this fraction of the
+#: stripped file. On the broad corpus every JPEG whose pass went below 0.75 was
+#: either under 256 KiB or re-encoded far smaller still (an 8.9 MB wallpaper: pass
+#: 0.163 of the input, re-encode 0.023).
+PASS_SKIP_RATIO = 0.75
+
+
 def lossless_strip(data: bytes, fmt: str, *, keep_icc: bool, orientation: int,
-                   notes: list[str] | None = None) -> bytes | None:
+                   notes: list[str] | None = None, beat: int | None = None) -> bytes | None:
     """``data`` without metadata and with the same pixels, or ``None`` when that is impossible.
 
     JPEG also gets mozjpeg's lossless entropy re-optimisation when it is
@@ -41,13 +54,16 @@ def lossless_strip(data: bytes, fmt: str, *, keep_icc: bool, orientation: int,
     ICC, the minimal orientation EXIF), run where a libjpeg ``exit()`` on a
     corrupt file cannot end this process (:func:`.boost.jpeg_lossless`); when
     mozjpeg refuses the file, the strip is returned without the pass and a
-    note goes into ``notes``. The pass always runs: how much it saves has no
-    useful bound (broad corpus: 2-15 % typically, but 84 % on an 8.9 MB file and
-    79 % on a mostly black one written with the standard Huffman tables), so no
-    re-encode size can tell that it would lose.
+    note goes into ``notes``. ``beat``: the size of the re-encode this result
+    competes with (``None``: no competitor). The pass runs on every stripped
+    JPEG up to :data:`ALWAYS_PASS_BYTES`; above that it is skipped only when
+    ``beat`` is under :data:`PASS_SKIP_RATIO` of the stripped size (how much
+    the pass saves has no useful bound: 2-15 % typically on the broad corpus,
+    but 84 % on an 8.9 MB file, whose re-encode was smaller still).
     """
     out = strip_lossless(data, fmt, keep_icc=keep_icc, orientation=orientation)
-    if out is not None and fmt == "jpeg":
+    if out is not None and fmt == "jpeg" and (
+            beat is None or len(out) <= ALWAYS_PASS_BYTES or beat >= PASS_SKIP_RATIO * len(out)):
         try:
             moz = boost.jpeg_lossless(out, keep_markers=True)
         except isolate.NativeFailure as exc:

@@ -286,7 +286,8 @@ def run(
         lossless_only = (s.lossless is True and fmt_in in ("jpeg", "jxl")) or (
             fmt_in == "gif" and not enc.lossless)
         stripped = privacy.lossless_strip(
-            data, fmt_in, keep_icc=strip_icc, orientation=orientation, notes=strip_notes)
+            data, fmt_in, keep_icc=strip_icc, orientation=orientation, notes=strip_notes,
+            beat=None if lossless_only else len(out))
         over = s.target_size is not None and len(stripped or b"") > s.target_size >= len(out)
         if isinstance(stripped, bytes) and not over and (
                 lossless_only or len(out) >= _REENCODE_MARGIN * len(stripped)):
