@@ -48,7 +48,7 @@ from ..errors import (
 )
 from ..files import clean_after_lost_writer
 from ..logs import event
-from .inline import read_inline, write_inline
+from .inline import read_inline, write_back
 from .model import Batch, Job
 
 if TYPE_CHECKING:
@@ -493,21 +493,8 @@ class DaskExecutor:
             self.r.job_failed(job, ProtocolError("bytes result without its image", path=job.input,
                                                  stage="protocol"), retry=False)
             return
-        job.state = "writing"
-        self.r._offload.submit(write_inline, job, batch.in_place, batch.settings.get("format") == "auto",
-                               mode, reply["result"], data, bool(batch.options.get("dry_run")),
-                               then=lambda value, err: self._written(job, value, err))
+        write_back(self.r, job, batch, mode, reply["result"], data)
 
-    def _written(self, job: Job, value: Any, err: BaseException | None) -> None:
-        if job.state != "writing":
-            return
-        job.state = "running"
-        if err is None:
-            self.r.job_done(job, value)
-        elif isinstance(err, PyimgoptError):
-            self.r.job_failed(job, err, retry=False)
-        else:
-            raise err
 
     # -- cancel, leases, supervision --------------------------------------------------------
 

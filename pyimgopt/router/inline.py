@@ -10,13 +10,14 @@ only a name the policy allowed. Both run on the router's worker threads.
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from ..errors import ProtocolError, ScopeDeniedError
+from ..errors import ProtocolError, PyimgoptError, ScopeDeniedError
 from ..files import EXTENSIONS, atomic_write, expected_parent, read_input
 from ..manifest import COPIED_NOTE
 from .model import Job
 
-__all__ = ["read_inline", "write_inline"]
+__all__ = ["read_inline", "write_back", "write_inline"]
 
 
 def read_inline(path: str, limit: int, expect: dict | None) -> tuple[bytes, int]:
@@ -55,3 +56,25 @@ def write_inline(job: Job, in_place: bool, auto: bool, mode: int | None, result:
         atomic_write(dst, data, mode=mode if in_place else None, expect_parent=parent, create_depth=depth)
     result["output"] = dst
     return result
+
+
+def write_back(r: Any, job: Job, batch: Any, mode: int | None, result: dict, data: bytes) -> None:
+    """Write the bytes a sidecar or worker sent back (:func:`write_inline`) on the
+    router's offload threads, then end the job there: done, or failed without a
+    retry. Shared by every executor whose jobs return their image as bytes."""
+    job.state = "writing"
+    r._offload.submit(write_inline, job, batch.in_place, batch.settings.get("format") == "auto",
+                      mode, result, data, bool(batch.options.get("dry_run")),
+                      then=lambda value, err: _written(r, job, value, err))
+
+
+def _written(r: Any, job: Job, value: Any, err: BaseException | None) -> None:
+    if job.state != "writing":  # cancelled or timed out meanwhile: already ended
+        return
+    job.state = "running"
+    if err is None:
+        r.job_done(job, value)
+    elif isinstance(err, PyimgoptError):
+        r.job_failed(job, err, retry=False)
+    else:
+        raise err

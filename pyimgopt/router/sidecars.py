@@ -38,7 +38,7 @@ from ..auth import make_server
 from ..errors import JobTimeoutError, ProtocolError, PyimgoptError
 from ..logs import event
 from ..files import EXTENSIONS, remove_stale_temps
-from .inline import read_inline, write_inline
+from .inline import read_inline, write_back
 from .model import Batch, Job, SidecarRecord
 from .pool import LocalPool, proc_stat
 
@@ -256,11 +256,7 @@ class SidecarExecutor:
                     r.job_failed(job, ProtocolError("inline result without its image frame",
                                                     path=job.input, stage="protocol"), retry=False)
                     return
-                job.state = "writing"
-                r._offload.submit(write_inline, job, batch.in_place, batch.settings.get("format") == "auto",
-                                  self._modes.pop(job.id, None), msg["result"], msg.bulk[0],
-                                  bool(batch.options.get("dry_run")),
-                                  then=lambda value, err: self._written(job, value, err))
+                write_back(r, job, batch, self._modes.pop(job.id, None), msg["result"], msg.bulk[0])
                 return
             r.job_done(job, msg["result"])
             return
@@ -271,16 +267,6 @@ class SidecarExecutor:
             return
         r.job_failed(job, err)
 
-    def _written(self, job: Job, value: Any, err: BaseException | None) -> None:
-        if job.state != "writing":
-            return
-        job.state = "running"
-        if err is None:
-            self.r.job_done(job, value)
-        elif isinstance(err, PyimgoptError):
-            self.r.job_failed(job, err, retry=False)
-        else:
-            raise err
 
     def _release(self, job: Job, sc: SidecarRecord | None) -> None:
         if sc is not None:
