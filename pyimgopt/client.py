@@ -29,7 +29,7 @@ from typing import Any
 import zmq
 
 from . import protocol
-from .errors import IOFailureError, JobTimeoutError, PyimgoptError, ScopeDeniedError
+from .errors import IOFailureError, JobTimeoutError, ProtocolError, PyimgoptError, ScopeDeniedError
 from .pipeline import TEMP_SUFFIX, output_name, sniff
 from .auth import check_not_abstract, make_client
 from .result import Result
@@ -400,6 +400,7 @@ class Client:
         #: Jobs per submit message; bigger batches travel in several (``protocol.split_jobs``).
         #: Small enough that the router decodes one in a few milliseconds.
         self.chunk_jobs = 5000
+        self._features: frozenset[str] | None = None  # the router's (status "features"), once asked
         self._io = threading.Thread(target=self._loop, name="pyimgopt-client", daemon=True)
         self._io.start()
         self._send(protocol.encode("hello", client="pyimgopt.client", pid=os.getpid()))
@@ -636,6 +637,36 @@ class Client:
     def status(self, batch_id: str | None = None) -> dict:
         """The router's figures: batches, queue, sidecars, memory, counters."""
         return self._request("status", batch=batch_id)["data"]
+
+    def jobs(self, batch_id: str, offset: int = 0, limit: int = 1000) -> dict:
+        """One page of a batch's jobs, in submit order, from position ``offset``.
+
+        Returns ``{batch, total, offset, next, hidden, state, in_place,
+        priority, settings, options, jobs}`` (:func:`protocol.unpack_jobs_page`):
+        at most ``limit`` jobs (and :data:`protocol.MAX_JOBS_PAGE`; fewer when
+        their paths are long), each ``{id, input, output, state, status, code}``.
+        Ask again from ``next`` until it is None. The router answers for
+        batches this connection submitted (another key's batch is unknown,
+        as for :meth:`attach`), from the journal once it forgot them, and
+        counts in ``hidden`` the jobs whose input is outside the connection's
+        read scope instead of listing them. A router older than this request
+        raises :class:`~pyimgopt.errors.ProtocolError` without being asked.
+        """
+        if self._features is None:
+            self._features = frozenset(self.status().get("features") or ())
+        if "batch_jobs" not in self._features:
+            raise ProtocolError(f"the router at {self.endpoint} cannot list a batch's jobs (it predates "
+                                "the batch_jobs request): upgrade it", stage="client")
+        return protocol.unpack_jobs_page(
+            self._request("batch_jobs", batch=batch_id, offset=int(offset), limit=int(limit))["data"])
+
+    def iter_jobs(self, batch_id: str, page: int = 1000) -> Iterator[dict]:
+        """Every job of a batch (see :meth:`jobs`), fetched ``page`` at a time."""
+        offset: int | None = 0
+        while offset is not None:
+            got = self.jobs(batch_id, offset, page)
+            yield from got["jobs"]
+            offset = got["next"]
 
     def close(self) -> None:
         """Stop the I/O thread; a local client also stops its router and pool."""

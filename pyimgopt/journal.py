@@ -357,6 +357,18 @@ class Journal:
             return None
         return row, self.jobs(batch)
 
+    def jobs_page(self, batch: str, offset: int, limit: int) -> tuple[dict, int, list[dict]] | None:
+        """``(batch row, its job count, up to limit job rows from position offset)``
+        in submit order, or None when the journal does not hold the batch."""
+        row = self.batch(batch)
+        if row is None:
+            return None
+        (total,) = self._db.execute("SELECT COUNT(*) FROM jobs WHERE batch=?", (batch,)).fetchone()
+        rows = self._db.execute("SELECT id, input, output, status, result, error FROM jobs WHERE batch=?"
+                                " ORDER BY seq LIMIT ? OFFSET ?", (batch, limit, offset))
+        return row, total, [{**dict(r), "result": _loads(r["result"]), "error": _loads(r["error"])}
+                            for r in rows]
+
     def has_batch(self, batch: str) -> bool:
         """Whether this journal holds ``batch``."""
         return self._db.execute("SELECT 1 FROM batches WHERE id=?", (batch,)).fetchone() is not None

@@ -44,6 +44,8 @@ __all__ = [
     "BULK_FRAMES",
     "TYPES",
     "EVENT_KINDS",
+    "FEATURES",
+    "MAX_JOBS_PAGE",
     "Message",
     "encode",
     "decode",
@@ -55,6 +57,7 @@ __all__ = [
     "unpack_result",
     "pack_error",
     "unpack_error",
+    "unpack_jobs_page",
 ]
 
 VERSION = 1
@@ -128,6 +131,10 @@ SCHEMAS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
     # reattach to a batch after a reconnect or a router restart: the router
     # replays the events of every finished file, then the live ones follow
     "attach": {"req": (_S, REQ), "batch": (_S, REQ)},
+    # a page of a batch's jobs in submit order from ``offset``: at most
+    # ``limit`` and what fits one message; the "reply" data is checked by
+    # unpack_jobs_page (a router advertises it in status "features")
+    "batch_jobs": {"req": (_S, REQ), "batch": (_S, REQ), "offset": (_I, REQ), "limit": (_I, REQ)},
     # router -> client
     "accepted": {"req": (_S, REQ), "batch": (_S, REQ), "total": (_I, REQ)},
     "event": {
@@ -213,6 +220,12 @@ EVENT_KINDS: frozenset[str] = frozenset(
         "resumed",
     )
 )
+
+#: Requests added after version 1 that a router lists in its ``status`` reply
+#: ("features"): a client asks for one only of a router that lists it.
+FEATURES: frozenset[str] = frozenset({"batch_jobs"})
+#: The most jobs one ``batch_jobs`` page holds (fewer when their paths are long).
+MAX_JOBS_PAGE = 5000
 
 # Fields of one element of submit's "jobs".
 _JOB_ENTRY: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -427,7 +440,10 @@ def decode(frames: Sequence[bytes | zmq.Frame | memoryview]) -> Message:
         raise _fail("message has no type 't'")
     msg_type = body.pop("t")
     if type(msg_type) is not str or msg_type not in SCHEMAS:
-        raise _fail(f"unknown message type {_repr.repr(msg_type)}")
+        err = _fail(f"unknown message type {_repr.repr(msg_type)}")
+        # the request id, when there is one, so the answer reaches the waiting caller
+        err.req = body["req"] if type(body.get("req")) is str else None
+        raise err
     _check_message(msg_type, body, nbulk)
     bulk = tuple(_as_bytes(f, v) for f, v in zip(frames[1:], views[1:]))
     return Message(msg_type, body, bulk)
@@ -634,3 +650,49 @@ def unpack_result(d: Any) -> Result:
         return Result(**kw)
     except Exception as exc:  # Result validates nothing today; keep unpacking total anyway
         raise _fail(f"invalid result: {type(exc).__name__}: {exc}") from None
+
+
+#: Job states in a ``batch_jobs`` page, and batch states.
+JOB_STATES = frozenset({"queued", "running", "writing", "done", "failed", "cancelled"})
+BATCH_STATES = frozenset({"active", "paused", "cancelled", "done"})
+_PAGE_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "batch": (_S, REQ), "total": (_I, REQ), "offset": (_I, REQ), "next": (_IN, REQ),
+    "hidden": (_I, REQ), "state": (_S, REQ), "in_place": (_B, REQ), "priority": (_I, REQ),
+    "settings": (_D, REQ), "options": (_D, REQ), "jobs": (_L, REQ),
+}
+_PAGE_JOB: dict[str, tuple[tuple[type, ...], bool]] = {
+    "id": (_S, REQ), "input": (_S, REQ), "output": (_SN, REQ), "state": (_S, REQ),
+    "status": (_SN, OPT), "code": (_SN, OPT),
+}
+
+
+def unpack_jobs_page(d: Any) -> dict[str, Any]:
+    """Check the data of a ``batch_jobs`` reply; ProtocolError if malformed.
+
+    A page is ``{batch, total, offset, next, hidden, state, in_place,
+    priority, settings, options, jobs}``: ``jobs`` lists ``{id, input, output,
+    state, status, code}`` (``status`` the result's for a done job, ``code``
+    the error's for a failed or cancelled one) of the batch's jobs at
+    positions ``offset`` to ``next`` (None: the last page), less ``hidden``
+    ones whose input is outside the connection's read scope.
+    """
+    if type(d) is not dict:
+        raise _fail(f"jobs page expected dict but received {_received(d)}")
+    page = dict(d)
+    _check_fields("jobs page", page, _PAGE_FIELDS)
+    if page["state"] not in BATCH_STATES:
+        raise _fail(f"jobs page: unknown batch state {_repr.repr(page['state'])}")
+    nxt = page["next"]
+    if page["offset"] < 0 or page["hidden"] < 0 or (nxt is not None and not page["offset"] < nxt <= page["total"]):
+        raise _fail(f"jobs page: inconsistent offset {page['offset']}, next {nxt}, total {page['total']}")
+    jobs = []
+    for i, entry in enumerate(page["jobs"]):
+        if type(entry) is not dict:
+            raise _fail(f"jobs page: jobs[{i}] expected dict but received {_received(entry)}")
+        entry = dict(entry)
+        _check_fields(f"jobs page: jobs[{i}]", entry, _PAGE_JOB)
+        if entry["state"] not in JOB_STATES:
+            raise _fail(f"jobs page: jobs[{i}] has an unknown state {_repr.repr(entry['state'])}")
+        jobs.append(entry)
+    page["jobs"] = jobs
+    return page

@@ -82,3 +82,13 @@ def test_layers_old_names_still_import():
 
     assert write.atomic_write is files.atomic_write and write.read_input is files.read_input
     assert EXTENSIONS is files.EXTENSIONS and EXTENSIONS["jpeg"] == ".jpg"
+
+
+def test_layers_the_web_ui_never_opens_the_journal():
+    """Issue 18: the web UI reads batch state through the client (``status``, ``jobs``,
+    ``attach``); the router owns the journal."""
+    imports = _imports(PKG / "ui", "pyimgopt.ui")
+    assert "session.py" in imports and "recover.py" in imports  # the walk found the modules
+    bad = {name: sorted(m for m in mods if m == "pyimgopt.journal" or m.startswith("pyimgopt.journal."))
+           for name, mods in imports.items()}
+    assert {k: v for k, v in bad.items() if v} == {}

@@ -71,6 +71,7 @@ VALID: dict[str, tuple[dict, list[bytes]]] = {
     "resume": (dict(req="r4", batch="b1"), []),
     "status": (dict(req="r5", batch=None), []),
     "attach": (dict(req="r6", batch="b1"), []),
+    "batch_jobs": (dict(req="r7", batch="b1", offset=5000, limit=1000), []),
     "accepted": (dict(req="r1", batch="b1", total=2), []),
     "event": (dict(batch="b1", kind="result", job="j1", data={"result": RESULT}), []),
     "events": (dict(events=[["b1", "started", "j1", {"attempt": 1}], ["b2", "batch_done", None, {}]]), []),
@@ -649,3 +650,40 @@ def test_protocol_oversize_frame_is_dropped_by_zeromq(zctx, tmp_path, monkeypatc
     finally:
         for s in (router, bad, good):
             s.close()
+
+
+# ---------------------------------------------------------------- batch_jobs pages
+
+PAGE = {"batch": "b1", "total": 3, "offset": 1, "next": 2, "hidden": 0, "state": "active",
+        "in_place": False, "priority": 0, "settings": pack_settings(Settings()), "options": {},
+        "jobs": [{"id": "b1:2", "input": "/in/b.jpg", "output": "/out/b.jpg", "state": "done",
+                  "status": "optimized", "code": None}]}
+
+
+def test_protocol_jobs_page_round_trips_through_a_reply():
+    from pyimgopt.protocol import unpack_jobs_page
+
+    msg = decode(encode("reply", req="r7", ok=True, data=PAGE))
+    assert unpack_jobs_page(msg["data"]) == PAGE
+    last = {**PAGE, "next": None, "jobs": [{"id": "b1:3", "input": "/in/c.jpg", "output": None,
+                                            "state": "queued"}]}
+    assert unpack_jobs_page(last)["jobs"][0] == {**last["jobs"][0], "status": None, "code": None}
+
+
+@pytest.mark.parametrize("change", [
+    {"jobs": None}, {"total": "3"}, {"state": "exploded"}, {"next": 1}, {"next": 4}, {"offset": -1},
+    {"hidden": -2}, {"extra": 1}, {"jobs": ["/in/b.jpg"]},
+    {"jobs": [{"id": "j", "input": "/in/b.jpg", "output": None, "state": "lost"}]},
+    {"jobs": [{"id": "j", "input": None, "output": None, "state": "queued"}]},
+])
+def test_protocol_jobs_page_refuses_a_malformed_page(change):
+    from pyimgopt.protocol import unpack_jobs_page
+
+    with pytest.raises(ProtocolError):
+        unpack_jobs_page({**PAGE, **change})
+
+
+def test_protocol_an_unknown_type_keeps_its_request_id_on_the_error():
+    err = refused(raw({"v": VERSION, "t": "frobnicate", "req": "r9"}))
+    assert err.req == "r9" and "frobnicate" in err.message
+    assert refused(raw({"v": VERSION, "t": "frobnicate", "req": 9})).req is None

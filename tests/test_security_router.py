@@ -20,7 +20,7 @@ from PIL import Image
 from pyimgopt import Settings, optimize_file, protocol
 from pyimgopt.auth import generate_keypair, key_id, load_public
 from pyimgopt.client import Client
-from pyimgopt.errors import JobTimeoutError
+from pyimgopt.errors import IOFailureError, JobTimeoutError
 from pyimgopt.router import RouterConfig
 from pyimgopt.security import Capabilities, Policy, Scope
 
@@ -229,11 +229,20 @@ def test_security_curve_only_authorised_keys_get_work_done(tmp_path, keys):
         assert not list((root / "out").iterdir())
         with Client.connect(router.client_endpoint, secret_key=str(k / "clients/alice.key_secret"),
                             server_key=server_pub, timeout=10, policy=narrow_policy(root)) as c:
-            results = c.submit([root / "in"], Settings(), out_dir=root / "out").wait(60)
+            alices = c.submit([root / "in"], Settings(), out_dir=root / "out")
+            results = alices.wait(60)
             assert [r.status for r in results] == ["optimized"]
             # alice's status shows only alice's batches, and nothing global
             st = c.status()
-            assert len(st["batches"]) == 2 - 1 and set(st) == {"batches"}
+            assert len(st["batches"]) == 2 - 1 and set(st) == {"batches", "features"}
+            assert [j["input"] for j in c.jobs(alices.id)["jobs"]] == [os.path.realpath(root / "in" / "a.jpg")]
+        # another key lists none of alice's jobs: her batch is unknown to it, as for attach
+        with Client.connect(router.client_endpoint, secret_key=str(k / "sidecars/worker.key_secret"),
+                            server_key=server_pub, timeout=10) as c:
+            with pytest.raises(IOFailureError, match="unknown batch"):
+                c.jobs(alices.id)
+            with pytest.raises(IOFailureError, match="unknown batch"):
+                c.attach(alices.id)
     finally:
         router.stop()
         ctx.term()
@@ -611,7 +620,7 @@ def test_security_insecure_loopback_grants_only_what_is_configured(tmp_path):
             with pytest.raises(Exception) as err:
                 c.submit([root / "in"], Settings(), out_dir=root / "out")
             assert getattr(err.value, "code", None) == "capability_denied"
-            assert set(c.status()) == {"batches"}
+            assert set(c.status()) == {"batches", "features"}
     finally:
         router.stop()
     assert not list((root / "out").iterdir())

@@ -770,3 +770,60 @@ def test_ui_mark_writes_the_in_file_marker(ui20):
     _, rows = _run_batch(server, {"paths": [str(pics)], "out_dir": str(root / "mark-plain"), "settings": {}})
     with Image.open(root / "mark-plain" / "p0.png") as im:
         assert "pyimgopt" not in im.text
+
+
+def test_ui_shows_an_unfinished_batch_it_learns_through_the_client_alone(tmp_path):
+    """A router restarted on its journal holds a paused batch; a UI given only a client
+    (no state folder to read) shows its files, settings and destination, and steers it."""
+    from pyimgopt import Settings
+    from pyimgopt.client import Client
+    from pyimgopt.router import Router, RouterConfig
+
+    root = tmp_path / "root"
+    (root / "in").mkdir(parents=True)
+    for i in range(3):
+        (root / "in" / f"f{i}.png").write_bytes(encode(Image.fromarray(photo(24, 16, seed=i)), "PNG"))
+    private = tmp_path / "ipc"
+    private.mkdir(mode=0o700)
+    state = str(tmp_path / "state")
+    router = Router(f"ipc://{private}/a-c", f"ipc://{private}/a-s", RouterConfig(pool=False, state_dir=state))
+    router.start()
+    try:
+        with Client.connect(router.client_endpoint, timeout=10) as c:
+            batch = c.submit([root / "in"], Settings(format="webp", quality=61), out_dir=root / "out")
+            batch.pause()
+    finally:
+        router.stop()
+    router = Router(f"ipc://{private}/b-c", f"ipc://{private}/b-s", RouterConfig(workers=0, state_dir=state))
+    router.start()
+    try:
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        session = Session(ui_policy([str(elsewhere)]), client=Client.connect(router.client_endpoint, timeout=10))
+        assert session.snapshot()["batch"] is None  # its files are not this UI's to show
+        session.close()
+
+        session = Session(ui_policy([str(root)]), client=Client.connect(router.client_endpoint, timeout=10))
+        try:
+            snap = session.snapshot()
+            b = snap["batch"]
+            assert b["id"] == batch.id and b["total"] == 3 and b["paused"] and not b["finished"]
+            assert b["out_dir"] == os.path.realpath(root / "out") and b["in_place"] is False
+            assert b["settings"]["format"] == "webp" and b["settings"]["quality"] == 61
+            assert [(r["name"], r["status"]) for r in snap["rows"]] == [(f"f{i}.png", "queued") for i in range(3)]
+            entries, _ = session.since(0)
+            assert any(k == "notice" and "interrupted by a restart" in d["message"] for _, k, d in entries)
+            session.control(batch.id, "resume")
+            deadline = time.monotonic() + 60
+            while not session.snapshot()["batch"]["finished"]:
+                assert time.monotonic() < deadline
+                with session.changed:
+                    session.changed.wait(0.5)
+            snap = session.snapshot()
+            assert snap["batch"]["optimized"] + snap["batch"]["skipped"] == 3
+            assert len(snap["rows"]) == 3  # the live events landed on the rows listed at the start
+            assert sorted(p.name for p in (root / "out").iterdir()) == [f"f{i}.webp" for i in range(3)]
+        finally:
+            session.close()
+    finally:
+        router.stop()

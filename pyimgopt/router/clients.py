@@ -21,7 +21,7 @@ import zmq
 
 from .. import protocol
 from ..auth import peer_key
-from ..errors import InternalError, ProtocolError
+from ..errors import InternalError, IOFailureError, ProtocolError
 from ..security import Policy
 from .model import Batch
 
@@ -68,8 +68,9 @@ class ClientLink:
             except ProtocolError as exc:
                 self.counters["protocol_errors"] += 1
                 self.metrics.protocol_error()
-                if client:
-                    self._send_client(identity, "error", req=None, error=protocol.pack_error(exc))
+                if client:  # an unknown type keeps its request id: the caller's wait ends now
+                    self._send_client(identity, "error", req=getattr(exc, "req", None),
+                                      error=protocol.pack_error(exc))
                 continue
             try:
                 handler(identity, msg, user, body[0])
@@ -219,7 +220,11 @@ class ClientLink:
             return
         if t == "status":
             self._send_client(identity, "reply", req=msg["req"], ok=True,
-                              data=self.status(msg["batch"], owner=owner))
+                              data={**self.status(msg["batch"], owner=owner),
+                                    "features": sorted(protocol.FEATURES)})
+            return
+        if t == "batch_jobs":
+            self._list_jobs(identity, msg, owner)
             return
         if t == "attach":
             self._attach(identity, msg, owner)
@@ -236,6 +241,75 @@ class ClientLink:
             self._send_client(identity, "reply", req=msg["req"], ok=True, data={})
             return
         raise ProtocolError(f"message type {t!r} is not for the client endpoint", stage="protocol")
+
+    # -- batch_jobs: a page of a batch's jobs -------------------------------------------
+
+    def _list_jobs(self, identity: bytes, msg: protocol.Message, owner: str | None) -> None:
+        """Answer ``batch_jobs``: a batch this connection owns (as ``attach`` decides:
+        another key's batch is unknown), from memory or else from the journal; a
+        job whose input is outside the connection's read scope is counted, not listed."""
+        bid, req, offset, limit = msg["batch"], msg["req"], msg["offset"], msg["limit"]
+        if offset < 0 or limit < 1:
+            raise ProtocolError(f"batch_jobs: offset {offset} and limit {limit} must be >= 0 and >= 1",
+                                stage="protocol")
+        limit = min(limit, protocol.MAX_JOBS_PAGE)
+        batch = self._batches.get(bid)
+        if batch is not None and batch.owner == owner:
+            for reg in self._registering:  # still entering its jobs: answer once they are in
+                if reg.batch is batch:
+                    prev = reg.then
+                    reg.then = lambda prev=prev: (prev and prev(), self._list_jobs(identity, msg, owner))
+                    return
+            state = ("done" if batch.finished else "cancelled" if batch.cancelled
+                     else "paused" if batch.paused else "active")
+            jobs = (self._jobs[jid] for jid in batch.jobs[offset:offset + limit])
+            rows = [(j.id, j.input, j.output, j.state, j.result, j.error) for j in jobs]
+            head = {"batch": bid, "total": len(batch.jobs), "state": state, "in_place": batch.in_place,
+                    "priority": batch.priority, "settings": batch.settings, "options": batch.options}
+            self._send_page(identity, req, owner, offset, head, rows)
+            return
+        if batch is not None or self._jw is None:
+            self._send_client(identity, "error", req=req, error=protocol.pack_error(
+                IOFailureError(f"unknown batch {bid}", stage="jobs")))
+            return
+
+        def read(value: Any, err: BaseException | None) -> None:
+            if err is not None or value is None or value[0]["owner"] != owner:
+                why = f"cannot read batch {bid} from the journal: {err}" if err else f"unknown batch {bid}"
+                self._send_client(identity, "error", req=req, error=protocol.pack_error(
+                    IOFailureError(why, stage="jobs", retryable=err is not None)))
+                return
+            row, total, found = value
+            head = {"batch": bid, "total": total, "state": row["state"], "in_place": bool(row["in_place"]),
+                    "priority": row["priority"], "settings": row["settings"], "options": row["options"]}
+            self._send_page(identity, req, owner, offset, head,
+                            [(r["id"], r["input"], r["output"], r["status"], r["result"], r["error"])
+                             for r in found])
+
+        self._jw.call("jobs_page", bid, offset, limit, then=read)
+
+    def _send_page(self, identity: bytes, req: str, owner: str | None, offset: int, head: dict,
+                   rows: list) -> None:
+        """Send ``rows`` (id, input, output, state, result, error) from ``offset`` as one
+        page: as many as fit half a message body, the others left for the next page."""
+        scope = self._policy_for(owner).read
+        everything = scope.everything
+        jobs, hidden, size, n = [], 0, 0, 0
+        for jid, src, dst, state, result, error in rows:
+            size += 96 + len(jid) + 4 * (len(src) + len(dst or ""))  # UTF-8: at most 4 bytes a char
+            if n and size > protocol.MAX_BODY_BYTES // 2:
+                break
+            n += 1
+            if not (everything or scope.matches(src)):
+                hidden += 1
+                continue
+            jobs.append({"id": jid, "input": src, "output": dst, "state": state,
+                         "status": (result or {}).get("status") if state == "done" else None,
+                         "code": (error or {}).get("code") if state in ("failed", "cancelled") else None})
+        end = offset + n
+        self._send_client(identity, "reply", req=req, ok=True, data={
+            **head, "offset": offset, "next": end if end < head["total"] else None,
+            "hidden": hidden, "jobs": jobs})
 
     def announce_degraded(self, reason: str) -> None:
         """Tell every open batch that work now runs in-process."""

@@ -20,7 +20,8 @@ from ..errors import InvalidSettingsError, PyimgoptError
 from ..security import Capabilities, Policy, Scope
 from ..settings import AUTO_FORMATS, FITS, OUTPUT_FORMATS, Settings, parse_size
 
-__all__ = ["UIError", "ui_policy", "settings_from_form", "submit_options", "SUBMIT_OPTIONS"]
+__all__ = ["UIError", "ui_policy", "settings_from_form", "form_from_settings", "submit_options",
+           "SUBMIT_OPTIONS"]
 
 #: Form fields the page may send, and the Settings field each sets.
 _FORM_FIELDS = ("format", "quality", "target_ssim", "max_width", "max_height", "fit",
@@ -49,6 +50,11 @@ def ui_policy(roots: list[str], *, in_place: bool = True) -> Policy:
     scope = Scope(allow=tuple(os.path.join(r, "**") for r in canon))
     caps = dataclasses.replace(Capabilities.full(), in_place=in_place, max_priority=0)
     return Policy(caps, scope, scope)
+
+
+def form_from_settings(settings: dict) -> dict[str, Any]:
+    """The page's form fields of a batch's wire settings (a recovered batch's, for the page)."""
+    return {k: settings[k] for k in _FORM_FIELDS if settings.get(k) is not None}
 
 
 def _int_field(form: dict, name: str, lo: int, hi: int) -> int | None:

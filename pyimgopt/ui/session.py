@@ -30,6 +30,7 @@ from ..errors import (
 from ..security import Policy, canonical_input, canonical_output
 from ..settings import AUTO_FORMATS, BROWSER_FORMATS, FITS, OUTPUT_FORMATS
 from .forms import SUBMIT_OPTIONS, UIError, settings_from_form, submit_options
+from .recover import recovered_view
 from .rows import FINAL, BatchView, Row, relative
 
 __all__ = ["Session"]
@@ -53,7 +54,7 @@ class Session:
         self._view: BatchView | None = None
         self.status: dict[str, Any] = {"sidecars": 0, "rss": 0, "memory_budget": 0, "memory_in_use": 0}
         self.closed = threading.Event()
-        self._recover(state_dir)
+        self._recover()
         self._poller = threading.Thread(target=self._poll, name="pyimgopt-ui-status", daemon=True)
         self._poller.start()
 
@@ -352,39 +353,18 @@ class Session:
         elif k == "degraded":
             self._push("notice", {"message": f"degraded: {d.get('reason')}"})
 
-    def _recover(self, state_dir: str | None) -> None:
-        """Show the batch a previous run left unfinished (its router resumes it from the journal)."""
-        try:
-            open_ = [b for b in self._client.status()["batches"] if not b["finished"]]
-        except PyimgoptError:
+    def _recover(self) -> None:
+        """Show the batch a previous run left unfinished (its router resumes it from the
+        journal), as :func:`.recover.recovered_view` learns it through the client."""
+        found = recovered_view(self._client, self.policy)
+        if found is None:
             return
-        if not open_ or not state_dir:
-            return
-        from ..journal import Journal
-
-        bid = open_[-1]["batch"]
-        try:
-            journal = Journal(state_dir, readonly=True)
-            try:
-                row = journal.batch(bid) or {}
-                inputs = [j["input"] for j in journal.jobs(bid)]
-            finally:
-                journal.close()
-        except Exception:  # an unreadable journal: nothing to show, the batch still runs
-            return
-        if not all(self.policy.read.matches(os.path.realpath(p)) for p in inputs):
-            return  # not this UI's batch to show
-        try:
-            batch = self._client.attach(bid)
-        except PyimgoptError:
-            return
-        view = BatchView(batch, {}, None, bool(row.get("in_place")))
-        view.paused, view.cancelled = open_[-1]["paused"], open_[-1]["cancelled"]
-        if inputs:
-            view.base = os.path.commonpath([os.path.dirname(p) for p in inputs])
+        view, jobs = found
         with self._lock:
+            for j in jobs:  # every file shows from the start; the replayed events settle the finished
+                self._row_for(view, j["id"], j["input"])
             self._view = view
-            self._push("notice", {"message": f"batch {bid} was interrupted by a restart; it resumes "
+            self._push("notice", {"message": f"batch {view.id} was interrupted by a restart; it resumes "
                                              "where it stopped (finished files are not redone)"})
             self._push("batch", view.summary())
         threading.Thread(target=self._follow, args=(view,), name="pyimgopt-ui-batch", daemon=True).start()
