@@ -26,6 +26,9 @@ from pyimgopt.security import Capabilities, Policy, Scope
 
 from conftest import encode
 
+# the router's and client's machinery, no pixels: the native pass covers it
+pytestmark = pytest.mark.one_backend
+
 
 def _png(path):
     path.parent.mkdir(parents=True, exist_ok=True)
