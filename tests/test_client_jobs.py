@@ -93,11 +93,11 @@ def test_client_jobs_a_page_stops_at_what_fits_one_message(tmp_path, private):
     """Long paths: a page holds what fits half a message body, whatever the limit asked."""
     one = tmp_path / "one.png"
     _png(one)
-    deep = tmp_path.joinpath(*["d" * 200] * 4)  # ~800-character folder
+    deep = tmp_path.joinpath(*["d" * 250] * 12)  # a 3,000-character folder: ~3.7 KB of paths a job
     deep.mkdir(parents=True)
     n = 700
     for i in range(n):  # hard links: distinct files to the router's checks, one inode on disk
-        os.link(one, deep / f"{i:04}{'x' * 200}.png")
+        os.link(one, deep / f"{i:04}{'x' * 240}.png")
     router = _router(private)
     try:
         with Client.connect(router.client_endpoint, timeout=30) as c:
@@ -109,6 +109,31 @@ def test_client_jobs_a_page_stops_at_what_fits_one_message(tmp_path, private):
             everything = list(c.iter_jobs(batch.id, page=protocol.MAX_JOBS_PAGE))
             assert [j["input"] for j in everything] == sorted(
                 os.path.join(os.path.realpath(deep), p) for p in os.listdir(deep))
+    finally:
+        router.stop()
+
+
+def test_client_jobs_a_page_holds_at_most_max_jobs_page(tmp_path, private):
+    """A batch of MAX_JOBS_PAGE + 1 jobs written to a real journal (no files needed: a
+    router started with recover=False answers from the journal without checking them)."""
+    from pyimgopt.journal import Journal
+
+    state = tmp_path / "state"
+    n = protocol.MAX_JOBS_PAGE + 1
+    journal = Journal(state)
+    try:
+        journal.add_batch("big", None, 0, protocol.pack_settings(Settings()), False, [
+            {"id": f"big:{i}", "seq": i, "input": f"/in/{i:05}.png", "output": f"/out/{i:05}.png",
+             "status": "queued"} for i in range(n)])
+    finally:
+        journal.close()
+    router = _router(private, state_dir=str(state), recover=False)
+    try:
+        with Client.connect(router.client_endpoint, timeout=30) as c:
+            page = c.jobs("big", 0, 10**9)
+            assert (page["total"], len(page["jobs"]), page["next"]) == (n, protocol.MAX_JOBS_PAGE,
+                                                                      protocol.MAX_JOBS_PAGE)
+            assert [j["input"] for j in c.jobs("big", page["next"], 10**9)["jobs"]] == [f"/in/{n - 1:05}.png"]
     finally:
         router.stop()
 

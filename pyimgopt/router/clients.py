@@ -42,6 +42,10 @@ EVENTS_PER_MESSAGE = 256
 PING_EVERY = 1.0
 
 
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
 class ClientLink:
     """Requests in, replies and events out (mixed into Router)."""
 
@@ -296,7 +300,7 @@ class ClientLink:
         everything = scope.everything
         jobs, hidden, size, n = [], 0, 0, 0
         for jid, src, dst, state, result, error in rows:
-            size += 96 + len(jid) + 4 * (len(src) + len(dst or ""))  # UTF-8: at most 4 bytes a char
+            size += 128 + _utf8_len(jid) + _utf8_len(src) + _utf8_len(dst or "")  # its msgpack size, and more
             if n and size > protocol.MAX_BODY_BYTES // 2:
                 break
             n += 1

@@ -13,6 +13,7 @@ import os
 
 from ..client import Client
 from ..errors import PyimgoptError
+from ..protocol import MAX_JOBS_PAGE
 from ..security import Policy
 from .forms import form_from_settings
 from .rows import BatchView
@@ -30,9 +31,9 @@ def recovered_view(client: Client, policy: Policy) -> tuple[BatchView, list[dict
         if not open_:
             return None
         bid = open_[-1]["batch"]
-        pages = [client.jobs(bid)]
+        pages = [client.jobs(bid, 0, MAX_JOBS_PAGE)]
         while pages[-1]["next"] is not None:
-            pages.append(client.jobs(bid, pages[-1]["next"]))
+            pages.append(client.jobs(bid, pages[-1]["next"], MAX_JOBS_PAGE))
     except PyimgoptError:  # unreadable, or a router without batch_jobs: the batch still runs
         return None
     head = pages[0]
