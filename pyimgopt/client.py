@@ -652,7 +652,7 @@ class Client:
         read scope instead of listing them. A router older than this request
         raises :class:`~pyimgopt.errors.ProtocolError` without being asked.
         """
-        if self._features is None:
+        if self._features is None or "batch_jobs" not in self._features:  # asked again: it may be upgraded
             self._features = frozenset(self.status().get("features") or ())
         if "batch_jobs" not in self._features:
             raise ProtocolError(f"the router at {self.endpoint} cannot list a batch's jobs (it predates "
