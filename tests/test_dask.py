@@ -429,12 +429,12 @@ def test_dask_fetching_an_outcome_that_never_comes_gives_up(cluster, monkeypatch
     """A result Dask must recompute where no worker can (its only holder died) is never
     waited on forever: ``_gather`` answers a time-out after ``FETCH_TIMEOUT``. Stand-in for
     the dead holder: a task asking for a resource no worker has (the same endless wait)."""
-    from pyimgopt.router import dask_executor
+    from pyimgopt.router import dask_outcomes
 
-    monkeypatch.setattr(dask_executor, "FETCH_TIMEOUT", 1.0)
+    monkeypatch.setattr(dask_outcomes, "FETCH_TIMEOUT", 1.0)
     fut = cluster.client.submit(abs, -1, resources={"NOPE": 1}, pure=False)
     try:
-        [(ok, exc)] = dask_executor._gather(cluster.client, [fut])  # before the fix: hung here
+        [(ok, exc)] = dask_outcomes._gather(cluster.client, [fut])  # before the fix: hung here
         assert not ok and isinstance(exc, TimeoutError)
     finally:
         fut.cancel()
@@ -447,13 +447,13 @@ def test_dask_in_place_job_whose_worker_dies_after_finishing_is_done_not_denied(
     SIGKILLed before the router would fetch the result. The job must end ``optimized`` with
     the file optimised — not rerun by Dask on the replaced input (``scope_denied``). The
     kill sits in the router's fetch, so it happens exactly when a fetch would start."""
-    from pyimgopt.router import dask_executor
+    from pyimgopt.router import dask_outcomes
 
     make_images(tmp_path / "in", 1)
     [src] = list((tmp_path / "in").rglob("*.*"))
     before = src.read_bytes()
     killed: list[str] = []
-    real_gather = dask_executor._gather
+    real_gather = dask_outcomes._gather
 
     def kill_the_holder_then_gather(client, futures):
         holders = {a for addrs in client.who_has(futures).values() for a in addrs}
@@ -465,7 +465,7 @@ def test_dask_in_place_job_whose_worker_dies_after_finishing_is_done_not_denied(
             killed.append(names[a])
         return real_gather(client, futures)
 
-    monkeypatch.setattr(dask_executor, "_gather", kill_the_holder_then_gather)
+    monkeypatch.setattr(dask_outcomes, "_gather", kill_the_holder_then_gather)
     with Client.local(config=RouterConfig(executor=cluster.url(True), recover=False)) as c:
         [res] = c.submit([str(src)], Settings(), in_place=True).wait(timeout=60)
     assert res.status == "optimized", (res.status, res.error, killed)

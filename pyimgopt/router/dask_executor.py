@@ -23,11 +23,16 @@ waiting behind others on its worker has up to twice the lease) and, by
 path, its outcome as soon as it has it (Dask's event stream): a worker that
 dies after a task finished loses nothing, and the router drops the task
 at once, so Dask never reruns a job that is already done (an in-place
-rerun would find its input replaced). Cancel is ``Future.cancel``; a task already running on a worker cannot be
-interrupted by Dask, so in path mode it may still write its (complete,
-atomic) output. When the scheduler is unreachable nothing is dispatched,
-the jobs in flight go back to the queue (no attempt spent), and a new
-connection is tried every few seconds. It never touches pixels.
+rerun would find its input replaced). Cancel is ``Future.cancel``; a task
+already running on a worker cannot be interrupted by Dask, so in path mode
+it may still write its (complete, atomic) output. When the scheduler is
+unreachable nothing is dispatched, the jobs in flight go back to the queue
+(no attempt spent), and a new connection is tried every few seconds. It
+never touches pixels.
+
+This module owns set-up, submission, the task events, cancel, leases and
+status; the connection and the cluster's shape live in :mod:`.dask_cluster`,
+the collection of outcomes in :mod:`.dask_outcomes`.
 """
 
 from __future__ import annotations
@@ -37,18 +42,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from .. import protocol
-from ..errors import (
-    CancelledError,
-    InternalError,
-    IOFailureError,
-    JobTimeoutError,
-    ProtocolError,
-    PyimgoptError,
-)
-from ..files import clean_after_lost_writer
+from ..errors import CancelledError, IOFailureError, JobTimeoutError, PyimgoptError
 from ..logs import event
-from .inline import read_inline, write_back
+from .dask_cluster import MEMORY_RESOURCE, RECENT, ClusterLink
+from .dask_outcomes import Outcomes
+from .inline import read_inline
 from .model import Batch, Job
 
 if TYPE_CHECKING:
@@ -61,46 +59,6 @@ __all__ = ["DaskExecutor", "PREFETCH"]
 #: the router's queue, under its priorities, pause and cancel.
 PREFETCH = 2
 
-#: A worker's loss is seen within this many seconds (the cluster is looked at
-#: once a second): path jobs that ended this recently are swept when it is.
-RECENT = 10.0
-
-#: Seconds between two attempts to reach a scheduler that went away.
-RECONNECT_EVERY = 5.0
-
-#: Seconds to fetch a finished task's outcome from its worker.
-FETCH_TIMEOUT = 60.0
-
-#: The worker resource a job's memory estimate is asked for, when every worker declares it
-#: (``dask worker --resources MEMORY=8e9``).
-MEMORY_RESOURCE = "MEMORY"
-
-#: Outcomes fetched from the workers in one call, at most.
-FETCH_BATCH = 256
-
-
-def _gather(client: Any, futures: list) -> list[tuple[bool, Any]]:
-    """The outcomes of finished tasks, ``(True, value)`` or ``(False, exception)`` each
-    (one call for all; one call each when any of them fails). Waits about
-    :data:`FETCH_TIMEOUT` seconds at most: a result whose worker died is recomputed by
-    Dask, which waits forever when no worker can run it — that one comes back as
-    ``TimeoutError``. Blocks: a worker thread's job."""
-    import distributed
-
-    deadline = time.monotonic() + FETCH_TIMEOUT
-    try:
-        # Client.gather has no time-out: wait (bounded) until all are here, then take them
-        distributed.wait(futures, timeout=FETCH_TIMEOUT)
-        return [(True, v) for v in client.gather(futures, errors="raise", direct=False)]
-    except Exception:
-        out: list[tuple[bool, Any]] = []
-        for f in futures:
-            try:
-                out.append((True, f.result(max(0.05, deadline - time.monotonic()))))
-            except Exception as exc:
-                out.append((False, exc))
-        return out
-
 
 class _Slot:
     """The cluster as one placement target of the router's dispatch."""
@@ -108,7 +66,7 @@ class _Slot:
     name = "dask"
 
 
-class DaskExecutor:
+class DaskExecutor(ClusterLink, Outcomes):
     """Runs the router's jobs as tasks on a Dask distributed cluster."""
 
     degraded_reason = None
@@ -217,82 +175,6 @@ class DaskExecutor:
             except Exception:
                 pass
 
-    # -- the scheduler going away ---------------------------------------------------------
-
-    def _reconnect(self) -> None:
-        """Dask's client gave up on a scheduler that went away: connect anew, off this thread."""
-        import distributed
-
-        self._connecting = True
-        self._workers, self._threads = {}, 0
-        old, address = self.client, self.address
-
-        def connect() -> Any:
-            try:
-                old.close(timeout=2)
-            except Exception:
-                pass
-            return distributed.Client(address, timeout=10, set_as_default=False)
-
-        self.r._offload.submit(connect, then=self._connected)
-
-    def _connected(self, client: Any, err: BaseException | None) -> None:
-        self._connecting = False
-        if err is not None:
-            self._next_connect = time.monotonic() + RECONNECT_EVERY
-            event(self.r._log, "dask_scheduler_unreachable", logging.WARNING, executor=self.endpoint,
-                  reason=f"{type(err).__name__}: {err}")
-            return
-        if self.client is None:  # stopped meanwhile
-            client.close(timeout=2)
-            return
-        self.client = client
-        self._subscribe(client)
-        event(self.r._log, "dask_scheduler_reconnected", executor=self.endpoint)
-        self._ask_info()
-
-    # -- the cluster's shape -------------------------------------------------------------
-
-    def _ask_info(self) -> None:
-        if self._asking or self.client is None:
-            return
-        self._asking = True
-        self.r._offload.submit(self.client.scheduler_info, then=self._on_info)
-
-    def _on_info(self, info: Any, err: BaseException | None) -> None:
-        self._asking = False
-        if err is not None or not isinstance(info, dict):
-            if self._threads:
-                event(self.r._log, "dask_scheduler_unreachable", logging.WARNING, executor=self.endpoint,
-                      reason=str(err))
-            self._workers, self._threads = {}, 0
-            return
-        workers = info.get("workers") or {}
-        gone = set(self._workers) - set(workers)
-        if gone:
-            # Dask reruns what they held elsewhere. What was in flight is swept when it ends;
-            # what ended since we last looked (maybe rerun elsewhere meanwhile) is swept now.
-            self._suspects.update(self.futures)
-            horizon = time.monotonic() - RECENT
-            for when, jid in self._ended:
-                if when >= horizon and jid not in self.futures:
-                    self._sweep(jid)
-            self.r.counters["sidecars_lost"] += len(gone)
-            for _ in gone:
-                self.r.metrics.sidecar_lost()
-            event(self.r._log, "dask_workers_lost", logging.WARNING, workers=sorted(gone),
-                  in_flight=len(self.futures))
-        self._workers = workers
-        self._threads = sum(int(w.get("nthreads") or 0) for w in workers.values())
-        self._mem_resource = bool(workers) and all(
-            MEMORY_RESOURCE in (w.get("resources") or {}) for w in workers.values())
-        self._mem_largest = max((float((w.get("resources") or {}).get(MEMORY_RESOURCE) or 0)
-                                 for w in workers.values()), default=0.0)
-        limits = [int(w.get("memory_limit") or 0) for w in workers.values()]
-        if limits and all(limits):
-            # memory lives on the workers, not here: admission follows their limits
-            self.r._budget = sum(limits)
-
     # -- placement -------------------------------------------------------------------------
 
     def capacity(self) -> int:
@@ -375,126 +257,6 @@ class DaskExecutor:
                 self._ended.popleft()
         self.r.release_memory(job)
         job.sidecar = None
-
-    # -- outcomes --------------------------------------------------------------------------
-
-    def _finished(self, job: Job, attempt: int, fut: Any) -> None:
-        """A task ended (on the router's thread): hand its outcome to the router once."""
-        if self.futures.get(job.id) is not fut or job.attempt != attempt or job.state != "running":
-            return  # cancelled, timed out or requeued meanwhile: already accounted for
-        self._release(job)
-        batch = self.r._batches[job.batch]
-        self._swept_if_suspect(job)
-        status = fut.status
-        if status == "finished":
-            # the outcome lives on the worker: fetched off this thread, many at a time,
-            # under a lease of its own (a fetch may wait on a worker that died)
-            self._await(job, fut)
-            self._to_fetch.append((job, batch, fut))
-            if not self._fetching:
-                self._fetch_some()
-            return
-        if status == "cancelled" or self.client is None or self.client.status != "running":
-            # the scheduler forgot it (restarted, or we lost it): not the job's fault
-            event(self.r._log, "dask_task_lost", logging.WARNING, job=job.id, status=status)
-            self._modes.pop(job.id, None)
-            self.r.job_requeue(job)
-            return
-        # the task raised: what it raised is fetched off this thread
-        self._await(job, fut)
-        self.r._offload.submit(fut.exception, FETCH_TIMEOUT,
-                               then=lambda value, err: self._raised(job, value or err))
-
-    def _swept_if_suspect(self, job: Job) -> None:
-        if job.id in self._suspects:
-            self._suspects.discard(job.id)
-            self._sweep(job.id)  # a worker that died may have been writing it
-
-    def _await(self, job: Job, fut: Any) -> None:
-        """``job``'s task finished: its outcome is fetched next (state ``writing``); the
-        lease starts again, and cancel or the lease may still end the job meanwhile."""
-        job.state = "writing"
-        job.deadline = time.monotonic() + self.config.lease
-        self._awaiting[job.id] = (job, fut)
-
-    def _raised(self, job: Job, exc: BaseException | None) -> None:
-        """A task ended in an exception: Dask gave up on a worker-killing file, or the
-        cluster could not run our task at all (run_job itself never raises)."""
-        if job.state != "writing" or self._awaiting.pop(job.id, None) is None:
-            return
-        job.state = "running"
-        name = type(exc).__name__
-        if name == "KilledWorker":
-            self._lost(job, f"{name}: {exc}", killed=True)
-        elif exc is None or isinstance(exc, (OSError, TimeoutError)) or name.startswith("Comm"):
-            self._lost(job, f"{name}: {exc}")  # the connection to its worker failed: run it again
-        else:  # e.g. pyimgopt missing or too old on the worker: every retry would fail the same way
-            self.r.job_failed(job, InternalError(
-                f"the Dask task failed on its worker ({name}: {exc}); do the workers run the "
-                "same pyimgopt as the router?", path=job.input, stage="executor"), retry=False)
-
-    def _sweep(self, jid: str) -> None:
-        """Remove what a dead worker may have left half-written for job ``jid`` (path mode)."""
-        job = self.r._jobs.get(jid)
-        batch = None if job is None else self.r._batches.get(job.batch)
-        if not self.shared_files or batch is None:
-            return
-        target = job.input if batch.in_place else job.output
-        if target and clean_after_lost_writer(target, batch.settings.get("format") == "auto"):
-            event(self.r._log, "dask_temps_swept", job=jid)
-
-    def _fetch_some(self) -> None:
-        items, self._to_fetch = self._to_fetch[:FETCH_BATCH], self._to_fetch[FETCH_BATCH:]
-        self._fetching = True
-        client = self.client
-        self.r._offload.submit(_gather, client, [f for _, _, f in items],
-                               then=lambda values, err: self._gathered(items, values, err))
-
-    def _gathered(self, items: list, values: Any, err: BaseException | None) -> None:
-        self._fetching = False
-        for i, (job, batch, _) in enumerate(items):
-            if err is not None:
-                self._fetched(job, batch, None, err)
-            else:
-                ok, value = values[i]
-                self._fetched(job, batch, value if ok else None, None if ok else value)
-        if self._to_fetch:
-            self._fetch_some()
-
-    def _fetched(self, job: Job, batch: Batch, reply: Any, err: BaseException | None) -> None:
-        if job.state != "writing" or self._awaiting.pop(job.id, None) is None:
-            return  # cancelled or timed out while its outcome was being fetched
-        job.state = "running"
-        if err is not None:  # its worker died before we had the answer: run it again
-            self._lost(job, f"result lost: {type(err).__name__}: {err}")
-            return
-        self._outcome(job, batch, reply)
-
-    def _lost(self, job: Job, why: str, *, killed: bool = False) -> None:
-        self._modes.pop(job.id, None)
-        if killed:  # Dask's scheduler saw it take down worker after worker: poison
-            job.kills = max(job.kills, self.config.poison_kills - 1)
-        self.r.job_lost(job, f"dask: {why}")
-
-    def _outcome(self, job: Job, batch: Batch, reply: Any) -> None:
-        if not isinstance(reply, dict) or not ("result" in reply or "error" in reply):
-            self.r.job_failed(job, ProtocolError("a Dask task answered something that is not a job "
-                                                 "outcome", path=job.input, stage="protocol"), retry=False)
-            return
-        mode = self._modes.pop(job.id, None)
-        if "error" in reply:
-            self.r.job_failed(job, protocol.unpack_error(reply["error"]))
-            return
-        if self.shared_files:
-            self.r.job_done(job, reply["result"])
-            return
-        data = reply.get("data")
-        if not isinstance(data, bytes):
-            self.r.job_failed(job, ProtocolError("bytes result without its image", path=job.input,
-                                                 stage="protocol"), retry=False)
-            return
-        write_back(self.r, job, batch, mode, reply["result"], data)
-
 
     # -- cancel, leases, supervision --------------------------------------------------------
 
