@@ -17,19 +17,27 @@ starts running (the router's lease starts then), and in path mode its
 outcome, ``{"kind": "outcome", "reply": ...}`` — so the router has it even
 if this worker dies before the result is fetched, and Dask need never run
 the task again (a rerun of an in-place job would find its input already
-replaced).
+replaced). In between, the stages a pool sidecar reports (decode, resize,
+encode) as ``{"kind": "progress", "stage": ...}``, under the pool's rule: only
+once the job has run ``progress_after`` seconds (the spec's, else the pool's
+:data:`PROGRESS_AFTER`), so a quick job sends none. Every event is best
+effort: one that is lost changes nothing but what a client is shown.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pyimgopt import protocol
 from pyimgopt.errors import InternalError, PyimgoptError
 from pyimgopt.pipeline import optimize_bytes, optimize_file
 
-__all__ = ["run_job"]
+from .worker import _REPORTED_STAGES, PROGRESS_AFTER
+
+__all__ = ["run_job", "PROGRESS_AFTER"]
 
 
 def _tell(spec: dict[str, Any], kind: str, **fields: Any) -> None:
@@ -54,30 +62,48 @@ def run_job(spec: dict[str, Any], data: bytes | None = None) -> dict[str, Any]:
     job ``input``, ``output``, ``expect``, ``outputs`` as the router checked
     them. ``data`` given: a bytes job (the router reads and writes).
     ``topic``, ``job`` and ``attempt``, when given, name the events the
-    task logs for the router (see the module's docstring).
+    task logs for the router (see the module's docstring);
+    ``progress_after`` overrides :data:`PROGRESS_AFTER` for its stage events.
     """
     path = spec.get("input")
     _tell(spec, "start")
-    reply = _run(spec, data, path)
+    reply = _run(spec, data, path, _progress(spec))
     if data is None:
         _tell(spec, "outcome", reply=reply)
     return reply
 
 
-def _run(spec: dict[str, Any], data: bytes | None, path: str | None) -> dict[str, Any]:
+def _progress(spec: dict[str, Any]) -> Callable[[str], None] | None:
+    """The pipeline's ``progress`` hook: tells the router the stages a pool sidecar reports,
+    once the job has run ``progress_after`` seconds (None: no topic, nobody listens)."""
+    if not spec.get("topic"):
+        return None
+    after = spec.get("progress_after")
+    after = PROGRESS_AFTER if after is None else float(after)
+    started = time.monotonic()
+
+    def progress(stage: str) -> None:
+        if stage in _REPORTED_STAGES and time.monotonic() - started >= after:
+            _tell(spec, "progress", stage=stage)
+
+    return progress
+
+
+def _run(spec: dict[str, Any], data: bytes | None, path: str | None,
+         progress: Callable[[str], None] | None) -> dict[str, Any]:
     try:
         settings = protocol.unpack_settings(spec["settings"])
         known, force, dry_run = spec.get("known"), bool(spec.get("force")), bool(spec.get("dry_run"))
         if data is not None:
             out, result = optimize_bytes(data, settings, in_place=bool(spec.get("in_place")),
-                                         known=known, force=force)
+                                         known=known, force=force, progress=progress)
             if dry_run:  # the router writes nothing for it (write_inline)
                 result = dataclasses.replace(result, dry_run=True)
         else:
             dst = None if spec.get("in_place") else spec["output"]
             result = optimize_file(path, dst, settings, expect=spec.get("expect"),
                                    outputs=spec.get("outputs"), known=known, force=force,
-                                   dry_run=dry_run)
+                                   dry_run=dry_run, progress=progress)
             out = None
         if result.error is not None:
             return {"error": protocol.pack_error(result.error)}

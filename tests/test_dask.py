@@ -235,6 +235,36 @@ def test_dask_bytes_mode_gives_the_same_outputs_and_the_router_writes(cluster, i
     assert temps(out) == []
 
 
+@FULL_ONLY
+@pytest.mark.parametrize("shared", [True, False], ids=["path", "bytes"])
+def test_dask_tasks_report_stages_to_the_client_as_progress_events(cluster, images, tmp_path,
+                                                                   monkeypatch, shared):
+    """Each task reports the stages a pool sidecar reports, and the client receives them as
+    the same ``progress`` events: at least one per job, for that job, after its ``started``
+    and before its ``result``, in pipeline order. These jobs take a few ms, so the pool's
+    threshold (report only past ``PROGRESS_AFTER``) is lowered to 0 for them. Cost: ~1.5 s each."""
+    from pyimgopt.router.dask_executor import DaskExecutor
+
+    monkeypatch.setattr(DaskExecutor, "progress_after", 0.0)
+    root, _ = images
+    files = sorted((root / "in" / "d2").glob("*"))[:12]
+    order = {"decode": 0, "resize": 1, "encode": 2}
+    with Client.local(config=RouterConfig(executor=cluster.url(shared), recover=False)) as c:
+        batch = c.submit([str(p) for p in files], Settings(), out_dir=str(tmp_path / "out"))
+        evs = [(e.kind, e.job, e.data) for e in batch.events(timeout=60)]
+    assert evs[-1][0] == "batch_done"
+    results = {j: d for k, j, d in evs if k == "result"}
+    assert len(results) == 12 and all(d["result"]["status"] in ("optimized", "skipped")
+                                       for d in results.values())
+    for jid in results:
+        mine = [(k, d) for k, j, d in evs if j == jid and k in ("started", "progress", "result")]
+        kinds = [k for k, _ in mine]
+        assert kinds[0] == "started" and kinds[-1] == "result" and kinds.count("result") == 1, kinds
+        stages = [d["stage"] for k, d in mine if k == "progress"]
+        assert stages and set(stages) <= set(order), (jid, kinds, stages)
+        assert stages == sorted(stages, key=order.__getitem__), stages
+
+
 def test_dask_scope_denied_file_never_reaches_a_worker(cluster, tmp_path):
     make_images(tmp_path / "in", 3)
     secret = tmp_path / "in" / "private"

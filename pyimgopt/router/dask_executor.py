@@ -71,6 +71,10 @@ class DaskExecutor(ClusterLink, Outcomes):
 
     degraded_reason = None
 
+    #: Seconds a job runs before its task reports stages; None: the pool sidecar's
+    #: threshold (``pyimgopt_sidecar.dask_task.PROGRESS_AFTER``), so quick jobs send none.
+    progress_after: float | None = None
+
     def __init__(self, router: Router, address: str, *, shared_files: bool = False) -> None:
         self.r = router
         self.config = router.config
@@ -96,6 +100,7 @@ class DaskExecutor(ClusterLink, Outcomes):
         self._awaiting: dict[str, tuple[Job, Any]] = {}  # finished tasks whose outcome is being fetched
         self._modes: dict[str, int] = {}
         self._dashboard: str | None = None
+        self._heard: collections.deque = collections.deque()  # task events not yet handled
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -149,21 +154,41 @@ class DaskExecutor(ClusterLink, Outcomes):
         return "pyimgopt-" + self.r._uid
 
     def _subscribe(self, client: Any) -> None:
-        """Hear what our tasks tell (on the client's thread: handed to the router's thread)."""
-        post = self.r._offload.post
-        client.subscribe_topic(self._topic, lambda ev: post(lambda: self._told(ev[1])))
+        """Hear what our tasks tell. The handler runs on the Dask client's thread: it only
+        queues the message; the first one queued since the last drain posts one drain to the
+        router's thread, which handles every message queued by then, in order (a burst of
+        events costs one wake-up, not one each)."""
+        told, post = self._heard, self.r._offload.post
+
+        def heard(ev: Any) -> None:
+            told.append(ev[1])
+            if len(told) == 1:  # (deque appends and len are atomic under the GIL)
+                post(self._drain_told)
+
+        client.subscribe_topic(self._topic, heard)
+
+    def _drain_told(self) -> None:
+        told = self._heard
+        while told:
+            self._told(told.popleft())
 
     def _told(self, msg: Any) -> None:
-        """A task of ours started (its lease starts now) or, by path, has its outcome."""
+        """A task of ours started (its lease starts now), ended a stage (clients are told, as
+        for a pool sidecar's ``progress``; the lease starts again) or, by path, has its
+        outcome. A message of an attempt that is over (or a lost one) changes nothing."""
         if not isinstance(msg, dict):
             return
         job = self.r._jobs.get(str(msg.get("job")))
         if (job is None or job.attempt != msg.get("attempt") or job.state != "running"
                 or self.futures.get(job.id) is None):
             return  # not this attempt's any more (cancelled, timed out, requeued, ended)
-        if msg.get("kind") == "start":
+        kind = msg.get("kind")
+        if kind == "start":
             job.deadline = time.monotonic() + self.config.lease
-        elif msg.get("kind") == "outcome" and self.shared_files:
+        elif kind == "progress" and isinstance(msg.get("stage"), str):
+            job.deadline = time.monotonic() + self.config.lease
+            self.r.job_progress(job, msg["stage"])
+        elif kind == "outcome" and self.shared_files:
             # the outcome is here: the task is dropped (Dask will not run it again if its
             # worker dies now) and the job ends as its first run said
             fut = self.futures[job.id]
@@ -205,6 +230,8 @@ class DaskExecutor(ClusterLink, Outcomes):
         spec = {"settings": batch.settings, "in_place": batch.in_place, "known": job.known,
                 "force": bool(batch.options.get("force")), "dry_run": bool(batch.options.get("dry_run")),
                 "topic": self._topic, "job": job.id, "attempt": job.attempt}
+        if self.progress_after is not None:
+            spec["progress_after"] = self.progress_after
         self.futures[job.id] = None  # its place is taken while the input is read
         if self.shared_files:
             spec.update(input=job.input, output=job.output, expect=job.expect, outputs=job.outputs)
