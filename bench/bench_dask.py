@@ -12,9 +12,13 @@ the pipeline) run, outside the timed region.
 
 Dispatch rate (a simulation of a cluster past this machine): one ``dask
 worker --nthreads 64`` whose task sleeps for the measured median in-process
-job time (``_dask_sim.sleep_job``: no pixels), 2,000 jobs through the same
-router and executor. The rate the router sustains, against the demand of 64
-workers running jobs of that length, says whether dispatch stays ahead.
+job time (``_dask_sim.sleep_job``: no pixels, but the events of ``run_job``),
+2,000 jobs through the same router and executor, 2 rounds, tasks sent in
+batches (the default) and one by one (as before), side by side. The rate the
+router sustains, against the demand of 64 workers running jobs of that
+length, says whether dispatch stays ahead; the CPU time per job of the
+router's process, the scheduler and the worker says which of them would
+limit it on a machine of its own.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ BIN = pathlib.Path(sys.executable).parent
 IMAGES = 200
 SIM_JOBS = 2000
 SIM_THREADS = 64
+SIM_ROUNDS = 2
 ROUNDS = 3
 WAIT = 300.0
 GROUP_THROUGHPUT = f"dask: {IMAGES} small images per round (16-56 px JPEG/PNG)"
@@ -165,9 +170,24 @@ def test_dask(benchmark, images, workers, tmp_path):
     benchmark.extra_info["ms_per_job"] = 1000 * median / IMAGES
 
 
+def _cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (this one by default)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("submit", ["one_by_one", "batched"])
 @pytest.mark.benchmark(group=GROUP_SIM)
-def test_dispatch_rate_simulated(benchmark, tmp_path):
-    """2,000 jobs whose task sleeps for the median in-process job time, 64 worker threads."""
+def test_dispatch_rate_simulated(benchmark, tmp_path, submit):
+    """2,000 jobs whose task sleeps for the median in-process job time, 64 worker threads.
+
+    ``submit``: ``batched`` sends the tasks of the jobs started in one turn of the router's
+    loop as one graph (the executor's default); ``one_by_one`` one ``Client.submit`` per job
+    (``DaskExecutor.batch_submit = False``, as before). Besides the rate, the CPU time per job
+    of this process (router and client), the scheduler and the worker."""
     src = tmp_path / "in"
     make_images(src, 40)
     files = sorted(p for p in src.rglob("*") if p.is_file())
@@ -187,8 +207,10 @@ def test_dispatch_rate_simulated(benchmark, tmp_path):
     env = {**os.environ, "PYIMGOPT_SIM_JOB_S": repr(job_s),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")]))}
     cluster = Cluster(tmp_path, env)
+    cpu = {"router": 0.0, "scheduler": 0.0, "worker": 0.0}
     try:
         cluster.add_worker(SIM_THREADS, env)
+        pids = {"router": None, "scheduler": cluster.procs[0].pid, "worker": cluster.procs[1].pid}
         with Client.local(config=RouterConfig(executor=cluster.url(), recover=False)) as c:
             sys.path.insert(0, str(BENCH))
             try:
@@ -196,18 +218,26 @@ def test_dispatch_rate_simulated(benchmark, tmp_path):
             finally:
                 sys.path.remove(str(BENCH))
             c._router._executor._fn = _dask_sim.sleep_job  # the simulation: no pixels, a sleep
+            c._router._executor.batch_submit = submit == "batched"
+            counter = iter(range(10**6))
 
             def run() -> None:
-                res = c.submit([str(sim)], pyimgopt.Settings(), out_dir=str(tmp_path / "out")).wait(WAIT)
+                before = {k: _cpu_s(pid) for k, pid in pids.items()}
+                out = tmp_path / f"out{next(counter)}"
+                res = c.submit([str(sim)], pyimgopt.Settings(), out_dir=str(out)).wait(WAIT)
+                for k, pid in pids.items():
+                    cpu[k] += _cpu_s(pid) - before[k]
                 bad = [r.error for r in res if not r.ok]
                 assert len(res) == SIM_JOBS and not bad, (len(bad), bad[0].message)
 
-            benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+            benchmark.pedantic(run, rounds=SIM_ROUNDS, iterations=1, warmup_rounds=0)
     finally:
         cluster.close()
     rate = SIM_JOBS / benchmark.stats.stats.median
     demand = SIM_THREADS / job_s
+    per_job = {f"{k}_cpu_ms_per_job": 1000 * v / (SIM_JOBS * SIM_ROUNDS) for k, v in cpu.items()}
     benchmark.extra_info.update(job_ms=1000 * job_s, jobs_per_s=rate, demand_64_per_s=demand,
-                                workers_kept_busy=rate * job_s)
-    print(f"\nsimulated dispatch: {rate:.0f} jobs/s; 64 workers on {1000 * job_s:.1f} ms jobs "
-          f"want {demand:.0f} jobs/s; the router keeps {rate * job_s:.1f} such workers busy")
+                                workers_kept_busy=rate * job_s, **per_job)
+    print(f"\nsimulated dispatch ({submit}): {rate:.0f} jobs/s; 64 workers on {1000 * job_s:.1f} ms "
+          f"jobs want {demand:.0f} jobs/s; the router keeps {rate * job_s:.1f} such workers busy; "
+          "CPU ms per job: " + ", ".join(f"{k} {v:.2f}" for k, v in per_job.items()))

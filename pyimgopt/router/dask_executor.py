@@ -75,6 +75,10 @@ class DaskExecutor(ClusterLink, Outcomes):
     #: threshold (``pyimgopt_sidecar.dask_task.PROGRESS_AFTER``), so quick jobs send none.
     progress_after: float | None = None
 
+    #: True: the tasks of the jobs started in one turn of the router's loop are sent together
+    #: (:meth:`_flush`); False: each at once, alone (the bench's before/after).
+    batch_submit = True
+
     def __init__(self, router: Router, address: str, *, shared_files: bool = False) -> None:
         self.r = router
         self.config = router.config
@@ -101,6 +105,7 @@ class DaskExecutor(ClusterLink, Outcomes):
         self._modes: dict[str, int] = {}
         self._dashboard: str | None = None
         self._heard: collections.deque = collections.deque()  # task events not yet handled
+        self._unsent: list[tuple] = []  # (job, attempt, batch, spec, data) for the next _flush
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -258,23 +263,55 @@ class DaskExecutor(ClusterLink, Outcomes):
         self._submit(job, batch, spec, data)
 
     def _submit(self, job: Job, batch: Batch, spec: dict, data: bytes | None) -> None:
-        attempt = job.attempt
-        kw: dict[str, Any] = {}
-        if self._mem_resource and job.reserved and self._mem_largest > 0:
-            # never more than the largest worker declares: Dask would never schedule it
-            # (a job larger than that gets the largest worker to itself)
-            kw["resources"] = {MEMORY_RESOURCE: min(float(job.reserved), self._mem_largest)}
-        try:
-            fut = self.client.submit(self._fn, spec, data, key=f"pyimgopt-{job.id}-a{attempt}-{self.r._uid[:8]}",
-                                     pure=False, retries=0, priority=batch.priority, **kw)
-        except Exception as exc:  # the client closed under us: back to the queue
-            self._release(job)
-            event(self.r._log, "dask_submit_failed", logging.WARNING, job=job.id, reason=str(exc))
-            self.r.job_requeue(job)
-            return
-        self.futures[job.id] = fut
+        """Queue ``job``'s task for the next :meth:`_flush` (the first one queued posts it:
+        every job started in this turn of the router's loop goes in one graph)."""
+        self._unsent.append((job, job.attempt, batch, spec, data))
+        if len(self._unsent) == 1:
+            if self.batch_submit:
+                self.r._offload.post(self._flush)
+            else:
+                self._flush()
+
+    def _flush(self) -> None:
+        """Send the queued tasks: one ``Client.map`` (one graph, one message to the scheduler)
+        per priority and memory request, instead of a ``Client.submit`` each. A job
+        cancelled, timed out or requeued since it was queued is not sent."""
+        unsent, self._unsent = self._unsent, []
+        groups: dict[tuple, list] = {}
+        for item in unsent:
+            job, attempt = item[0], item[1]
+            if job.state != "running" or job.attempt != attempt or self.futures.get(job.id, 0) is not None:
+                continue  # its place was given back meanwhile (or it is sent already)
+            mem = None
+            if self._mem_resource and job.reserved and self._mem_largest > 0:
+                # never more than the largest worker declares: Dask would never schedule it
+                # (a job larger than that gets the largest worker to itself)
+                mem = min(float(job.reserved), self._mem_largest)
+            groups.setdefault((item[2].priority, mem), []).append(item)
+        uid = self.r._uid[:8]
         post = self.r._offload.post
-        fut.add_done_callback(lambda f: post(lambda: self._finished(job, attempt, f)))
+        for (priority, mem), items in groups.items():
+            kw: dict[str, Any] = {} if mem is None else {"resources": {MEMORY_RESOURCE: mem}}
+            try:
+                if self.client is None:
+                    raise RuntimeError("the Dask client is closed")
+                keys = [f"pyimgopt-{i[0].id}-a{i[1]}-{uid}" for i in items]
+                if len(items) == 1:
+                    futs = [self.client.submit(self._fn, items[0][3], items[0][4], key=keys[0],
+                                               pure=False, retries=0, priority=priority, **kw)]
+                else:
+                    futs = self.client.map(self._fn, [i[3] for i in items], [i[4] for i in items],
+                                           key=keys, pure=False, retries=0, priority=priority, **kw)
+            except Exception as exc:  # the client closed under us: back to the queue
+                for job, *_ in items:
+                    self._release(job)
+                    event(self.r._log, "dask_submit_failed", logging.WARNING, job=job.id, reason=str(exc))
+                    self.r.job_requeue(job)
+                continue
+            for (job, attempt, *_), fut in zip(items, futs):
+                self.futures[job.id] = fut
+                fut.add_done_callback(
+                    lambda f, job=job, attempt=attempt: post(lambda: self._finished(job, attempt, f)))
 
     def _release(self, job: Job) -> None:
         if self.futures.pop(job.id, "absent") != "absent" and self.shared_files:
