@@ -265,6 +265,37 @@ def test_dask_tasks_report_stages_to_the_client_as_progress_events(cluster, imag
         assert stages == sorted(stages, key=order.__getitem__), stages
 
 
+@FULL_ONLY
+def test_dask_jobs_started_together_go_to_the_scheduler_as_one_graph(cluster, images, tmp_path,
+                                                                     monkeypatch):
+    """The router's first turn fills the cluster (2 workers: 6 tasks in flight): those
+    tasks go to the scheduler in one ``Client.map`` graph, not a ``Client.submit`` each;
+    every job is sent exactly once and ends with its output. The real client's calls are
+    counted, not replaced. Cost: ~1 s."""
+    sent: list[list[str]] = []
+    real_map, real_submit = distributed.Client.map, distributed.Client.submit
+
+    def counting_map(self, func, *iterables, key=None, **kw):
+        sent.append(list(key))
+        return real_map(self, func, *iterables, key=key, **kw)
+
+    def counting_submit(self, func, *args, key=None, **kw):
+        sent.append([key])
+        return real_submit(self, func, *args, key=key, **kw)
+
+    monkeypatch.setattr(distributed.Client, "map", counting_map)
+    monkeypatch.setattr(distributed.Client, "submit", counting_submit)
+    root, ref = images
+    with Client.local(config=RouterConfig(executor=cluster.url(True), recover=False)) as c:
+        results = c.submit([str(root / "in" / "d0")], Settings(), out_dir=str(tmp_path / "out")).wait(60)
+    assert len(results) == 50 and all(r.status in ("optimized", "skipped") for r in results)
+    assert tree(tmp_path / "out") == {k.removeprefix("d0/"): v for k, v in ref.items() if k.startswith("d0/")}
+    keys = [k for call in sent for k in call]
+    assert len(keys) == len(set(keys)) == 50  # each job's task sent once
+    assert max(len(call) for call in sent) >= 2, [len(call) for call in sent]
+    assert len(sent) < 50
+
+
 def test_dask_scope_denied_file_never_reaches_a_worker(cluster, tmp_path):
     make_images(tmp_path / "in", 3)
     secret = tmp_path / "in" / "private"
