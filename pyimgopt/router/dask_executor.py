@@ -146,7 +146,7 @@ class DaskExecutor(ClusterLink, Outcomes):
 
     def shutdown(self) -> None:
         """Cancel what is in flight (the router is stopping; the journal requeues it)."""
-        futures = list(self.futures.values())
+        futures = [f for f in self.futures.values() if f is not None]  # None: not sent yet
         self.futures.clear()
         if futures and self.client is not None:
             try:
