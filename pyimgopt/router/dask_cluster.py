@@ -8,7 +8,8 @@ threads, their ``MEMORY`` resource and memory limits, which become the
 router's memory budget), and what a lost worker leaves behind: the jobs in
 flight when it vanished are *suspects*, swept of temporary files when they
 end, and path jobs that ended in the last :data:`RECENT` seconds are swept at
-once (Dask may have rerun them elsewhere before the loss was seen).
+once (Dask may have rerun them elsewhere before the loss was seen); and the
+executor's part of the router's ``status``.
 """
 
 from __future__ import annotations
@@ -128,3 +129,24 @@ class ClusterLink:
         target = job.input if batch.in_place else job.output
         if target and clean_after_lost_writer(target, batch.settings.get("format") == "auto"):
             event(self.r._log, "dask_temps_swept", job=jid)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        """The executor's part of ``status``: the cluster's workers and what is in flight."""
+        return {
+            "executor": self.endpoint,
+            "sidecars": [
+                {"name": addr, "pid": None, "slots": int(w.get("nthreads") or 0), "busy": 0,
+                 "rss": int((w.get("metrics") or {}).get("memory") or 0), "jobs_done": 0,
+                 "local": False, "pool": False}
+                for addr, w in sorted(self._workers.items())
+            ],
+            "dask": {"workers": len(self._workers), "threads": self._threads, "in_flight": len(self.futures),
+                     "files": "shared" if self.shared_files else "bytes", "dashboard": self._dashboard},
+            "pool_pids": [],
+            "degraded": None,
+        }
+
+    def metrics_rows(self) -> list[dict]:
+        return []

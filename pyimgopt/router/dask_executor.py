@@ -30,8 +30,8 @@ unreachable nothing is dispatched, the jobs in flight go back to the queue
 (no attempt spent), and a new connection is tried every few seconds. It
 never touches pixels.
 
-This module owns set-up, submission, the task events, cancel, leases and
-status; the connection and the cluster's shape live in :mod:`.dask_cluster`,
+This module owns set-up, submission, the task events, cancel and leases;
+the connection, the cluster's shape and status live in :mod:`.dask_cluster`,
 the collection of outcomes in :mod:`.dask_outcomes`.
 """
 
@@ -376,22 +376,3 @@ class DaskExecutor(ClusterLink, Outcomes):
                 self.r.job_failed(job, JobTimeoutError("job lease expired while its outcome was "
                                                        "fetched from its Dask worker", path=job.input),
                                   retry=False)
-
-    def describe(self) -> dict:
-        """The executor's part of ``status``: the cluster's workers and what is in flight."""
-        return {
-            "executor": self.endpoint,
-            "sidecars": [
-                {"name": addr, "pid": None, "slots": int(w.get("nthreads") or 0), "busy": 0,
-                 "rss": int((w.get("metrics") or {}).get("memory") or 0), "jobs_done": 0,
-                 "local": False, "pool": False}
-                for addr, w in sorted(self._workers.items())
-            ],
-            "dask": {"workers": len(self._workers), "threads": self._threads, "in_flight": len(self.futures),
-                     "files": "shared" if self.shared_files else "bytes", "dashboard": self._dashboard},
-            "pool_pids": [],
-            "degraded": None,
-        }
-
-    def metrics_rows(self) -> list[dict]:
-        return []
