@@ -505,31 +505,46 @@ def test_dask_fetching_an_outcome_that_never_comes_gives_up(cluster, monkeypatch
 def test_dask_in_place_job_whose_worker_dies_after_finishing_is_done_not_denied(cluster, tmp_path,
                                                                                  monkeypatch):
     """Runs last (it kills a worker). An in-place job by path finishes; its worker is
-    SIGKILLed before the router would fetch the result. The job must end ``optimized`` with
-    the file optimised — not rerun by Dask on the replaced input (``scope_denied``). The
-    kill sits in the router's fetch, so it happens exactly when a fetch would start."""
+    SIGKILLed before the router has the result. The job must end ``optimized`` with the file
+    optimised — not rerun by Dask on the replaced input (``scope_denied``). The kill sits
+    where the router first hears the outcome: its task's ``outcome`` event (the usual way)
+    or, if the task's end is heard first, the fetch of its result; the test checks that a
+    worker was killed (it once passed without either kill happening)."""
     from pyimgopt.router import dask_outcomes
+    from pyimgopt.router.dask_executor import DaskExecutor
 
     make_images(tmp_path / "in", 1)
     [src] = list((tmp_path / "in").rglob("*.*"))
     before = src.read_bytes()
     killed: list[str] = []
-    real_gather = dask_outcomes._gather
+    real_gather, real_told = dask_outcomes._gather, DaskExecutor._told
 
-    def kill_the_holder_then_gather(client, futures):
-        holders = {a for addrs in client.who_has(futures).values() for a in addrs}
+    def kill_holders(client, futures, holders=()):
+        if killed:
+            return
+        holders = set(holders) | {a for addrs in client.who_has(futures).values() for a in addrs}
         names = {a: w.get("name") for a, w in client.scheduler_info()["workers"].items()}
         for a in holders:
             proc = cluster.workers[names[a]]
             proc.kill()
             proc.wait(10)
             killed.append(names[a])
+
+    def kill_the_holder_then_gather(client, futures):
+        kill_holders(client, futures)
         return real_gather(client, futures)
 
+    def kill_the_holder_then_told(self, msg):
+        fut = self.futures.get(str(msg.get("job"))) if isinstance(msg, dict) else None
+        if fut is not None and msg.get("kind") == "outcome":  # Dask names the worker that logged it
+            kill_holders(self.client, [fut], [msg["worker"]])
+        return real_told(self, msg)
+
     monkeypatch.setattr(dask_outcomes, "_gather", kill_the_holder_then_gather)
+    monkeypatch.setattr(DaskExecutor, "_told", kill_the_holder_then_told)
     with Client.local(config=RouterConfig(executor=cluster.url(True), recover=False)) as c:
         [res] = c.submit([str(src)], Settings(), in_place=True).wait(timeout=60)
-    assert res.status == "optimized", (res.status, res.error, killed)
+    assert killed and res.status == "optimized", (res.status, res.error, killed)
     after = src.read_bytes()
     assert after != before and len(after) < len(before)
     assert np.array_equal(np.asarray(Image.open(src).convert("RGB")).shape,
