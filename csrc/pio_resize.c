@@ -176,10 +176,11 @@ void pio_axis_free(pio_axis *ax)
  * indices [xmin, xmax) clipped to the image; each tap's weight is
  * filter((x - center + 0.5) / filterscale), normalised to sum 1.
  */
-int pio_axis_init(pio_axis *ax, ptrdiff_t in_size, ptrdiff_t out_size, int filter)
+int pio_axis_init(pio_axis *ax, ptrdiff_t in_size, double lo, double hi, ptrdiff_t out_size,
+                  int filter)
 {
     memset(ax, 0, sizeof(*ax));
-    const double scale = (double)in_size / (double)out_size;
+    const double scale = (hi - lo) / (double)out_size;
     const double filterscale = scale < 1.0 ? 1.0 : scale;
     const double support = filter_support(filter) * filterscale;
     /* No window can hold more than in_size taps, so cap ksize there; this
@@ -201,7 +202,7 @@ int pio_axis_init(pio_axis *ax, ptrdiff_t in_size, ptrdiff_t out_size, int filte
 
     const double ss = 1.0 / filterscale;
     for (ptrdiff_t i = 0; i < out_size; i++) {
-        const double center = ((double)i + 0.5) * scale;
+        const double center = lo + ((double)i + 0.5) * scale;
         /* (ptrdiff_t) truncates toward zero exactly like Pillow's (int) cast;
          * both ends are then clipped into the image. */
         ptrdiff_t xmin = (ptrdiff_t)(center - support + 0.5);
@@ -312,6 +313,22 @@ int pio_resize_u8_ex(const pio_view_u8 *src, const pio_view_u8 *dst, int filter,
 {
     if (!pio_view_ok(src) || !pio_view_ok(dst))
         return PIO_ERR_ARG;
+    return pio_resize_u8_box(src, dst, filter, flags, 0.0, 0.0, (double)src->width,
+                             (double)src->height);
+}
+
+int pio_resize_u8_box(const pio_view_u8 *src, const pio_view_u8 *dst, int filter, unsigned flags,
+                      double x0, double y0, double x1, double y1)
+{
+    if (!pio_view_ok(src) || !pio_view_ok(dst))
+        return PIO_ERR_ARG;
+    /* The box starts inside the first sample and ends inside the last (NaN
+     * fails every test). */
+    if (!(x0 >= 0.0 && x0 < 1.0 && x1 > (double)src->width - 1.0 && x1 <= (double)src->width) ||
+        !(y0 >= 0.0 && y0 < 1.0 && y1 > (double)src->height - 1.0 && y1 <= (double)src->height))
+        return PIO_ERR_ARG;
+    const int whole = x0 == 0.0 && y0 == 0.0 && x1 == (double)src->width &&
+                      y1 == (double)src->height;
     if ((flags & ~(unsigned)PIO_RESIZE_FLAGS_ALL) ||
         ((flags & PIO_RESIZE_NO_FIXED) && (flags & PIO_RESIZE_FORCE_FIXED)))
         return PIO_ERR_ARG;
@@ -328,14 +345,17 @@ int pio_resize_u8_ex(const pio_view_u8 *src, const pio_view_u8 *dst, int filter,
     if (dst->height > 1 && (dst->stride < 0 ? -dst->stride : dst->stride) < dst->width * C)
         return PIO_ERR_SHAPE;
 
-    if (filter == PIO_FILTER_NEAREST)
+    if (filter == PIO_FILTER_NEAREST) {
+        if (!whole)
+            return PIO_ERR_ARG; /* nearest neighbour maps whole samples only */
         return resize_nearest(src, dst);
+    }
 
     pio_axis hx, vy;
-    int status = pio_axis_init(&hx, src->width, dst->width, filter);
+    int status = pio_axis_init(&hx, src->width, x0, x1, dst->width, filter);
     if (status != PIO_OK)
         return status;
-    status = pio_axis_init(&vy, src->height, dst->height, filter);
+    status = pio_axis_init(&vy, src->height, y0, y1, dst->height, filter);
     if (status != PIO_OK) {
         pio_axis_free(&hx);
         return status;

@@ -70,6 +70,17 @@ enum {
 int pio_resize_u8_ex(const pio_view_u8 *src, const pio_view_u8 *dst, int filter,
                      unsigned flags);
 
+/* pio_resize_u8_ex where the output covers only the input coordinates
+ * [x0, x1) x [y0, y1) (as Pillow's resize with box (x0, y0, x1, y1)): for an
+ * input whose first or last column or row stands for only part of a sample,
+ * such as a JPEG decoded at 1/2, 1/4 or 1/8 scale (width ceil(W / s) for
+ * W / s source samples), maybe turned by its EXIF orientation, or a box
+ * reduce by a factor that does not divide the size. x0 and y0 must be in
+ * [0, 1), x1 in (width - 1, width], y1 in (height - 1, height]; the nearest
+ * filter takes only the whole input. PIO_ERR_ARG otherwise. */
+int pio_resize_u8_box(const pio_view_u8 *src, const pio_view_u8 *dst, int filter,
+                      unsigned flags, double x0, double y0, double x1, double y1);
+
 /* The instruction set pio_resize_u8 uses on this CPU: 0 portable loops,
  * 1 AVX2 + FMA, 2 AVX-512 VNNI (on 256-bit registers) for the fixed-point
  * path. */

@@ -35,7 +35,12 @@ typedef struct {
     double pos_sum, neg_sum;
 } pio_axis;
 
-int pio_axis_init(pio_axis *ax, ptrdiff_t in_size, ptrdiff_t out_size, int filter);
+/* The out_size outputs cover input coordinates [lo, hi) (0 and in_size for
+ * the whole axis; a part of the first or last sample when that sample stands
+ * for only part of a sample's width, as after a DCT-scaled JPEG decode or a
+ * box reduce of a size that is not a multiple of the factor). */
+int pio_axis_init(pio_axis *ax, ptrdiff_t in_size, double lo, double hi, ptrdiff_t out_size,
+                  int filter);
 void pio_axis_free(pio_axis *ax);
 
 /* a * b with an overflow check (PIO_OK or PIO_ERR_OVERFLOW). */

@@ -27,6 +27,7 @@ from pyimgopt._validate import (
     check_image,
     check_image_pair,
     check_size,
+    check_box,
 )
 
 __all__ = [
@@ -86,19 +87,25 @@ def unpremultiply(img: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
 
 
 def resize(
-    img: npt.NDArray[np.uint8], width: int, height: int, filter: str = DEFAULT_FILTER
+    img: npt.NDArray[np.uint8], width: int, height: int, filter: str = DEFAULT_FILTER, *,
+    box: tuple[float, float, float, float] | None = None,
 ) -> npt.NDArray[np.uint8]:
     """Resample an image to ``width`` x ``height`` pixels with Pillow.
 
     Takes uint8 (H, W) or (H, W, C), C in 1..4 (L, LA, RGB, RGBA), any strides;
     returns a new array of shape (height, width) for 2-D input, else
     (height, width, C). Pillow premultiplies LA/RGBA itself for every filter
-    but nearest.
+    but nearest. ``box`` (x0, y0, x1, y1): the input region the output
+    covers, Pillow's ``box``, within the limits the native kernel takes
+    (x0, y0 in [0, 1), x1, y1 within the last pixel); the whole input for
+    "nearest".
     """
     src = check_image(img)
     out_w = check_size(width, "width")
     out_h = check_size(height, "height")
     resample = _RESAMPLING[check_filter(filter)]
+    if box is not None:
+        box = check_box(box, src.shape[1], src.shape[0], filter)
     channels = src.shape[2]
     # Pillow infers the mode from the array shape (passing mode= is
     # deprecated); single-channel images must be 2-D for it.
@@ -106,7 +113,7 @@ def resize(
     image = Image.fromarray(pixels)
     if image.mode != _MODES[channels]:  # pragma: no cover - a Pillow change
         raise RuntimeError(f"Pillow read a {channels}-channel array as mode {image.mode}")
-    out = np.array(image.resize((out_w, out_h), resample), dtype=np.uint8)
+    out = np.array(image.resize((out_w, out_h), resample, box=box), dtype=np.uint8)
     if img.ndim == 2:
         return out
     return out.reshape(out_h, out_w, channels)

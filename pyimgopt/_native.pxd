@@ -46,6 +46,8 @@ cdef extern from "pio_resize.h" nogil:
     int pio_resize_u8(const pio_view_u8 *src, const pio_view_u8 *dst, int filter)
     int pio_resize_u8_ex(const pio_view_u8 *src, const pio_view_u8 *dst, int filter,
                          unsigned flags)
+    int pio_resize_u8_box(const pio_view_u8 *src, const pio_view_u8 *dst, int filter,
+                          unsigned flags, double x0, double y0, double x1, double y1)
     int pio_resize_simd_level()
 
 

@@ -8,7 +8,12 @@ FILTERS: tuple[str, ...]
 def premultiply(img: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]: ...
 def unpremultiply(img: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]: ...
 def resize(
-    img: npt.NDArray[np.uint8], width: int, height: int, filter: str = "lanczos3"
+    img: npt.NDArray[np.uint8],
+    width: int,
+    height: int,
+    filter: str = "lanczos3",
+    *,
+    box: tuple[float, float, float, float] | None = None,
 ) -> npt.NDArray[np.uint8]: ...
 def _resize_ex(
     img: npt.NDArray[np.uint8],

@@ -21,6 +21,7 @@ from pyimgopt._validate import (
     check_image,
     check_image_pair,
     check_size,
+    check_box,
 )
 
 __all__ = [
@@ -125,7 +126,7 @@ def unpremultiply(img):
     return out
 
 
-def resize(img, width, height, filter=DEFAULT_FILTER):
+def resize(img, width, height, filter=DEFAULT_FILTER, *, box=None):
     """Resample an image to ``width`` x ``height`` pixels.
 
     Parameters
@@ -139,6 +140,14 @@ def resize(img, width, height, filter=DEFAULT_FILTER):
     filter : str
         One of :data:`FILTERS`: "lanczos3" (default), "bicubic", "bilinear",
         "box" or "nearest".
+    box : (float, float, float, float) or None
+        The input region (x0, y0, x1, y1), in pixel coordinates, that the
+        output covers, as Pillow's ``resize(box=...)``, for an input whose
+        first or last column or row stands for only part of a sample (a JPEG
+        decoded at 1/s scale is ``ceil(W / s)`` wide for ``W / s`` source
+        samples). x0 and y0 must be in [0, 1), x1 in (W - 1, W], y1 in
+        (H - 1, H]; ``None`` is the whole input, the only box the "nearest"
+        filter takes. ``ValueError`` otherwise.
 
     Returns
     -------
@@ -149,7 +158,7 @@ def resize(img, width, height, filter=DEFAULT_FILTER):
         level of the exact (real-number) result of the filter, rounded half
         up (see ``csrc/pio_resize.h``).
     """
-    return _resize(img, width, height, filter, 0)
+    return _resize(img, width, height, filter, 0, box)
 
 
 def _resize_ex(img, width, height, filter=DEFAULT_FILTER, *, simd=True, avx512=True,
@@ -180,8 +189,13 @@ def _simd_level():
     return ("none", "avx2", "avx512vnni")[pio_resize_simd_level()]
 
 
-cdef object _resize(img, width, height, filter, unsigned flags):
+cdef object _resize(img, width, height, filter, unsigned flags, box=None):
     src3 = check_image(img)
+    cdef double x0 = 0.0, y0 = 0.0
+    cdef double x1 = src3.shape[1]
+    cdef double y1 = src3.shape[0]
+    if box is not None:
+        x0, y0, x1, y1 = check_box(box, src3.shape[1], src3.shape[0], check_filter(filter))
     cdef Py_ssize_t out_w = check_size(width, "width")
     cdef Py_ssize_t out_h = check_size(height, "height")
     cdef int filter_id = _FILTER_IDS[check_filter(filter)]
@@ -193,7 +207,7 @@ cdef object _resize(img, width, height, filter, unsigned flags):
     cdef pio_view_u8 dst = _view(dst_mv)
     cdef int status
     with nogil:
-        status = pio_resize_u8_ex(&src, &dst, filter_id, flags)
+        status = pio_resize_u8_box(&src, &dst, filter_id, flags, x0, y0, x1, y1)
     _check(status)
     return out.reshape(out_h, out_w) if img.ndim == 2 else out
 

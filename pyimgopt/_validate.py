@@ -102,6 +102,23 @@ def check_size(value: object, name: str) -> int:
     return size
 
 
+def check_box(value: object, width: int, height: int, filter: str) -> tuple[float, float, float, float]:
+    """Check a resize ``box`` (x0, y0, x1, y1) for a ``width`` x ``height`` input and
+    return it as floats: x0, y0 in [0, 1), x1 in (width - 1, width], y1 in
+    (height - 1, height]; the whole input for "nearest"."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise TypeError(f"Expected (x0, y0, x1, y1) floats for box but received {_describe(value)}") from None
+    if not (0 <= x0 < 1 and 0 <= y0 < 1 and width - 1 < x1 <= width and height - 1 < y1 <= height):
+        raise ValueError(
+            f"Expected a box from [0, 1) to ({width - 1}, {width}] x ({height - 1}, {height}] for a "
+            f"{width}x{height} input but received {value!r}")
+    if filter == "nearest" and (x0, y0, x1, y1) != (0, 0, width, height):
+        raise ValueError(f"Expected the whole input as box for filter 'nearest' but received {value!r}")
+    return x0, y0, x1, y1
+
+
 def check_filter(value: object, name: str = "filter") -> str:
     """Check that *value* is one of :data:`FILTERS` and return it."""
     expected = ", ".join(repr(f) for f in FILTERS)

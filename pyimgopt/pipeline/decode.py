@@ -1,6 +1,9 @@
 """Decode and normalise: from a probed input to upright sRGB working frames.
 
-Owns decoding (with JPEG DCT shrink-on-load through Pillow's ``draft``),
+Owns decoding (with JPEG DCT shrink-on-load through Pillow's ``draft``, never
+below :data:`.geometry.DCT_SHRINK_MARGIN` times the resize target, the
+source's exact extent in the scaled pixels kept in ``Decoded.box`` for the
+resize),
 animation frames (an animated GIF's composited as browsers show them,
 :mod:`.gifanim`; the decoder's frame durations only as a fallback for
 :func:`.animation.apply_timing`), EXIF auto-orientation (invalid values mean
@@ -28,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageCms
 
 from ..errors import DecodeError, TooLargeError
-from . import boost
+from . import boost, geometry
 from .colour import icc_info, is_srgb, profile_must_stay, srgb_icc, to_srgb
 from .pngfile import png_header
 from .probe import Probe
@@ -79,6 +82,13 @@ class Decoded:
     #: A metadata strip of the source must keep its profile: not sRGB by its
     #: contents, or unreadable (:func:`.colour.profile_must_stay`).
     icc_must_stay: bool = False
+    #: After a JPEG DCT-scaled decode: the region (x0, y0, x1, y1) of the upright
+    #: frame the whole source covers. The frame holds ceil(W / s) by ceil(H / s)
+    #: pixels for W / s by H / s of the source: its last stored column and row
+    #: stand for the remainder only (after the EXIF turn, maybe the first). The
+    #: resize maps exactly this region onto the output (:func:`.geometry.apply`);
+    #: ``None`` is the whole frame.
+    box: tuple[float, float, float, float] | None = None
 
     @property
     def mode(self) -> str:
@@ -245,6 +255,49 @@ def _drop_opaque_alpha(frames: list[Image.Image]) -> list[Image.Image]:
     return [f.convert(target) for f in frames]
 
 
+def _draft(im: Image.Image, target: tuple[int, int]) -> tuple[float, float, float, float] | None:
+    """Ask Pillow's JPEG decoder for the DCT scale :func:`.geometry.dct_scale` picks for
+    ``target``; return the source's region (0, 0, W / s, H / s) in the scaled pixels, stored
+    orientation, or ``None`` when the decode stays at full size."""
+    width, height = im.size
+    scale = geometry.dct_scale(width, height, target)
+    if scale == 1:
+        return None
+    # Pillow picks the largest of 8, 4, 2 not above min(W // w, H // h): with
+    # (W // s, H // s) that is s itself.
+    got = im.draft(im.mode, (width // scale, height // scale))
+    if got is None or im.size != (-(-width // scale), -(-height // scale)):
+        raise RuntimeError(f"JPEG draft at 1/{scale} gave {im.size} from {width}x{height}")
+    return 0.0, 0.0, width / scale, height / scale
+
+
+def _orient_box(box: tuple[float, float, float, float], size: tuple[int, int],
+                orientation: int) -> tuple[float, float, float, float]:
+    """``box`` in a stored frame of ``size`` as it lies after :func:`_orient` turns the frame."""
+    x0, y0, x1, y1 = box
+    w, h = size
+    for op in _ORIENT_OPS.get(orientation, ()):
+        if op is Image.Transpose.FLIP_LEFT_RIGHT:
+            x0, x1 = w - x1, w - x0
+        elif op is Image.Transpose.FLIP_TOP_BOTTOM:
+            y0, y1 = h - y1, h - y0
+        elif op is Image.Transpose.ROTATE_180:
+            x0, y0, x1, y1 = w - x1, h - y1, w - x0, h - y0
+        elif op is Image.Transpose.TRANSPOSE:  # (x, y) -> (y, x)
+            x0, y0, x1, y1 = y0, x0, y1, x1
+            w, h = h, w
+        elif op is Image.Transpose.ROTATE_90:  # counter-clockwise: (x, y) -> (y, w - x)
+            x0, y0, x1, y1 = y0, w - x1, y1, w - x0
+            w, h = h, w
+        elif op is Image.Transpose.ROTATE_270:  # clockwise: (x, y) -> (h - y, x)
+            x0, y0, x1, y1 = h - y1, x0, h - y0, x1
+            w, h = h, w
+        else:  # TRANSVERSE: (x, y) -> (h - y, w - x)
+            x0, y0, x1, y1 = h - y1, w - x1, h - y0, w - x0
+            w, h = h, w
+    return x0, y0, x1, y1
+
+
 def _orient(im: Image.Image, orientation: int) -> Image.Image:
     for op in _ORIENT_OPS.get(orientation, ()):
         im = im.transpose(op)
@@ -291,9 +344,12 @@ def decode(
     all_frames:
         Decode every frame of an animation (otherwise the first only).
     draft_size:
-        Smallest (width, height), in stored orientation, the decoder must keep;
-        JPEG decodes at the largest DCT scale (1/2, 1/4, 1/8) that stays at or
-        above it.
+        The (width, height), in stored orientation, the frames will be resized
+        to; a JPEG decodes at the largest DCT scale (1/2, 1/4, 1/8) that keeps
+        at least :data:`.geometry.DCT_SHRINK_MARGIN` times it in both
+        dimensions (:func:`.geometry.dct_scale`), so that the final filter,
+        not the DCT's block average, shapes the output. ``Decoded.span`` then
+        holds the source's exact region in the upright frame's pixels.
     keep_palette:
         Return palette/bilevel/gray frames unconverted (lossless re-encode of
         an image whose pixels do not change).
@@ -324,7 +380,7 @@ def decode(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if pr.format == "JPEG" and draft_size is not None and im.mode in ("RGB", "L", "CMYK"):
-                im.draft(im.mode, draft_size)
+                out.box = _draft(im, draft_size)
             raw: list[Image.Image] = []
             durations: list = []
             count = pr.frames if all_frames else 1
@@ -397,5 +453,7 @@ def decode(
         notes.append(f"conversion warning: {w.message}")
     for f in frames:
         f.info = {}
+    if out.box is not None:
+        out.box = _orient_box(out.box, raw[0].size, turn)
     out.frames = _drop_opaque_alpha(frames)
     return out

@@ -123,8 +123,8 @@ def run(
     swap = orientation in (5, 6, 7, 8) and fmt_in != "tiff"
     up_w, up_h = (pr.height, pr.width) if swap else (pr.width, pr.height)
     geo = geometry.plan(up_w, up_h, s)
-    draft = None
-    if geo.resize_to is not None:
+    draft = None  # the resize target in stored orientation: a JPEG may decode at a DCT scale
+    if geo.resize_to is not None and s.filter != "nearest":  # (a block average, not nearest)
         draft = (geo.resize_to[1], geo.resize_to[0]) if swap else geo.resize_to
     if s.lossless is True and out_fmt == "jpeg":
         if fmt_in == "jpeg" and not geo.changes_pixels:
@@ -339,11 +339,11 @@ def _apply_geometry(dec, geo: geometry.Plan, s: Settings, out_fmt: str) -> None:
             background = rgb if frame.mode in ("RGB", "RGBA") else (rgb[0],)
             if frame.mode in ("LA", "RGBA"):
                 background = (*background, 255)
-        if geo.resize_to is not None and frame.size == geo.resize_to:
+        if geo.resize_to is not None and frame.size == geo.resize_to and dec.box is None:
             frame_plan = geometry.Plan(frame.size, None, geo.crop, geo.pad_to)
         else:
             frame_plan = geo
-        frames.append(geometry.apply(frame, frame_plan, s.filter, background))
+        frames.append(geometry.apply(frame, frame_plan, s.filter, background, dec.box))
     dec.frames = frames
 
 
