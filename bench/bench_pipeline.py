@@ -9,18 +9,23 @@ with ``VIPS_CONCURRENCY=1`` (set in conftest.py before pyvips is imported)
 and its operation cache off. Encoder settings differ as each library's
 defaults do: pyimgopt writes a progressive JPEG with optimised Huffman
 tables (table 8, not trellis-quantised at the default effort), Pillow and pyvips a baseline one; ``bytes_out`` is recorded so the
-size side of that trade is visible.
+size side of that trade is visible, and ``ssim_vs_full``: the output's luma
+SSIM against the source decoded at full size and resized with Pillow's
+LANCZOS, the quality side (a DCT shrink-on-load that goes too far, or maps
+the source's extent wrongly, shows there).
 """
 
 from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from _common import SOURCE_MPIX, run
 from PIL import Image
 
 import pyimgopt
+from pyimgopt import _kernels
 
 WIDTH, HEIGHT, QUALITY = 720, 588, 80
 GROUP = "sharp task: JPEG 2725x2225 -> 720x588 lanczos3 -> JPEG q80"
@@ -59,6 +64,17 @@ def pillow_draft_task(data: bytes) -> bytes:
 
 
 IMPLS = ["pyimgopt", "pyimgopt-effort4", "pillow", "pillow-draft", "pyvips"]
+_REFERENCE: dict[int, np.ndarray] = {}
+
+
+def full_decode_reference(data: bytes) -> np.ndarray:
+    """The source decoded at full size (no draft) and resized with Pillow's LANCZOS."""
+    key = id(data)
+    if key not in _REFERENCE:
+        with Image.open(io.BytesIO(data)) as im:
+            ref = im.convert("RGB").resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS)
+        _REFERENCE[key] = np.asarray(ref)
+    return _REFERENCE[key]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -89,3 +105,5 @@ def test_sharp_task(benchmark, request, source, impl):
     benchmark.extra_info["bytes_out"] = len(out)
     with Image.open(io.BytesIO(out)) as im:
         assert (im.format, im.size) == ("JPEG", (WIDTH, HEIGHT)), (im.format, im.size)
+        got = np.asarray(im.convert("RGB"))
+    benchmark.extra_info["ssim_vs_full"] = round(_kernels.ssim_luma(full_decode_reference(data), got), 5)

@@ -166,15 +166,17 @@ def pipeline_section(benches: list[dict[str, Any]]) -> tuple[str, float | None]:
     for impl, label in PIPELINE_IMPLS:
         b = by_impl.get(impl)
         if b is None:
-            rows.append([label, "skipped", "–", "–", "–"])
+            rows.append([label, "skipped", "–", "–", "–", "–"])
             continue
         rel = _median(b) / _median(ours) if ours else None
+        ssim = b["extra_info"].get("ssim_vs_full")
         rows.append(
             [
                 label,
                 _ms(_median(b)),
                 str(b["extra_info"].get("mpix_per_s", "–")),
                 f"{b['extra_info'].get('bytes_out', 0):,}",
+                "–" if ssim is None else f"{ssim:.4f}",
                 _ratio(rel),
             ]
         )
@@ -185,8 +187,9 @@ def pipeline_section(benches: list[dict[str, Any]]) -> tuple[str, float | None]:
     text = (
         "Median milliseconds per image (bytes in → bytes out, one thread each); "
         '"pyimgopt speed-up" = contender median / pyimgopt median '
-        "(above 1 = pyimgopt is faster).\n\n"
-        + _table(["contender", "median ms", "MP/s", "bytes out", "pyimgopt speed-up"], rows)
+        '(above 1 = pyimgopt is faster); "SSIM" = luma SSIM of the output against the '
+        "source decoded at full size and resized with Pillow's LANCZOS (no DCT shrink).\n\n"
+        + _table(["contender", "median ms", "MP/s", "bytes out", "SSIM", "pyimgopt speed-up"], rows)
     )
     return text, vs_vips
 
