@@ -8,7 +8,7 @@ decodes the whole JPEG with Pillow, turns it upright with ``exif_transpose``
 and resizes it with Pillow's LANCZOS; the pipeline writes PNG so that no lossy
 encoder sits between the two. Images are built here: odd sizes (so the last
 DCT block is partial), 4:2:0 / 4:4:4 RGB, gray and CMYK, EXIF orientations
-1, 3, 6 and 8. About 5 s for the file per backend on the shared 2-core machine.
+1, 3, 6 and 8 (and 2, 4, 5, 7 for 4:2:0). About 5 s for the file per backend on the shared 2-core machine.
 """
 
 from __future__ import annotations
@@ -67,8 +67,11 @@ def _luma(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), np.float64) @ np.array([0.299, 0.587, 0.114])
 
 
-@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
-@pytest.mark.parametrize("kind", ["rgb420", "rgb444", "gray", "cmyk"])
+CASES = [(kind, o) for kind in ("rgb420", "rgb444", "gray", "cmyk") for o in (1, 3, 6, 8)]
+CASES += [("rgb420", o) for o in (2, 4, 5, 7)]  # the flips, transpose and transverse
+
+
+@pytest.mark.parametrize(("kind", "orientation"), CASES)
 def test_shrink_on_load_matches_a_full_decode_resized(kind: str, orientation: int) -> None:
     data = _jpeg(kind, orientation)
     out, r = optimize_bytes(data, Settings(max_width=BOX, max_height=BOX, format="png"))
