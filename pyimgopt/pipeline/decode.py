@@ -255,49 +255,6 @@ def _drop_opaque_alpha(frames: list[Image.Image]) -> list[Image.Image]:
     return [f.convert(target) for f in frames]
 
 
-def _draft(im: Image.Image, target: tuple[int, int]) -> tuple[float, float, float, float] | None:
-    """Ask Pillow's JPEG decoder for the DCT scale :func:`.geometry.dct_scale` picks for
-    ``target``; return the source's region (0, 0, W / s, H / s) in the scaled pixels, stored
-    orientation, or ``None`` when the decode stays at full size."""
-    width, height = im.size
-    scale = geometry.dct_scale(width, height, target)
-    if scale == 1:
-        return None
-    # Pillow picks the largest of 8, 4, 2 not above min(W // w, H // h): with
-    # (W // s, H // s) that is s itself.
-    got = im.draft(im.mode, (width // scale, height // scale))
-    if got is None or im.size != (-(-width // scale), -(-height // scale)):
-        raise RuntimeError(f"JPEG draft at 1/{scale} gave {im.size} from {width}x{height}")
-    return 0.0, 0.0, width / scale, height / scale
-
-
-def _orient_box(box: tuple[float, float, float, float], size: tuple[int, int],
-                orientation: int) -> tuple[float, float, float, float]:
-    """``box`` in a stored frame of ``size`` as it lies after :func:`_orient` turns the frame."""
-    x0, y0, x1, y1 = box
-    w, h = size
-    for op in _ORIENT_OPS.get(orientation, ()):
-        if op is Image.Transpose.FLIP_LEFT_RIGHT:
-            x0, x1 = w - x1, w - x0
-        elif op is Image.Transpose.FLIP_TOP_BOTTOM:
-            y0, y1 = h - y1, h - y0
-        elif op is Image.Transpose.ROTATE_180:
-            x0, y0, x1, y1 = w - x1, h - y1, w - x0, h - y0
-        elif op is Image.Transpose.TRANSPOSE:  # (x, y) -> (y, x)
-            x0, y0, x1, y1 = y0, x0, y1, x1
-            w, h = h, w
-        elif op is Image.Transpose.ROTATE_90:  # counter-clockwise: (x, y) -> (y, w - x)
-            x0, y0, x1, y1 = y0, w - x1, y1, w - x0
-            w, h = h, w
-        elif op is Image.Transpose.ROTATE_270:  # clockwise: (x, y) -> (h - y, x)
-            x0, y0, x1, y1 = h - y1, x0, h - y0, x1
-            w, h = h, w
-        else:  # TRANSVERSE: (x, y) -> (h - y, w - x)
-            x0, y0, x1, y1 = h - y1, w - x1, h - y0, w - x0
-            w, h = h, w
-    return x0, y0, x1, y1
-
-
 def _orient(im: Image.Image, orientation: int) -> Image.Image:
     for op in _ORIENT_OPS.get(orientation, ()):
         im = im.transpose(op)
@@ -380,7 +337,7 @@ def decode(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if pr.format == "JPEG" and draft_size is not None and im.mode in ("RGB", "L", "CMYK"):
-                out.box = _draft(im, draft_size)
+                out.box = geometry.shrink_on_load(im, draft_size)
             raw: list[Image.Image] = []
             durations: list = []
             count = pr.frames if all_frames else 1
@@ -454,6 +411,6 @@ def decode(
     for f in frames:
         f.info = {}
     if out.box is not None:
-        out.box = _orient_box(out.box, raw[0].size, turn)
+        out.box = geometry.turn_box(out.box, raw[0].size, turn)
     out.frames = _drop_opaque_alpha(frames)
     return out

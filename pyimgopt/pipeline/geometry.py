@@ -2,11 +2,13 @@
 
 Owns the fit rules (``inside``, ``cover``, ``contain``, ``fill``), the
 no-enlargement rule and the never-below-one-pixel rule, as a :class:`Plan`
-computed from dimensions alone; how far a JPEG may be shrunk in the DCT
-before the resize (:func:`dct_scale`); and applies a plan to a Pillow image
-through the resize kernels of :mod:`pyimgopt._kernels`, mapping the source's
-exact extent onto the output when the image's last column or row stands for
-only part of a sample (after a DCT-scaled decode or a box pre-shrink).
+computed from dimensions alone; how far a JPEG is shrunk in the DCT on load
+before the resize (:func:`dct_scale`, :func:`shrink_on_load`) and where the
+source's exact region then lies once turned upright (:func:`turn_box`); and
+applies a plan to a Pillow image through the resize kernels of
+:mod:`pyimgopt._kernels`, mapping that region onto the output when the
+image's first or last column or row stands for only part of a sample (after
+a DCT-scaled decode or a box pre-shrink).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from PIL import Image
 from .. import _kernels
 from ..settings import Settings
 
-__all__ = ["Plan", "plan", "apply", "dct_scale", "DCT_SHRINK_MARGIN", "PRESHRINK_MARGIN"]
+__all__ = ["Plan", "plan", "apply", "dct_scale", "shrink_on_load", "turn_box", "DCT_SHRINK_MARGIN", "PRESHRINK_MARGIN"]
 
 #: A box pre-shrink never goes below this multiple of the target size.
 PRESHRINK_MARGIN = 2
@@ -111,6 +113,39 @@ def dct_scale(width: int, height: int, target: tuple[int, int]) -> int:
         if width / scale >= DCT_SHRINK_MARGIN * tw and height / scale >= DCT_SHRINK_MARGIN * th:
             return scale
     return 1
+
+
+def shrink_on_load(im: Image.Image, target: tuple[int, int]) -> tuple[float, float, float, float] | None:
+    """Ask Pillow's JPEG decoder (``im``, not loaded yet) for the DCT scale :func:`dct_scale`
+    picks for ``target``; return the source's region (0, 0, W / s, H / s) in the scaled
+    pixels (ceil(W / s) by ceil(H / s) of them), or ``None`` at full size."""
+    width, height = im.size
+    scale = dct_scale(width, height, target)
+    if scale == 1:
+        return None
+    # Pillow takes the largest of 8, 4, 2 not above min(W // w, H // h): with (W // s, H // s)
+    # that is s itself
+    got = im.draft(im.mode, (width // scale, height // scale))
+    if got is None or im.size != (-(-width // scale), -(-height // scale)):
+        raise RuntimeError(f"JPEG draft at 1/{scale} gave {im.size} from {width}x{height}")
+    return 0.0, 0.0, width / scale, height / scale
+
+
+def turn_box(box: tuple[float, float, float, float], size: tuple[int, int],
+             orientation: int) -> tuple[float, float, float, float]:
+    """Where the region ``box`` (x0, y0, x1, y1) of a stored ``size`` frame lies once the
+    frame is turned upright for EXIF ``orientation`` 1-8 (as :mod:`.decode` turns it)."""
+    x0, y0, x1, y1 = box
+    w, h = size
+    return {
+        2: (w - x1, y0, w - x0, y1),  # mirrored left-right
+        3: (w - x1, h - y1, w - x0, h - y0),  # 180 degrees
+        4: (x0, h - y1, x1, h - y0),  # mirrored top-bottom
+        5: (y0, x0, y1, x1),  # transposed: (x, y) -> (y, x)
+        6: (h - y1, x0, h - y0, x1),  # 90 clockwise: (x, y) -> (h - y, x)
+        7: (h - y1, w - x1, h - y0, w - x0),  # transverse: (x, y) -> (h - y, w - x)
+        8: (y0, w - x1, y1, w - x0),  # 90 counter-clockwise: (x, y) -> (y, w - x)
+    }.get(orientation, box)
 
 
 def apply(im: Image.Image, p: Plan, filter: str, background: tuple[int, ...],
