@@ -251,6 +251,10 @@ def _optimize(a: argparse.Namespace) -> int:
         return 2
     if _bad_executor(a):
         return 2
+    if not a.connect and getattr(a, "executor", None) in (None, "local") and a.workers != 0:
+        from .router.zygote import prestart
+
+        prestart()  # the pool's zygote imports the pipeline while this process sets up
     from .client import Client
 
     start = time.perf_counter()

@@ -30,7 +30,8 @@ import zmq
 
 from . import protocol
 from .errors import IOFailureError, JobTimeoutError, ProtocolError, PyimgoptError, ScopeDeniedError
-from .pipeline import TEMP_SUFFIX, output_name, sniff
+from .files import TEMP_SUFFIX
+from .formats import output_name, sniff
 from .auth import check_not_abstract, make_client
 from .result import Result
 from .security import Policy, clobbered_inputs, printable_path, utf8_name

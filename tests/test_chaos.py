@@ -83,9 +83,10 @@ def _make_inputs(root: pathlib.Path, n: int) -> list[pathlib.Path]:
 
 
 def _sidecar_children() -> set[int]:
-    """Pids of live (non-zombie) child processes of this one running ``-m sidecar``."""
-    me = os.getpid()
-    found = set()
+    """Pids of live (non-zombie) descendants of this process running ``pyimgopt_sidecar``:
+    sidecars started plain (children), the zygote (a child) and the sidecars it forked
+    (grandchildren)."""
+    procs = {}
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -96,9 +97,14 @@ def _sidecar_children() -> set[int]:
             continue
         # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces.
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == me and state != "Z" and b"pyimgopt_sidecar" in cmdline:
-            found.add(int(entry.name))
-    return found
+        procs[int(entry.name)] = (int(ppid), state, cmdline)
+    mine, grew = {os.getpid()}, True
+    while grew:
+        more = {pid for pid, (ppid, _, _) in procs.items() if ppid in mine} - mine
+        mine |= more
+        grew = bool(more)
+    return {pid for pid in mine - {os.getpid()}
+            if procs[pid][1] != "Z" and any(b"pyimgopt_sidecar" in a for a in procs[pid][2])}
 
 
 def _gone(pid: int) -> bool:

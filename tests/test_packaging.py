@@ -62,15 +62,18 @@ def test_packaging_wheel_installs_pyimgopt_sidecar_and_no_top_level_sidecar(inst
         here = os.path.dirname(pyimgopt_sidecar.__file__)
         assert here.startswith(sys.prefix), (here, sys.prefix)  # the installed copy, not the repository
         Image.new("RGB", (64, 48), (10, 200, 30)).save("in.png")
-        with Client.local(workers=1) as c:
-            results = c.submit(["in.png"], Settings(), out_dir="out").wait(120)
-            status = c.status()
-            (sc,) = [s for s in status["sidecars"] if not s["local"]]
-            with open(f"/proc/{sc['pid']}/cmdline", "rb") as fh:  # read while the pool runs
-                argv = fh.read().split(b"\\0")
-        assert [r.status for r in results] in (["optimized"], ["skipped"]), results
-        assert status["degraded"] is None, status["degraded"]
-        assert argv[1:3] == [b"-m", b"pyimgopt_sidecar"], argv
+        from pyimgopt.router import RouterConfig
+        # warm (a sidecar forked by the zygote shows the zygote's command line) and plain starts
+        for warm, module in ((True, b"pyimgopt_sidecar.zygote"), (False, b"pyimgopt_sidecar")):
+            with Client.local(workers=1, config=RouterConfig(warm_start=warm)) as c:
+                results = c.submit(["in.png"], Settings(), out_dir=f"out-{warm}").wait(120)
+                status = c.status()
+                (sc,) = [s for s in status["sidecars"] if not s["local"]]
+                with open(f"/proc/{sc['pid']}/cmdline", "rb") as fh:  # read while the pool runs
+                    argv = fh.read().split(b"\\0")
+            assert [r.status for r in results] in (["optimized"], ["skipped"]), results
+            assert status["degraded"] is None, status["degraded"]
+            assert argv[0].startswith(sys.prefix.encode()) and argv[1:3] == [b"-m", module], argv
         print("ok")
         """
     )

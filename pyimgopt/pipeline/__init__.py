@@ -26,6 +26,7 @@ from . import marker
 from .boost import native_error
 from .encode import EXTENSIONS
 from .probe import sniff
+from ..formats import output_name
 from .route import Clock, run
 from .target import run_sized
 from .write import TEMP_SUFFIX, atomic_write, expected_parent, read_input
@@ -175,14 +176,6 @@ def optimize_bytes(
         output_hash=digest if out is data else content_hash(out),
         **info,
     )
-
-
-def output_name(path: str, settings: Settings) -> str:
-    """The file name an output of ``path`` gets: same name, or new extension if converting."""
-    if settings.format in ("keep", "auto"):  # auto: optimize_file sets the extension
-        return os.path.basename(path)
-    stem, _ = os.path.splitext(os.path.basename(path))
-    return stem + EXTENSIONS[settings.format]
 
 
 def optimize_file(

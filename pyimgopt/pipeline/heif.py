@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DecodeError, TooLargeError, UnsupportedFormatError
+from ..formats import HEIF_BRANDS, is_heif_brand  # noqa: F401  (re-exported)
 from . import boost, nclx
 
 __all__ = ["HeifHeader", "parse_header", "decode", "available", "require", "MAX_ITEMS",
@@ -41,22 +42,6 @@ MAX_ITEMS = 1000
 #: Item types that are coded images (anything else — Exif, mime, hvt1... — is data).
 _IMAGE_TYPES = {b"hvc1", b"av01", b"grid", b"iden", b"iovl", b"jpeg", b"unci", b"j2k1",
                 b"vvc1", b"avc1", b"tili"}
-#: ``ftyp`` brands of HEIF files pyimgopt reads (AVIF brands are sniffed first as AVIF).
-HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"heif", b"mif1",
-               b"mif2", b"msf1")
-
-
-def is_heif_brand(head: bytes) -> bool:
-    """Whether an ISOBMFF ``ftyp`` at the start of ``head`` names a HEIF brand."""
-    if head[4:8] != b"ftyp":
-        return False
-    size = int.from_bytes(head[:4], "big")
-    major = head[8:12]
-    compat = head[16:max(16, min(size, len(head)))]
-    brands = {major} | {compat[i:i + 4] for i in range(0, len(compat) - 3, 4)}
-    return any(b in brands for b in HEIF_BRANDS)
-
-
 def available() -> bool:
     """Whether ``pillow-heif`` is installed and not disabled."""
     return boost.available("heif")

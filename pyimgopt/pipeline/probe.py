@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..errors import DecodeError, TooLargeError, UnsupportedFormatError
+from ..formats import sniff
 from ..settings import Settings
 from . import heif, jxl
 
@@ -38,36 +39,6 @@ _KNOWN_UNSUPPORTED = (
     (b"\xff\x4f\xff\x51", "JPEG 2000"),
     (b"%!PS", "PostScript"),
 )
-
-
-def sniff(head: bytes) -> str | None:
-    """Return the pyimgopt format name for the leading bytes, or ``None``.
-
-    Names: ``JPEG PNG WEBP GIF TIFF BMP AVIF HEIF JXL``. Decided by content
-    alone (whether the optional HEIF/JPEG XL codecs are installed or not).
-    """
-    if head[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if head[:2] == b"BM" and len(head) >= 26:
-        return "BMP"
-    if head[4:8] == b"ftyp":
-        box = int.from_bytes(head[:4], "big")
-        brands = head[8 : max(16, min(box, len(head)))]
-        if b"avif" in brands or b"avis" in brands:
-            return "AVIF"
-        if heif.is_heif_brand(head):
-            return "HEIF"
-    if head[:2] == b"\xff\x0a" or head[:12] == b"\x00\x00\x00\x0cJXL \r\n\x87\n":
-        return "JXL"
-    return None
 
 
 def _describe_unknown(head: bytes) -> str:

@@ -9,10 +9,24 @@ status (:mod:`.batches`, with the file-system checks off the loop's thread in
 today: ZeroMQ sidecars (:mod:`.sidecars`, the local pool in :mod:`.pool`,
 image bytes for remote ones in :mod:`.inline`); also what the machine
 allows (:mod:`.resources`), the tunables (:mod:`.config`) and the in-memory
-records (:mod:`.model`). It never touches pixels.
+records (:mod:`.model`), and the zygote that forks pool sidecars warm
+(:mod:`.zygote`). It never touches pixels.
+
+``Router`` and ``RouterConfig`` load on first use, so that the command line
+can import :mod:`.zygote` and start its pool's zygote before the rest.
 """
 
-from .broker import Router
-from .config import RouterConfig
+from __future__ import annotations
 
 __all__ = ["Router", "RouterConfig"]
+
+
+def __getattr__(name: str):
+    if name == "Router":
+        from .broker import Router as value
+    elif name == "RouterConfig":
+        from .config import RouterConfig as value
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value

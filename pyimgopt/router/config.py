@@ -34,6 +34,11 @@ class RouterConfig:
     # (a codec that crashes on a hostile file would take this process down).
     # Off by default for that reason (README § Pool start-up).
     inprocess_start: bool = False
+    # True: pool sidecars are forked from a zygote (``python -m
+    # pyimgopt_sidecar.zygote``) that imported the pipeline once, instead of
+    # each starting an interpreter and importing it; the command line starts
+    # that zygote first thing. False, or when the zygote fails: plain starts.
+    warm_start: bool = True
     memory_cap: int | None = None
     memory_reserve: int = 256 * 1024 * 1024
     heartbeat: float = 0.5

@@ -12,6 +12,7 @@ the GIL and cannot heartbeat.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..logs import event
+from .zygote import WarmProcess, Zygote, adopt, pool_env
 
 if TYPE_CHECKING:
     from .sidecars import SidecarExecutor
@@ -67,7 +69,7 @@ class LocalPool:
     def __init__(self, executor: SidecarExecutor) -> None:
         self.x = executor
         self.config = executor.config
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.procs: dict[int, subprocess.Popen | WarmProcess] = {}
         self._spawned_at: dict[int, float] = {}
         self.registered: set[int] = set()  # pids that said ready
         self._failures = 0  # failed starts in a row
@@ -77,6 +79,8 @@ class LocalPool:
         self.covering = False  # the in-process worker covers the pool's start
         self.full_once = False  # every sidecar of the pool said ready at least once
         self._first_failure = 0.0
+        self.zygote: Zygote | None = None  # forks the pool's sidecars warm (RouterConfig.warm_start)
+        self._zygote_off = False  # it failed once: sidecars start the plain way
 
     def ready(self, pid: int) -> None:
         """A pool sidecar announced itself: its start worked."""
@@ -84,42 +88,90 @@ class LocalPool:
         self._failures = 0
 
     def _spawn(self, endpoint: str) -> None:
-        r = self.x.r
         cfg = self.config
-        cmd = [sys.executable, "-m", "pyimgopt_sidecar", "--connect", endpoint,
-               "--heartbeat", str(cfg.heartbeat), "--parent", str(os.getpid())]
+        args = ["--connect", endpoint, "--heartbeat", str(cfg.heartbeat), "--parent", str(os.getpid())]
         if cfg.max_jobs_per_sidecar:
-            cmd += ["--max-jobs", str(cfg.max_jobs_per_sidecar)]
+            args += ["--max-jobs", str(cfg.max_jobs_per_sidecar)]
         if cfg.max_rss:
-            cmd += ["--max-rss-mb", str(max(1, cfg.max_rss // (1024 * 1024)))]
+            args += ["--max-rss-mb", str(max(1, cfg.max_rss // (1024 * 1024)))]
         if cfg.max_sidecar_age:
-            cmd += ["--max-age", str(cfg.max_sidecar_age)]
+            args += ["--max-age", str(cfg.max_sidecar_age)]
         if cfg.sidecar_address_space:
-            cmd += ["--max-address-space-mb", str(cfg.sidecar_address_space // (1024 * 1024))]
+            args += ["--max-address-space-mb", str(cfg.sidecar_address_space // (1024 * 1024))]
         if cfg.cpu_per_job:
-            cmd += ["--cpu-per-job", str(cfg.cpu_per_job)]
-        cmd += [str(a) for a in cfg.sidecar_args]
-        # One codec thread per sidecar (oxipng's rayon pool, AVIF's encoder):
-        # the pool owns the parallelism, so the cores are not oversubscribed.
-        # glibc: two arenas; buffers under 32 MiB come from the heap and are reused
-        # job after job, the top of the heap goes back to the OS past 64 MiB. (A
-        # lone MALLOC_TRIM_THRESHOLD_ also freezes the mmap threshold at 128 KiB,
-        # so every image buffer was a fresh mmap that faulted in: ~10 % slower.)
-        env = {**os.environ, "MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
-               "MALLOC_TRIM_THRESHOLD_": str(64 * 1024 * 1024),
-               "RAYON_NUM_THREADS": "1", "PYIMGOPT_CODEC_THREADS": "1"}
+            args += ["--cpu-per-job", str(cfg.cpu_per_job)]
+        args += [str(a) for a in cfg.sidecar_args]
+        env = pool_env()  # one codec thread per sidecar, the allocator's settings
+        zygote = self._zygote(env)
+        if zygote is not None and zygote.spawn(args):
+            return  # forked warm: the pid arrives with the zygote's report (:meth:`_take_warm`)
         try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
+            proc = subprocess.Popen([sys.executable, "-m", "pyimgopt_sidecar", *args],
+                                    stdin=subprocess.DEVNULL, env=env)
         except OSError as exc:
             self.go_degraded(f"cannot start sidecars ({exc}); processing in-process")
             return
+        self._started(proc)
+
+    def _started(self, proc) -> None:
+        r = self.x.r
         self.procs[proc.pid] = proc
         self._spawned_at[proc.pid] = time.monotonic()
         r.counters["spawned"] += 1
         event(r._log, "sidecar_spawned", count=proc.pid)
 
+    # -- the zygote (warm start) ---------------------------------------------------------
+
+    def _zygote(self, env: dict[str, str]) -> Zygote | None:
+        """The live zygote to fork sidecars from; None to start them the plain way."""
+        if not self.config.warm_start or self._zygote_off:
+            return None
+        if self.zygote is not None and self.zygote.alive:
+            return self.zygote
+        if self.zygote is not None:  # it died: start sidecars the plain way from now on
+            self._zygote_lost(self.zygote.why_dead or "the zygote exited")
+            return None
+        self.zygote = adopt(env)
+        if self.zygote is None:
+            try:
+                self.zygote = Zygote(env)
+            except OSError as exc:
+                self._zygote_lost(f"cannot start the zygote ({exc})")
+                return None
+        return self.zygote
+
+    def _zygote_lost(self, why: str) -> None:
+        self._zygote_off = True
+        event(self.x.r._log, "zygote_lost", logging.WARNING, reason=why)
+
+    def _take_warm(self, now: float) -> None:
+        """Adopt the sidecars the zygote forked; fall back to plain starts when it fails."""
+        z = self.zygote
+        if z is None:
+            return
+        spawned, refused = z.take()
+        for proc in spawned:
+            self._started(proc)
+        if refused or not z.alive or z.stale(now, self.config.spawn_grace):
+            self._zygote_lost(refused[0] if refused else z.why_dead or "the zygote did not answer")
+            z.close(timeout=1.0)
+            for proc in z.take()[0]:
+                self._started(proc)
+
+    def pending(self) -> int:
+        """Sidecars asked of the zygote and not yet forked."""
+        z = self.zygote
+        return len(z.pending) if z is not None and z.alive else 0
+
+    def owns(self, pid: int) -> bool:
+        """Whether ``pid`` is a pool process (a forked one's report read first)."""
+        if pid not in self.procs:
+            self._take_warm(time.monotonic())
+        return pid in self.procs
+
     def reap(self, now: float) -> list[tuple[int, int]]:
         """Forget pool processes that exited; return their ``(pid, exit code)``."""
+        self._take_warm(now)
         gone = []
         for pid, proc in list(self.procs.items()):
             code = proc.poll()
@@ -152,7 +204,7 @@ class LocalPool:
             return
         if now < self._next_spawn:
             return
-        for _ in range(r._target - len(self.procs)):
+        for _ in range(r._target - len(self.procs) - self.pending()):
             self._spawn(endpoint)
             if self._failures:  # while starts fail, one at a time
                 self._next_spawn = now + min(MAX_BACKOFF, 0.5 * 2 ** (self._failures - 1))
@@ -213,5 +265,7 @@ class LocalPool:
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(5)
+        if self.zygote is not None:
+            self.zygote.close()
         if self.degraded is not None:
             self.degraded.join(5)

@@ -182,7 +182,7 @@ class SidecarExecutor:
         sc = self.sidecars.get(identity)
         if t == "ready":
             local = sock is self._inproc
-            pool = not local and sock is self._local_back and msg["pid"] in self.pool.procs
+            pool = not local and sock is self._local_back and self.pool.owns(msg["pid"])
             fd = None
             if not local and not pool:
                 try:

@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 
 from ..errors import IOFailureError, InvalidSettingsError
-from ..pipeline import sniff
+from ..formats import sniff
 from .forms import UIError
 from .session import Session
 
