@@ -50,11 +50,23 @@ def test_layers_router_imports_nothing_from_the_pipeline():
 def test_layers_importing_the_router_loads_no_pipeline_module():
     """What the AST walk cannot see: a package ``__init__`` on the way in (``pyimgopt``'s
     own) importing the pipeline. A fresh interpreter imports the router and lists every
-    ``pyimgopt.pipeline`` module then loaded (~0.5 s). Limit: ``pyimgopt.client`` itself still
-    imports the pipeline (``output_name``, ``sniff`` to plan a batch), so this checks the
-    router, not an embedding program that also imports the client."""
+    ``pyimgopt.pipeline`` module then loaded (~0.5 s)."""
     code = ("import sys, pyimgopt.router, pyimgopt.router.dask_executor; "
             "print(sorted(m for m in sys.modules if m.split('.')[:2] == ['pyimgopt', 'pipeline']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_layers_client_ui_and_command_line_load_neither_pipeline_nor_numpy():
+    """A program that drives a pool — the client, the web UI, the command line — plans
+    batches with :mod:`pyimgopt.formats` and loads no pixel code: the pipeline, NumPy and
+    Pillow load in the sidecars (and the command line's zygote starts before any of it)."""
+    code = ("import sys, pyimgopt, pyimgopt.client, pyimgopt.ui.server, pyimgopt.cli, pyimgopt.router; "
+            "pyimgopt.router.Router; "
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] == ['pyimgopt', 'pipeline'] "
+            "or m.split('.')[0] in ('numpy', 'PIL')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr

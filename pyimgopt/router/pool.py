@@ -1,7 +1,8 @@
 """The local pool: sidecar processes this router starts and supervises.
 
-Owns spawning pool sidecars (``python -m pyimgopt_sidecar`` with the pool's
-limits and environment), reaping them, keeping the pool at its size with a
+Owns spawning pool sidecars with the pool's limits and environment — forked
+warm by the zygote (:mod:`.zygote`) or, when it is off or has failed, as
+``python -m pyimgopt_sidecar`` — reaping them, keeping the pool at its size with a
 back-off when they die at start-up (so a broken environment never becomes a
 spawn storm), giving up on a pool that never comes up in favour of the
 degraded in-process worker (the same job loop in a thread, over
