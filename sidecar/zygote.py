@@ -4,9 +4,9 @@ Owns starting pool sidecars without paying an interpreter start and the
 pipeline's imports for each one: ``python -m pyimgopt_sidecar.zygote
 --control-fd N`` imports what a sidecar runs (the pipeline with NumPy and
 the native core, every Pillow plugin, ZeroMQ's and msgpack's modules), then
-forks one sidecar per ``spawn`` it is sent. Heavy optional codecs (pyvips,
-HEIF, JPEG XL, ...) stay unimported: a sidecar imports one when a job first
-needs it.
+forks one sidecar per ``spawn`` it is sent. Of the optional codecs it
+imports the light ones (oxipng, mozjpeg, imagequant); pyvips, HEIF and JPEG
+XL stay unimported: a sidecar imports one when a job first needs it.
 
 It **never runs a codec and never starts a thread**: a child forked from a
 process with other threads inherits locks and pools whose threads do not
@@ -41,6 +41,9 @@ import sys
 
 __all__ = ["main", "single_threaded"]
 
+#: Optional codecs imported here (a few ms each); pyvips, HEIF and JPEG XL load
+#: in a sidecar when a job first needs them (libvips may start threads).
+_LIGHT_CODECS = ("oxipng", "mozjpeg", "imagequant")
 #: Largest datagram either side sends.
 MAX_DATAGRAM = 65536
 
@@ -71,6 +74,10 @@ def _prepare() -> None:
     import pyimgopt_sidecar.worker  # noqa: F401
 
     Image.init()  # every plugin module, once
+    from pyimgopt.pipeline import boost
+
+    for name in _LIGHT_CODECS:  # extension modules that start no thread at import
+        boost.available(name)
 
 
 def _prctl(option: int, arg: int | bytes) -> None:
