@@ -148,6 +148,7 @@ def _spawn(sock: socket.socket, msg: dict, closing: list[int]) -> None:
                      "forking it is unsafe"})
         return
     go_r, go_w = os.pipe()
+    me = os.getpid()  # taken before the fork: a child must never watch pid 1 instead
     try:
         pid = os.fork()
     except OSError as exc:
@@ -158,7 +159,7 @@ def _spawn(sock: socket.socket, msg: dict, closing: list[int]) -> None:
     if pid == 0:
         os.close(go_w)
         # the sidecar exits when its parent (this zygote) is gone
-        _child([*argv, "--parent", str(os.getppid())], closing, go_r)
+        _child([*argv, "--parent", str(me)], closing, go_r)
     os.close(go_r)
     pidfd = None
     if hasattr(os, "pidfd_open"):
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                                 description="pre-imported process that forks pool sidecars")
     p.add_argument("--control-fd", type=int, required=True, help="the router's SOCK_SEQPACKET socket")
     p.add_argument("--parent", type=int, default=None, help="exit when this pid is gone")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the router's to handle
     a = p.parse_args(argv)
     _prctl(_PR_SET_NAME, b"pyimgopt-zygote")
     if a.parent is not None and os.getppid() != a.parent:

@@ -34,6 +34,10 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 #: A sidecar that exits sooner than this after its start (or before it said
 #: ready) counts as a failed start: the next spawn waits, longer each time.
 EARLY_EXIT = 5.0
+#: Seconds a spawn asked of the zygote may wait for its answer (a few ms when
+#: it works; its first spawns also wait for its imports) before the pool stops
+#: asking it and starts sidecars the plain way.
+ZYGOTE_ANSWER = 10.0
 MAX_BACKOFF = 30.0
 
 
@@ -142,27 +146,41 @@ class LocalPool:
         return self.zygote
 
     def _zygote_lost(self, why: str) -> None:
+        """Ask the zygote for nothing more (said once); its live sidecars keep serving."""
+        if self._zygote_off:
+            return
         self._zygote_off = True
         event(self.x.r._log, "zygote_lost", logging.WARNING, reason=why)
 
     def _take_warm(self, now: float) -> None:
-        """Adopt the sidecars the zygote forked; fall back to plain starts when it fails."""
+        """Adopt the sidecars the zygote forked; fall back to plain starts when it fails.
+
+        A refusal or a zygote that does not answer stops the asking: what it
+        has not forked is started the plain way (the next :meth:`keep_up`),
+        and what it forked runs on. A zygote that never said ready has no
+        sidecar: it is killed at once."""
         z = self.zygote
         if z is None:
             return
         spawned, refused = z.take()
         for proc in spawned:
             self._started(proc)
-        if refused or not z.alive or z.stale(now, self.config.spawn_grace):
-            self._zygote_lost(refused[0] if refused else z.why_dead or "the zygote did not answer")
-            z.close(timeout=1.0)
-            for proc in z.take()[0]:
-                self._started(proc)
+        if self._zygote_off:
+            return
+        if refused:
+            self._zygote_lost(refused[0])
+        elif not z.alive:
+            self._zygote_lost(z.why_dead or "the zygote exited")
+        elif z.stale(now, min(ZYGOTE_ANSWER, self.config.spawn_grace)):
+            self._zygote_lost(f"the zygote did not answer in {ZYGOTE_ANSWER:g} s")
+            z.abandon()
+            if not z.ready:
+                z.close(timeout=0)
 
     def pending(self) -> int:
-        """Sidecars asked of the zygote and not yet forked."""
+        """Sidecars asked of the zygote and not yet forked (none once it is no longer asked)."""
         z = self.zygote
-        return len(z.pending) if z is not None and z.alive else 0
+        return len(z.pending) if z is not None and z.alive and not self._zygote_off else 0
 
     def owns(self, pid: int) -> bool:
         """Whether ``pid`` is a pool process (a forked one's report read first)."""
@@ -260,13 +278,18 @@ class LocalPool:
             if pid not in self.registered and proc.poll() is None:
                 proc.kill()
         deadline = time.monotonic() + 5
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(5)
-        if self.zygote is not None:
-            self.zygote.close()
+        try:
+            for proc in self.procs.values():
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGKILL)
+                    try:
+                        proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        event(self.x.r._log, "sidecar_not_reaped", logging.WARNING, count=proc.pid)
+        finally:
+            if self.zygote is not None:
+                self.zygote.close()
         if self.degraded is not None:
             self.degraded.join(5)

@@ -31,6 +31,8 @@ import time
 __all__ = ["WarmProcess", "Zygote", "adopt", "pool_env", "prestart"]
 
 _MAX_DATAGRAM = 65536
+#: Seconds an ended sidecar's exit code may take to arrive from the zygote.
+REPORT_GRACE = 0.25
 
 
 def pool_env(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -60,6 +62,7 @@ class WarmProcess:
         self.returncode: int | None = None
         self._zygote = zygote
         self._pidfd = pidfd
+        self._dead_at: float | None = None  # when it was first seen ended without a report
 
     def _exited(self, code: int) -> None:
         if self.returncode is None:
@@ -81,11 +84,20 @@ class WarmProcess:
         return False
 
     def poll(self) -> int | None:
-        """The exit code once the zygote reported it; None while it runs."""
+        """The exit code once the process has ended; None while it runs.
+
+        The code is the zygote's report of it; when the process has ended
+        (its pidfd says so) and no report comes within :data:`REPORT_GRACE`
+        seconds — the zygote is stopped, stuck or gone — the code is unknown
+        and reads as ``-SIGKILL``."""
         if self.returncode is None:
             self._zygote.drain()
-        if self.returncode is None and not self._zygote.alive and self._dead():
-            self._exited(-signal.SIGKILL)  # its reaper is gone: the code is unknown
+        if self.returncode is None and self._dead():
+            now = time.monotonic()
+            if self._dead_at is None:
+                self._dead_at = now
+            if not self._zygote.alive or now - self._dead_at >= REPORT_GRACE:
+                self._exited(-signal.SIGKILL)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -124,10 +136,12 @@ class Zygote:
         self.env = env
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
+            # its own process group: a terminal's Ctrl-C is the router's to
+            # handle (it stops the pool), never a traceback from the zygote
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pyimgopt_sidecar.zygote", "--control-fd", str(theirs.fileno()),
                  "--parent", str(os.getpid())],
-                stdin=subprocess.DEVNULL, env=env, pass_fds=(theirs.fileno(),))
+                stdin=subprocess.DEVNULL, env=env, pass_fds=(theirs.fileno(),), process_group=0)
         except BaseException:
             ours.close()
             raise
@@ -135,6 +149,10 @@ class Zygote:
             theirs.close()
         ours.setblocking(False)
         self._sock = ours
+        try:  # opened before it can be reaped: waits and kills reach this very process
+            self._pidfd: int | None = os.pidfd_open(self.proc.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self.started = time.monotonic()
@@ -224,6 +242,11 @@ class Zygote:
         """Whether a spawn has waited longer than ``grace`` seconds (a zygote stuck at start)."""
         return any(now - t > grace for t in self.pending.values())
 
+    def abandon(self) -> None:
+        """Forget the spawns asked and not answered (they are started another way)."""
+        with self._lock:
+            self.pending.clear()
+
     def _die(self, why: str) -> None:
         self.alive = False
         self.why_dead = self.why_dead or why
@@ -231,7 +254,10 @@ class Zygote:
         self.pending.clear()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Let the zygote go (it exits when its socket closes); kill it if it does not."""
+        """Let the zygote go (it exits when its socket closes); kill it if it does not.
+
+        One that never said ready (still importing, or stuck there) is killed
+        at once: it has forked nothing and would not read its socket."""
         with self._lock:
             if self.alive:
                 self._die("closed")
@@ -239,29 +265,29 @@ class Zygote:
                 self._sock.close()
             except OSError:
                 pass
-        _wait_exit(self.proc, timeout)
+        if not self.ready and self.proc.poll() is None:
+            self.proc.kill()
+        _wait_exit(self.proc, self._pidfd, timeout)
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(5)
+            _wait_exit(self.proc, self._pidfd, 5)
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         for proc in list(self._live.values()):  # forked sidecars outlive no zygote for long
             if proc._dead():
                 proc._exited(-signal.SIGKILL)
 
 
-def _wait_exit(proc: subprocess.Popen, timeout: float) -> None:
+def _wait_exit(proc: subprocess.Popen, pidfd: int | None, timeout: float) -> None:
     """Wait up to ``timeout`` s for ``proc`` to end, woken by its pidfd at once where there is one
     (``Popen.wait`` polls with sleeps growing to 50 ms)."""
+    if proc.returncode is not None:
+        return
+    if pidfd is not None:
+        select.select([pidfd], [], [], max(0.0, timeout))
     try:
-        fd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        fd = None
-    if fd is not None:
-        try:
-            select.select([fd], [], [], timeout)
-        finally:
-            os.close(fd)
-    try:
-        proc.wait(0 if fd is not None else timeout)
+        proc.wait(0 if pidfd is not None else timeout)
     except subprocess.TimeoutExpired:
         pass
 
