@@ -625,7 +625,15 @@ def _ui(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit code."""
+    """Run the command line; return the exit code (130 after Ctrl-C, also while it sets up)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("pyimgopt: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("optimize", "resume", "ui"):
         from .logs import configure
