@@ -26,8 +26,10 @@ import time
 
 CONTENDERS = {"-j 0": ["-j", "0"], "-j 0 1t": ["-j", "0"], "default": [], "-j 1": ["-j", "1"]}
 #: Library contenders (``Client.local`` in a fresh interpreter, router start
-#: included): the pool with and without ``RouterConfig(inprocess_start=True)``.
-LIBRARY = {"lib -j 0": "workers=0", "lib pool": "", "lib pool+inprocess_start": "inprocess_start=True"}
+#: included): the pool (sidecars forked warm by the zygote), the pool with plain
+#: sidecar starts (``warm_start=False``), and with ``inprocess_start=True``.
+LIBRARY = {"lib -j 0": "workers=0", "lib pool": "", "lib pool plain": "warm_start=False",
+           "lib pool+inprocess_start": "inprocess_start=True"}
 _LIB = """
 import sys
 from pyimgopt import Settings
