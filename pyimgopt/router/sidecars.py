@@ -52,6 +52,10 @@ __all__ = ["SidecarExecutor", "START_JOB_MEMORY"]
 #: queue for a sidecar. Small jobs end quickly, so the router's thread, which
 #: shares that process's GIL, keeps dispatching to the sidecars coming up.
 START_JOB_MEMORY = 64 * 1024 * 1024
+#: Seconds between two rounds of supervision (reaping, liveness, leases, the
+#: pool's size) between heartbeats: the router's loop turns once per message,
+#: hundreds of times a second with small files; a round costs system calls.
+SUPERVISE_EVERY = 0.05
 
 
 def _is_net(ep: str) -> bool:
@@ -73,6 +77,7 @@ class SidecarExecutor:
         self._sidecar_keys: frozenset[str] = frozenset()
         self._asked: dict[bytes, float] = {}  # unknown peers asked to register, when
         self._modes: dict[str, int] = {}  # inline in-place jobs: the input's mode for the write
+        self._supervised = 0.0  # when tick last reaped, checked liveness and leases
 
     @property
     def degraded_reason(self) -> str | None:
@@ -329,6 +334,9 @@ class SidecarExecutor:
                     self._cpu_progress(sc, now)
             for ident in [i for i, t in self._asked.items() if now - t > 60]:
                 del self._asked[ident]
+        elif now - self._supervised < SUPERVISE_EVERY:
+            return  # the loop turns once per message: supervision needs no such pace
+        self._supervised = now
         for pid, code in self.pool.reap(now):
             for sc in list(self.sidecars.values()):
                 if sc.pid == pid and sc.pool:  # reaped: dead for sure
