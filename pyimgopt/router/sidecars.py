@@ -72,6 +72,7 @@ class SidecarExecutor:
         self.pool = LocalPool(self)
         self.inproc_endpoint = f"inproc://pyimgopt-sidecars-{router._uid}"
         self._back = self._local_back = self._inproc = self._monitor = None
+        self._keyed: zmq.Socket | None = None
         self._private_dir: str | None = None
         self.endpoint = router.sidecar_endpoint
         self._sidecar_keys: frozenset[str] = frozenset()
@@ -100,6 +101,7 @@ class SidecarExecutor:
         self._monitor = self._back.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         if cfg.curve_secret is not None and _is_net(self.endpoint):
             make_server(self._back, cfg.curve_secret)
+            self._keyed = self._back  # the one socket whose peers may hold keys
         self._back.bind(self.endpoint)
         # The local pool never needs keys: when the sidecar endpoint is a
         # network one, it gets a private ipc socket.
@@ -147,7 +149,7 @@ class SidecarExecutor:
             self._on_monitor()
             return
         self.r._drain(sock, lambda identity, msg, user, frame: self._on_sidecar(
-            identity, msg, user, sock, frame), client=False)
+            identity, msg, user, sock, frame), client=False, keyed=sock is self._keyed)
 
     def _on_monitor(self) -> None:
         while True:
