@@ -326,7 +326,8 @@ class SidecarExecutor:
     # -- liveness and supervision --------------------------------------------------------
 
     def tick(self, now: float, beat: bool) -> None:
-        """Heartbeats out (when ``beat``), liveness, leases and pool supervision."""
+        """Heartbeats out (when ``beat``); liveness, leases and pool supervision on a beat
+        and otherwise at most every :data:`SUPERVISE_EVERY` seconds."""
         r = self.r
         cfg = self.config
         if beat:
