@@ -13,6 +13,14 @@ Dispatch overhead: 200 1x1 PNGs through a pool of one against the same files
 in process; the difference per job is what the router, ZeroMQ and the
 sidecar's bookkeeping cost.
 
+Router CPU per job (issue 16's dispatch target): 1,000 1x1 PNGs in place
+(a fresh copy each round) through ``Client.local(workers=2)`` with a journal,
+``force=True`` so that no round is answered by the manifest; the timer is
+this process's CPU time (``time.process_time``: the router's thread, the
+journal and manifest writers, ZeroMQ's I/O threads and the client, never
+the sidecars), so the figure holds on a shared machine where wall time does
+not. ``bench/dispatch_cpu.py`` compares source trees side by side.
+
 Memory: one sidecar (``max_jobs_per_sidecar=None, max_rss=None``, so it is
 never recycled) serves 2,000 small images; its RSS, read from
 ``/proc/PID/statm``, is recorded after the first 200 and after all 2,000.
@@ -23,6 +31,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
+import statistics
 import time
 
 import numpy as np
@@ -49,6 +59,9 @@ WAIT = 300.0  # seconds: the longest a batch may take before the run fails
 GROUP_THROUGHPUT = "pool: corpus fit inside 1600x1600, one folder per round"
 GROUP_DISPATCH = f"pool: dispatch overhead, {DISPATCH_IMAGES} 1x1 PNG"
 GROUP_MEMORY = f"pool: one sidecar, {MEMORY_IMAGES:,} small images"
+ROUTER_CPU_IMAGES = 1000
+ROUTER_CPU_ROUNDS = 5
+GROUP_ROUTER_CPU = f"pool: router-process CPU, {ROUTER_CPU_IMAGES:,} 1x1 PNG in place"
 
 
 def _statm_rss(pid: int) -> int:
@@ -198,6 +211,48 @@ def test_pool_dispatch_overhead(benchmark, tmp_path, pixels, impl):
     stats = getattr(benchmark, "stats", None)
     if stats is not None:
         benchmark.extra_info["per_job_ms"] = round(stats.stats.median / len(pixels) * 1e3, 3)
+
+
+@pytest.mark.benchmark(timer=time.process_time)
+def test_pool_dispatch_router_cpu(benchmark, tmp_path):
+    """CPU of this (the router's) process per job: submit + wait, sidecars excluded."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(ROUTER_CPU_IMAGES):
+        Image.new("RGB", (1, 1), (i % 256, i // 256 % 256, 0)).save(src / f"px{i:05d}.png", "PNG")
+    rounds = iter(range(10**6))
+    split: list[tuple[float, float]] = []  # (submit, run) CPU seconds per round
+
+    def fresh():
+        folder = tmp_path / f"round{next(rounds)}"
+        shutil.copytree(src, folder)
+        return (sorted(str(p) for p in folder.iterdir()),), {}
+
+    def one(paths: list[str]) -> list[pyimgopt.Result]:
+        c0 = time.process_time()
+        batch = client.submit(paths, pyimgopt.Settings(), in_place=True, force=True)
+        c1 = time.process_time()
+        results = batch.wait(WAIT)
+        split.append((c1 - c0, time.process_time() - c1))
+        return results
+
+    benchmark.group = GROUP_ROUTER_CPU
+    benchmark.extra_info.update(suite="pool", kind="router_cpu", impl="pool-2", images=ROUTER_CPU_IMAGES)
+    config = RouterConfig(liveness=3.0, heartbeat=0.2, state_dir=str(tmp_path / "state"))
+    client = _local_pool(2, config)
+    try:
+        results = benchmark.pedantic(one, setup=fresh, rounds=ROUTER_CPU_ROUNDS, warmup_rounds=1,
+                                     iterations=1)
+    finally:
+        client.close()
+    failed = [(r.input, r.error.code) for r in results if r.error is not None]
+    assert failed == [], failed
+    assert len(results) == ROUTER_CPU_IMAGES
+    timed = split[1:]  # the warm-up round is not timed
+    benchmark.extra_info["submit_ms_per_job"] = round(
+        statistics.median(s for s, _ in timed) / ROUTER_CPU_IMAGES * 1e3, 3)
+    benchmark.extra_info["run_ms_per_job"] = round(
+        statistics.median(r for _, r in timed) / ROUTER_CPU_IMAGES * 1e3, 3)
 
 
 def test_pool_sidecar_memory(benchmark, tmp_path):

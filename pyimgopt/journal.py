@@ -264,21 +264,51 @@ class Journal:
                   j["status"], _dumps(j.get("error")), now) for j in jobs),
             )
 
+    # One SQL statement and its parameters per job transition: the writer applies
+    # a run of the same transition as one ``executemany`` (:meth:`apply_many`).
+    _JOB_SQL = {
+        "job_running": "UPDATE jobs SET status='running', attempts=?, updated=? WHERE id=?",
+        "job_queued": "UPDATE jobs SET status='queued', updated=? WHERE id=?",
+        "job_done": "UPDATE jobs SET status='done', result=?, error=NULL, updated=? WHERE id=?",
+        "job_failed": "UPDATE jobs SET status=?, error=?, updated=? WHERE id=?",
+    }
+
+    @staticmethod
+    def _job_params(method: str, args: tuple, now: float) -> tuple:
+        if method == "job_running":
+            job, attempt = args
+            return attempt, now, job
+        if method == "job_queued":
+            (job,) = args
+            return now, job
+        if method == "job_done":
+            job, result = args
+            return _dumps(result), now, job
+        job, error, *rest = args  # job_failed
+        return ("cancelled" if rest and rest[0] else "failed"), _dumps(error), now, job
+
     def job_running(self, job: str, attempt: int) -> None:
-        self._db.execute("UPDATE jobs SET status='running', attempts=?, updated=? WHERE id=?",
-                         (attempt, time.time(), job))
+        """Record that ``job`` runs its ``attempt``-th attempt."""
+        self.apply_many("job_running", [(job, attempt)])
 
     def job_queued(self, job: str) -> None:
-        self._db.execute("UPDATE jobs SET status='queued', updated=? WHERE id=?", (time.time(), job))
+        """Record that ``job`` waits in the queue again (a retry)."""
+        self.apply_many("job_queued", [(job,)])
 
     def job_done(self, job: str, result: dict) -> None:
         """Record a finished job (after its output is durably written)."""
-        self._db.execute("UPDATE jobs SET status='done', result=?, error=NULL, updated=? WHERE id=?",
-                         (_dumps(result), time.time(), job))
+        self.apply_many("job_done", [(job, result)])
 
     def job_failed(self, job: str, error: dict, cancelled: bool = False) -> None:
-        self._db.execute("UPDATE jobs SET status=?, error=?, updated=? WHERE id=?",
-                         ("cancelled" if cancelled else "failed", _dumps(error), time.time(), job))
+        """Record a failed (or, with ``cancelled``, cancelled) job and its error."""
+        self.apply_many("job_failed", [(job, error, cancelled)])
+
+    def apply_many(self, method: str, calls: list[tuple]) -> None:
+        """Apply several calls of one job transition (``job_running``, ``job_queued``,
+        ``job_done``, ``job_failed``; each tuple the arguments of one call) as one
+        ``executemany``: the same rows as one call each, for less work."""
+        now = time.time()
+        self._db.executemany(self._JOB_SQL[method], [self._job_params(method, a, now) for a in calls])
 
     def batch_state(self, batch: str, state: str) -> None:
         """Set a batch's state: active, paused, cancelled or done."""
@@ -379,21 +409,31 @@ class JournalWriter:
 
     The router's thread only queues (:meth:`call`); a group of queued calls
     becomes one transaction (durable when it holds an ``add_batch``), so a
-    flood of job transitions costs one commit per group, not one each.
-    ``then(value, error)`` runs through ``deliver`` — the router passes a
-    function that hands it back to its own thread — after the group
-    committed (``error`` is the exception when the call or the commit
-    failed). Reads (``batch``, ``jobs``) go through here too: the
-    connection is used by this thread alone.
+    flood of job transitions costs one commit per group, not one each: when
+    nobody waits for an answer, the writer lets calls gather for
+    :attr:`GATHER` seconds before it commits, and a run of job transitions
+    becomes one ``executemany`` per kind. ``then(value, error)`` runs
+    through ``deliver`` — the router passes a function that hands it back to
+    its own thread — after the group committed (``error`` is the exception
+    when the call or the commit failed); a call with a ``then`` is handed
+    over and committed without the gathering delay. Reads (``batch``,
+    ``jobs``) go through here too: the connection is used by this thread
+    alone.
     """
 
     GROUP = 5000
+    #: Seconds job transitions may wait on the writer's thread for more to
+    #: join their transaction (nobody waits for them; the output they record
+    #: is already on disk, so a crash in that window only re-runs the job).
+    GATHER = 0.05
 
     def __init__(self, journal: Journal, deliver: Callable[[Callable[[], None]], None]) -> None:
         self.journal = journal
         self._deliver = deliver
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list = []
+        self._waited = False  # a queued call has a ``then``: hand it over at the next flush
+        self._urgent = threading.Event()  # a handed-over call waits for its answer: commit now
         self._flushed = 0.0
         self._thread = threading.Thread(target=self._run, name="pyimgopt-journal", daemon=True)
         self._thread.start()
@@ -403,6 +443,8 @@ class JournalWriter:
         """Queue ``journal.method(*args)``; never blocks. Handed to the writer's
         thread at the next :meth:`flush` (one hand-over for many calls)."""
         self._pending.append((method, args, then))
+        if then is not None or method == "add_batch":
+            self._waited = True
 
     def flush(self, *, every: float = 0.0) -> None:
         """Hand the calls queued since the last flush to the writer's thread.
@@ -414,17 +456,20 @@ class JournalWriter:
         if not self._pending:
             return
         now = time.monotonic()
-        if (every and now - self._flushed < every and len(self._pending) < self.GROUP
-                and not any(then is not None for _, _, then in self._pending)):
+        if every and now - self._flushed < every and len(self._pending) < self.GROUP and not self._waited:
             return
         self._flushed = now
         self._q.put(self._pending)
         self._pending = []
+        if self._waited:
+            self._waited = False
+            self._urgent.set()
 
     def close(self, timeout: float = 30.0) -> None:
         """Apply what is queued, stop the thread and close the journal."""
         self.flush()
         self._q.put(None)
+        self._urgent.set()
         self._thread.join(timeout)
         if not self._thread.is_alive():
             self.journal.close()
@@ -435,6 +480,9 @@ class JournalWriter:
             item = self._q.get()
             if item is None:
                 break
+            if not any(then is not None or m == "add_batch" for m, _, then in item):
+                self._urgent.wait(self.GATHER)  # nobody waits: let more join this transaction
+            self._urgent.clear()
             group = list(item)
             while len(group) < self.GROUP:
                 try:
@@ -451,16 +499,62 @@ class JournalWriter:
         done: list[tuple[Callable | None, Any, BaseException | None]] = []
         try:
             with self.journal.transaction(durable=any(m == "add_batch" for m, _, _ in group)):
-                for method, args, then in group:
-                    try:
-                        done.append((then, getattr(self.journal, method)(*args), None))
-                    except (sqlite3.Error, ValueError) as exc:  # this statement only
-                        done.append((then, None, exc))
+                run: list = []  # job transitions nobody waits for, not applied yet
+                for call in group:
+                    if call[2] is None and call[0] in _MANY:
+                        run.append(call)
+                        continue
+                    self._apply_run(run, done)
+                    run = []
+                    self._apply_one(call, done)
+                self._apply_run(run, done)
         except BaseException as exc:  # the commit itself failed: nothing of the group holds
             done = [(then, None, exc) for _, _, then in group]
         for then, value, err in done:
             if then is not None:
                 self._deliver(lambda then=then, value=value, err=err: then(value, err))
+
+    def _apply_one(self, call: tuple, done: list) -> None:
+        method, args, then = call
+        try:
+            done.append((then, getattr(self.journal, method)(*args), None))
+        except (sqlite3.Error, ValueError) as exc:  # this statement only
+            done.append((then, None, exc))
+
+    def _apply_run(self, run: list, done: list) -> None:
+        """Apply a run of job transitions: one ``executemany`` per kind, in lifecycle
+        order (running, queued, done, failed), when that gives every job the state
+        its calls in order give it; one by one otherwise."""
+        if len(run) < 2:
+            for call in run:
+                self._apply_one(call, done)
+            return
+        kinds: dict[str, list[tuple]] = {}
+        for method, args, _ in run:
+            kinds.setdefault(method, []).append(args)
+        # A job's last transition is done or failed, each at most once, and no
+        # job goes from done or failed anywhere. Only "queued" and "running" may
+        # come in either order (a retry; a job requeued at recovery, then
+        # dispatched): then the order of the calls decides.
+        if "job_queued" in kinds and "job_running" in kinds:
+            queued = {a[0] for a in kinds["job_queued"]}
+            if any(a[0] in queued for a in kinds["job_running"]):
+                for call in run:
+                    self._apply_one(call, done)
+                return
+        for method in ("job_running", "job_queued", "job_done", "job_failed"):
+            calls = kinds.get(method)
+            if not calls:
+                continue
+            try:
+                self.journal.apply_many(method, calls)
+            except (sqlite3.Error, ValueError):  # one of them is bad: the others still hold
+                for args in calls:
+                    self._apply_one((method, args, None), done)
+
+
+#: Journal calls the writer may apply as one ``executemany`` when several follow each other.
+_MANY = frozenset(Journal._JOB_SQL)
 
 
 def open_journal(state_dir: str | os.PathLike, *, private_if_busy: bool = False) -> Journal:

@@ -378,14 +378,23 @@ class ManifestWriter:
 
     The router's thread only queues (:meth:`put`, never blocks); a failed write
     is dropped (the file is simply redone by the next run) and counted in
-    :attr:`errors`.
+    :attr:`errors`. Once woken by a row, the thread lets rows gather for
+    :attr:`GATHER` seconds before it writes them in one transaction (a
+    :meth:`sync` or :meth:`close` cuts that short): one commit, and one
+    wake-up, per group instead of per job.
     """
+
+    #: Seconds the writer lets rows gather after the first one of a group.
+    GATHER = 0.05
+    #: Rows of one group, at most.
+    GROUP = 2000
 
     def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
         self.errors = 0
         self.written = 0
         self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._urgent = threading.Event()  # a sync or close waits: write the group now
         self._thread = threading.Thread(target=self._run, name="pyimgopt-manifest", daemon=True)
         self._thread.start()
 
@@ -399,11 +408,13 @@ class ManifestWriter:
         the writer's: a batch's lookups see what the batches before it recorded."""
         done = threading.Event()
         self._q.put(done)
+        self._urgent.set()
         return done.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
         """Write what is queued, stop the thread, close the database."""
         self._q.put(None)
+        self._urgent.set()
         self._thread.join(timeout)
         if not self._thread.is_alive():
             self.manifest.close()
@@ -414,14 +425,19 @@ class ManifestWriter:
             item = self._q.get()
             if item is None:
                 break
+            if not isinstance(item, threading.Event):
+                self._urgent.wait(self.GATHER)  # let the group gather (no wake-up per row)
+            self._urgent.clear()
             group: dict[str, list[dict]] = {}
             barriers: list[threading.Event] = []
+            count = 0
             while item is not None:
                 if isinstance(item, threading.Event):
                     barriers.append(item)
                     break
                 group.setdefault(item[0], []).append(item[1])
-                if sum(map(len, group.values())) >= 2000:
+                count += 1
+                if count >= self.GROUP:
                     break
                 try:
                     item = self._q.get_nowait()

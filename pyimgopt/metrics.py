@@ -104,6 +104,9 @@ class RouterMetrics:
         self._lock = threading.Lock()
         self._queue_seen: set[str] = set()
         self._sidecars_seen: set[str] = set()
+        # labelled children of the per-job metrics, by label values (job_finished)
+        self._processed: dict[tuple[str, str], Any] = {}
+        self._stages: dict[Any, Any] = {}
 
         self.images_processed = Counter(
             PREFIX + "images_processed_total",
@@ -179,9 +182,16 @@ class RouterMetrics:
         ``bytes_out_total``, observes ``image_seconds`` and one
         ``stage_seconds{stage}`` per entry of ``result["stages"]``.
         """
-        self.images_processed.labels(
-            status=_label(result.get("status")), format_out=_label(result.get("format_out"))
-        ).inc()
+        # The router calls this once per job: the labelled children are looked
+        # up once per label value (``labels()`` validates its arguments on
+        # every call, which cost more than the counting itself).
+        key = (_label(result.get("status")), _label(result.get("format_out")))
+        child = self._processed.get(key)
+        if child is None:
+            child = self.images_processed.labels(status=key[0], format_out=key[1])
+            if len(self._processed) < 256:  # label values come from sidecars: bounded
+                self._processed[key] = child
+        child.inc()
         n = _amount(result.get("bytes_in"))
         if n is not None:
             self.bytes_in.inc(n)
@@ -196,7 +206,12 @@ class RouterMetrics:
             for stage, seconds in stages.items():
                 s = _amount(seconds)
                 if s is not None:
-                    self.stage_seconds.labels(stage=_label(stage)).observe(s)
+                    child = self._stages.get(stage)
+                    if child is None:
+                        child = self.stage_seconds.labels(stage=_label(stage))
+                        if len(self._stages) < 256:  # stage names come from sidecars: bounded
+                            self._stages[stage] = child
+                    child.observe(s)
 
     def job_failed(self, code: str, stage: str | None) -> None:
         """Count one failed image: ``images_failed_total{code, stage}`` (no stage → ``"none"``)."""

@@ -290,24 +290,45 @@ class Message:
 def _check_plain(value: Any, where: str) -> None:
     """Refuse anything but None/bool/int/float/str/list/dict-with-str-keys,
     nested at most MAX_DEPTH deep. Iterative: untrusted depth never recurses."""
+    # Every message is checked here (decode, and encode's check of what it
+    # sends): scalars are checked in place, only containers go on the stack.
+    if type(value) is not dict and type(value) is not list:
+        _check_scalar(value, where)
+        return
     stack: list[tuple[Any, int]] = [(value, 0)]
+    pop, push = stack.pop, stack.append
     while stack:
-        item, depth = stack.pop()
-        kind = type(item)
-        if kind is dict or kind is list:
-            if depth >= MAX_DEPTH:
-                raise _fail(f"{where} nests deeper than {MAX_DEPTH} levels")
-            if kind is dict:
-                for key, sub in item.items():
-                    if type(key) is not str:
-                        raise _fail(f"{where} has a non-str map key {_received(key)}")
-                    stack.append((sub, depth + 1))
-            else:
-                stack.extend((sub, depth + 1) for sub in item)
-        elif kind is bytes:
-            raise _fail(f"{where} holds bytes; raw bytes travel as bulk frames")
-        elif not (item is None or kind is bool or kind is int or kind is float or kind is str):
-            raise _fail(f"{where} holds an unsupported {type(item).__name__}")
+        item, depth = pop()
+        if depth >= MAX_DEPTH:
+            raise _fail(f"{where} nests deeper than {MAX_DEPTH} levels")
+        if type(item) is dict:
+            for key, sub in item.items():
+                if type(key) is not str:
+                    raise _fail(f"{where} has a non-str map key {_received(key)}")
+                kind = type(sub)
+                if kind is str or kind is int or sub is None or kind is float or kind is bool:
+                    continue
+                if kind is dict or kind is list:
+                    push((sub, depth + 1))
+                else:
+                    _check_scalar(sub, where)
+        else:
+            for sub in item:
+                kind = type(sub)
+                if kind is str or kind is int or sub is None or kind is float or kind is bool:
+                    continue
+                if kind is dict or kind is list:
+                    push((sub, depth + 1))
+                else:
+                    _check_scalar(sub, where)
+
+
+def _check_scalar(item: Any, where: str) -> None:
+    kind = type(item)
+    if kind is bytes:
+        raise _fail(f"{where} holds bytes; raw bytes travel as bulk frames")
+    if not (item is None or kind is bool or kind is int or kind is float or kind is str):
+        raise _fail(f"{where} holds an unsupported {type(item).__name__}")
 
 
 def _check_fields(

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -362,3 +363,38 @@ def test_journal_refused_jobs_are_never_stored_as_queued(tmp_path):
     rows = db.execute("SELECT status FROM inserted ORDER BY rowid").fetchall()
     db.close()
     assert sorted(s for (s,) in rows) == ["failed", "failed", "queued"]
+
+
+def test_journal_writer_groups_keep_every_jobs_last_transition(tmp_path):
+    """The writer applies a group's job transitions as one executemany per kind;
+    each job still ends as its calls in order leave it, whichever order a retry
+    (running → queued → running) or a recovery (queued → running) gives them."""
+    from pyimgopt.journal import JournalWriter
+
+    j = Journal(tmp_path / "s")
+    ids = [f"b:{i}" for i in range(6)]
+    j.add_batch("b", owner=None, priority=0, settings={}, in_place=False,
+                jobs=[{"id": x, "seq": i, "input": f"/in/{i}", "output": None, "status": "queued"}
+                      for i, x in enumerate(ids)])
+    answers: list = []
+    answered = threading.Event()
+    w = JournalWriter(j, deliver=lambda call: (call(), answered.set()))
+    calls = [
+        ("job_running", "b:0", 1), ("job_done", "b:0", {"status": "optimized"}),  # done
+        ("job_running", "b:1", 1), ("job_queued", "b:1"), ("job_running", "b:1", 2),  # a retry: running
+        ("job_queued", "b:2"), ("job_running", "b:2", 1),  # recovered, then dispatched: running
+        ("job_running", "b:3", 1), ("job_queued", "b:3"),  # retry pending: queued
+        ("job_running", "b:4", 1), ("job_failed", "b:4", {"code": "x"}, False),  # failed
+        ("job_failed", "b:5", {"code": "cancelled"}, True),  # cancelled
+    ]
+    for method, *args in calls:
+        w.call(method, *args)
+    w.call("jobs", "b", then=lambda value, err: answers.append((value, err)))
+    w.flush()  # one hand-over: the whole group is one transaction
+    assert answered.wait(10)
+    w.close()
+    rows, err = answers[0]
+    assert err is None
+    assert [(r["status"], r["attempts"]) for r in rows] == [
+        ("done", 1), ("running", 2), ("running", 1), ("queued", 1), ("failed", 1), ("cancelled", 0)]
+    assert rows[0]["result"] == {"status": "optimized"} and rows[4]["error"] == {"code": "x"}

@@ -6,8 +6,9 @@ and its start/stop (:mod:`.broker`), what clients send and receive
 status (:mod:`.batches`, with the file-system checks off the loop's thread in
 :mod:`.checks` and :mod:`.offload`), the life of each job and dispatch
 (:mod:`.jobs`), the dispatch order (:mod:`.queue`), and the executor of
-today: ZeroMQ sidecars (:mod:`.sidecars`, the local pool in :mod:`.pool`,
-image bytes for remote ones in :mod:`.inline`); also what the machine
+today: ZeroMQ sidecars (:mod:`.sidecars`, their liveness in
+:mod:`.liveness`, the local pool in :mod:`.pool`, image bytes for remote
+ones in :mod:`.inline`); also what the machine
 allows (:mod:`.resources`), the tunables (:mod:`.config`) and the in-memory
 records (:mod:`.model`), and the zygote that forks pool sidecars warm
 (:mod:`.zygote`). It never touches pixels.

@@ -226,8 +226,10 @@ class Router(ClientLink, JobLife, BatchDesk):
                     self._safely("sidecar messages", self._executor.on_readable, sock)
             if self._front in events:
                 self._safely("client messages", self._drain, self._front, self._on_client)
-            self._safely("completions", self._offload.run_completions, 2000, self._safely)
-            self._safely("registration", self._register_some)
+            if self._offload.wake_rx in events or self._offload.backlog:  # woken, or left over
+                self._safely("completions", self._offload.run_completions, 2000, self._safely)
+            if self._registering:
+                self._safely("registration", self._register_some)
             now = time.monotonic()
             beat = now >= next_beat
             if beat:

@@ -57,7 +57,9 @@ class ClientLink:
         self._dirty: set[bytes] = set()  # clients with events queued this loop turn
         self._last_sent: dict[bytes, float] = {}
 
-    def _drain(self, sock: zmq.Socket, handler, *, client: bool = True) -> None:
+    def _drain(self, sock: zmq.Socket, handler, *, client: bool = True, keyed: bool = True) -> None:
+        """Handle what waits on ``sock`` (at most 1,000 messages). ``keyed=False``: the
+        socket has no CurveZMQ, so no peer has a key (none is looked up)."""
         for _ in range(1000):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -66,7 +68,7 @@ class ClientLink:
             if len(frames) < 2:
                 continue
             identity, body = frames[0].bytes, frames[1:]
-            user = peer_key(body[0])  # CurveZMQ key id the ZAP handler approved, or None
+            user = peer_key(body[0]) if keyed else None  # CurveZMQ key id the ZAP handler approved
             try:
                 msg = protocol.decode(body)
             except ProtocolError as exc:

@@ -2,29 +2,20 @@
 
 Owns the sidecar endpoint's sockets, the registry of sidecars — pool
 processes (:mod:`.pool`), remote sidecars, the degraded in-process worker
-(on an ``inproc`` socket of its own, so no peer can pass for it) — their
-liveness, credit-based placement (never more jobs than a sidecar's
+(on an ``inproc`` socket of its own, so no peer can pass for it) —
+credit-based placement (never more jobs than a sidecar's
 advertised slots; least-recently-used idle sidecar first), the messages to
-and from sidecars, memory grants (a sidecar that estimates from the header
+and from sidecars (their liveness, losses and the pool's supervision in
+:mod:`.liveness`), memory grants (a sidecar that estimates from the header
 that a job needs more than reserved asks first), and inline jobs for
 sidecars that cannot see our files (their reads and writes on worker
 threads). The router decides *what* runs (:mod:`.broker`); this executor
 decides *where*, and reports progress, results, failures and losses back
 through the router's ``job_*`` callbacks.
-
-Liveness tells "busy on a long job" from "dead": a pool sidecar is alive
-while it heartbeats *or* its CPU time advances (read from ``/proc``: a codec
-that holds the GIL stops the heartbeat thread, not the CPU); a remote one
-while it heartbeats or, when busy, while its connection answers ZeroMQ's own
-heartbeats (answered by libzmq's I/O thread, which needs no GIL). A
-stopped or hung sidecar does neither and is lost after ``liveness``; a job
-is also bounded by its lease. A lost remote sidecar that speaks again is
-asked to register anew.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
@@ -35,12 +26,12 @@ from zmq.utils.monitor import parse_monitor_message
 
 from .. import protocol
 from ..auth import make_server
-from ..errors import JobTimeoutError, ProtocolError, PyimgoptError
+from ..errors import ProtocolError, PyimgoptError
 from ..logs import event
-from ..files import EXTENSIONS, remove_stale_temps
 from .inline import read_inline, write_back
 from .model import Batch, Job, SidecarRecord
-from .pool import LocalPool, proc_stat
+from .liveness import SidecarLiveness
+from .pool import LocalPool
 
 if TYPE_CHECKING:
     from .broker import Router
@@ -58,7 +49,7 @@ def _is_net(ep: str) -> bool:
     return not ep.startswith(("ipc://", "inproc://"))
 
 
-class SidecarExecutor:
+class SidecarExecutor(SidecarLiveness):
     """Runs the router's jobs on ZeroMQ sidecars (a local pool and remote ones)."""
 
     def __init__(self, router: Router) -> None:
@@ -68,11 +59,13 @@ class SidecarExecutor:
         self.pool = LocalPool(self)
         self.inproc_endpoint = f"inproc://pyimgopt-sidecars-{router._uid}"
         self._back = self._local_back = self._inproc = self._monitor = None
+        self._keyed: zmq.Socket | None = None
         self._private_dir: str | None = None
         self.endpoint = router.sidecar_endpoint
         self._sidecar_keys: frozenset[str] = frozenset()
         self._asked: dict[bytes, float] = {}  # unknown peers asked to register, when
         self._modes: dict[str, int] = {}  # inline in-place jobs: the input's mode for the write
+        self._supervised = 0.0  # when tick last reaped, checked liveness and leases
 
     @property
     def degraded_reason(self) -> str | None:
@@ -95,6 +88,7 @@ class SidecarExecutor:
         self._monitor = self._back.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         if cfg.curve_secret is not None and _is_net(self.endpoint):
             make_server(self._back, cfg.curve_secret)
+            self._keyed = self._back  # the one socket whose peers may hold keys
         self._back.bind(self.endpoint)
         # The local pool never needs keys: when the sidecar endpoint is a
         # network one, it gets a private ipc socket.
@@ -142,7 +136,7 @@ class SidecarExecutor:
             self._on_monitor()
             return
         self.r._drain(sock, lambda identity, msg, user, frame: self._on_sidecar(
-            identity, msg, user, sock, frame), client=False)
+            identity, msg, user, sock, frame), client=False, keyed=sock is self._keyed)
 
     def _on_monitor(self) -> None:
         while True:
@@ -277,97 +271,6 @@ class SidecarExecutor:
                     self.sidecars.pop(sc.identity, None)
         self.r.release_memory(job)
         job.sidecar = None
-
-    # -- losses --------------------------------------------------------------------------
-
-    def _lose(self, sc: SidecarRecord, why: str, *, clean: bool = False, exited: bool = False) -> None:
-        """A sidecar died or went silent: kill it if ours, requeue or poison its jobs.
-
-        ``clean``: it said goodbye (recycling) and exited 0 — a job sent to it
-        meanwhile never started, so it goes back to the queue as it was.
-        ``exited``: it is a pool process already reaped (dead for sure).
-        """
-        r = self.r
-        if self.sidecars.get(sc.identity) is sc:
-            del self.sidecars[sc.identity]
-        if not clean:
-            r.counters["sidecars_lost"] += 1
-            r.metrics.sidecar_lost()
-        # With no job on it, a lost sidecar costs nothing (e.g. a recycled one whose
-        # goodbye was overtaken by its exit): information, not a warning.
-        event(r._log, "sidecar_lost", logging.WARNING if sc.busy and not clean else logging.INFO,
-              sidecar=sc.name, count=len(sc.busy), reason=why)
-        dead = exited or (sc.pool and self.pool.kill(sc.pid))
-        for jid in list(sc.busy):
-            job = r._jobs[jid]
-            self._release(job, None)
-            self._modes.pop(job.id, None)
-            if dead:  # its half-written files can go: nobody writes them any more
-                batch = r._batches[job.batch]
-                target = job.input if batch.in_place else job.output
-                if target:
-                    remove_stale_temps(target)
-                    if batch.settings.get("format") == "auto":  # the writer may have renamed it
-                        stem = os.path.splitext(target)[0]
-                        for ext in EXTENSIONS.values():
-                            remove_stale_temps(stem + ext)
-            if clean:
-                r.job_requeue(job)
-            else:
-                r.job_lost(job, why)
-
-    # -- liveness and supervision --------------------------------------------------------
-
-    def tick(self, now: float, beat: bool) -> None:
-        """Heartbeats out (when ``beat``), liveness, leases and pool supervision."""
-        r = self.r
-        cfg = self.config
-        if beat:
-            for sc in list(self.sidecars.values()):
-                self.send(sc.identity, "heartbeat", rss=0, busy=sorted(sc.busy))
-                if sc.pool:
-                    self._cpu_progress(sc, now)
-            for ident in [i for i, t in self._asked.items() if now - t > 60]:
-                del self._asked[ident]
-        for pid, code in self.pool.reap(now):
-            for sc in list(self.sidecars.values()):
-                if sc.pid == pid and sc.pool:  # reaped: dead for sure
-                    self._lose(sc, f"sidecar {pid} exited with code {code}",
-                               clean=sc.retiring and code == 0, exited=True)
-        for sc in list(self.sidecars.values()):
-            silent = now - sc.last_seen
-            if not sc.local and silent > cfg.liveness:
-                # a busy remote sidecar whose connection still answers ZeroMQ's
-                # heartbeats is working (a native call holds its GIL): the lease bounds it
-                if not (sc.busy and sc.fd is not None):
-                    self._lose(sc, f"sidecar {sc.name} silent for {silent:.1f} s")
-                    continue
-            for jid in list(sc.busy):
-                job = r._jobs[jid]
-                if now > job.deadline:
-                    if sc.local:  # a thread cannot be killed: its slot stays taken until it ends
-                        self._release(job, sc)
-                        sc.stale.add(jid)
-                        r.job_failed(job, JobTimeoutError("job lease expired", path=job.input), retry=False)
-                    else:
-                        self._lose(sc, f"job lease expired on {sc.name}")
-                    break
-        live = sum(1 for sc in self.sidecars.values() if sc.pool)
-        self.pool.keep_up(now, self._pool_endpoint, live)
-        if not self.pool.covering:
-            for sc in [s for s in self.sidecars.values() if s.start_only and not s.busy and not s.stale]:
-                self.send(sc.identity, "shutdown", reason="the pool is up")  # its thread ends
-                del self.sidecars[sc.identity]
-
-    def _cpu_progress(self, sc: SidecarRecord, now: float) -> None:
-        """A pool sidecar whose CPU time advanced is alive, heartbeat or not."""
-        st = proc_stat(sc.pid)
-        if st is None:
-            return
-        state, cpu = st
-        if state not in ("T", "t", "Z", "X") and cpu > sc.cpu >= 0:
-            sc.last_seen = max(sc.last_seen, now)
-        sc.cpu = cpu
 
     # -- placement -----------------------------------------------------------------------
 
