@@ -49,7 +49,7 @@ def _tell(spec: dict[str, Any], kind: str, **fields: Any) -> None:
         from distributed import get_worker
 
         get_worker().log_event(topic, {"kind": kind, "job": spec.get("job"), "attempt": spec.get("attempt"),
-                                       **fields})
+                                       "send": spec.get("send"), **fields})
     except Exception:  # not on a worker (a direct call), or the worker is closing
         pass
 
@@ -61,8 +61,10 @@ def run_job(spec: dict[str, Any], data: bytes | None = None) -> dict[str, Any]:
     manifest's ``known`` hint, ``force`` and ``dry_run``, and for a path
     job ``input``, ``output``, ``expect``, ``outputs`` as the router checked
     them. ``data`` given: a bytes job (the router reads and writes).
-    ``topic``, ``job`` and ``attempt``, when given, name the events the
-    task logs for the router (see the module's docstring);
+    ``topic``, ``job``, ``attempt`` and ``send`` (the router's number for
+    this send of the job's task: a job requeued and sent again keeps its
+    attempt), when given, name the events the task logs for the router (see
+    the module's docstring);
     ``progress_after`` overrides :data:`PROGRESS_AFTER` for its stage events.
     """
     path = spec.get("input")

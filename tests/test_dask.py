@@ -74,17 +74,30 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def add_worker(self, name: str) -> None:
-        """Each worker declares ``MEMORY=1000`` (bytes): every job's memory estimate is larger,
-        so every test here also checks that such a job still runs (on a worker to itself)
-        rather than waiting forever for a worker Dask will never find."""
+    def add_worker(self, name: str, memory: str = "1000") -> None:
+        """Each worker declares ``MEMORY=1000`` (bytes) unless told otherwise: every job's
+        memory estimate is larger, so every test here also checks that such a job still runs
+        (on a worker to itself) rather than waiting forever for a worker Dask will never find."""
         self.workers[name] = self._spawn(
             ["worker", "--scheduler-file", str(self.file), "--nworkers", "1", "--nthreads", "1",
              "--no-nanny", "--no-dashboard", "--name", name, "--host", "127.0.0.1",
-             "--resources", "MEMORY=1000"], name)
+             "--resources", f"MEMORY={memory}"], name)
 
     def wait_workers(self, n: int) -> None:
         self.client.wait_for_workers(n, timeout=60)
+
+    def address_of(self, name: str) -> str:
+        return next(a for a, w in self.client.scheduler_info()["workers"].items() if w.get("name") == name)
+
+    def remove_worker(self, name: str) -> None:
+        """Kill a worker a test added and wait until the scheduler has forgotten it."""
+        proc = self.workers.pop(name)
+        proc.kill()
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        while any(w.get("name") == name for w in self.client.scheduler_info()["workers"].values()):
+            assert time.monotonic() < deadline, f"the scheduler still lists worker {name}"
+            time.sleep(0.05)
 
     def url(self, shared: bool) -> str:
         return f"dask://127.0.0.1:{self.port}" + ("?files=shared" if shared else "")
@@ -296,6 +309,142 @@ def test_dask_jobs_started_together_go_to_the_scheduler_as_one_graph(cluster, im
     assert len(sent) < 50
 
 
+def _count_sends(monkeypatch) -> list[tuple[list[str], list[dict], dict]]:
+    """Count the real Dask client's ``map`` and ``submit`` calls (not replaced): per call, its
+    task keys, their specs and its ``resources``."""
+    sent: list[tuple[list[str], list[dict], dict]] = []
+    real_map, real_submit = distributed.Client.map, distributed.Client.submit
+
+    def counting_map(self, func, *iterables, key=None, **kw):
+        sent.append((list(key), list(iterables[0]), kw.get("resources")))
+        return real_map(self, func, *iterables, key=key, **kw)
+
+    def counting_submit(self, func, *args, key=None, **kw):
+        sent.append(([key], [args[0] if args else None], kw.get("resources")))
+        return real_submit(self, func, *args, key=key, **kw)
+
+    monkeypatch.setattr(distributed.Client, "map", counting_map)
+    monkeypatch.setattr(distributed.Client, "submit", counting_submit)
+    return sent
+
+
+@FULL_ONLY
+def test_dask_jobs_of_different_sizes_share_a_graph_on_workers_with_real_memory(cluster, images,
+                                                                                tmp_path, monkeypatch):
+    """With a worker started as the README says (``--resources MEMORY=8e9``), jobs whose
+    memory estimates differ (32 MiB + 8 x their size) still go to the scheduler together:
+    each asks for its estimate rounded up to a power of two, never less. (Before, each
+    asked for its own estimate: one graph per job, 50 ``Client.submit``s.) The other
+    workers declare ``MEMORY=1000``, so every job runs on the big one, which is killed at
+    the end. Cost: ~3 s (a worker start)."""
+    cluster.add_worker("big", memory="8e9")
+    try:
+        cluster.wait_workers(3)
+        sent = _count_sends(monkeypatch)
+        root, ref = images
+        files = sorted((root / "in" / "d1").glob("*"))
+        assert len({f.stat().st_size for f in files}) > 10  # estimates that differ
+        with Client.local(config=RouterConfig(executor=cluster.url(True), recover=False)) as c:
+            results = c.submit([str(root / "in" / "d1")], Settings(), out_dir=str(tmp_path / "out")).wait(60)
+        assert len(results) == 50 and all(r.status in ("optimized", "skipped") for r in results)
+        assert tree(tmp_path / "out") == {k.removeprefix("d1/"): v for k, v in ref.items()
+                                          if k.startswith("d1/")}
+        keys = [k for call in sent for k in call[0]]
+        assert len(keys) == len(set(keys)) == 50
+        assert max(len(call[0]) for call in sent) >= 2, [len(call[0]) for call in sent]
+        assert len(sent) < 50
+        least = 32 * 2**20 + 8 * max(f.stat().st_size for f in files)  # the router's first estimate
+        asked = {call[2]["MEMORY"] for call in sent}
+        assert all(least <= m <= 8e9 and int(m) & (int(m) - 1) == 0 for m in asked), asked
+        keys_big = cluster.worker_keys()[cluster.address_of("big")]
+        assert all(k in keys_big for k in keys)  # admitted where the memory is
+    finally:
+        cluster.remove_worker("big")
+
+
+@FULL_ONLY
+def test_dask_an_abandoned_runs_outcome_does_not_end_the_job_sent_again(cluster, tmp_path, monkeypatch):
+    """A task force-cancelled on the scheduler (another client, the scheduler dropping it)
+    while its job is in flight: the router puts the job back "no attempt spent" and sends it
+    again. The abandoned run — ``run_job`` with the first send's spec, on a worker the
+    router's tasks cannot use (``MEMORY=1``) — then finishes and logs its outcome. That
+    outcome must not end the job (before the fix both sends had the same attempt, task key
+    and events, and it did): the job ends with the run of its current send, once. The two
+    workers the router can use are held by gate tasks until the current send has shown it
+    is heard (a stage event logged by its spec after the abandoned outcome, on the same
+    worker, so heard after it). Cost: ~3 s (a worker start)."""
+    import uuid
+
+    from pyimgopt.router.dask_executor import DaskExecutor
+    from pyimgopt_sidecar.dask_task import _tell, run_job
+
+    monkeypatch.setattr(DaskExecutor, "progress_after", 3600.0)  # no run reports a stage of its own
+
+    def _gate(started: str, gate: str) -> bool:  # (nested: sent by value, workers cannot import tests)
+        """Holds its worker's thread until the test opens ``gate`` (30 s at most)."""
+        import distributed
+
+        distributed.Event(started).set()
+        return distributed.Event(gate).wait(timeout=30)
+
+    make_images(tmp_path / "in", 1)
+    [src] = list((tmp_path / "in").rglob("*.*"))
+    name = uuid.uuid4().hex
+    gates = [cluster.client.submit(_gate, f"{name}-s{i}", f"{name}-gate", workers=[cluster.address_of(w)],
+                                   pure=False) for i, w in enumerate(("w1", "w2"))]
+    cluster.add_worker("spare", memory="1")
+    try:
+        for i in range(2):
+            assert distributed.Event(f"{name}-s{i}", client=cluster.client).wait(timeout=30)
+        cluster.wait_workers(3)
+        spare = cluster.address_of("spare")
+        sent = _count_sends(monkeypatch)
+        with Client.local(config=RouterConfig(executor=cluster.url(True), recover=False)) as c:
+            batch = c.submit([str(src)], Settings(), out_dir=str(tmp_path / "out"))
+            deadline = time.monotonic() + 30
+            while not sent:
+                assert time.monotonic() < deadline, "the job was never sent"
+                time.sleep(0.02)
+            [first_key], [first_spec], _ = sent[0]
+            while cluster.client.run_on_scheduler(lambda dask_scheduler, k=first_key: k not in dask_scheduler.tasks):
+                assert time.monotonic() < deadline, "the scheduler never had the job's task"
+                time.sleep(0.02)
+            cluster.client.cancel([distributed.Future(first_key, cluster.client)], force=True)
+            while len(sent) < 2:
+                assert time.monotonic() < deadline, "the job was not sent again"
+                time.sleep(0.02)
+            [second_key], [second_spec], _ = sent[1]
+            assert second_spec["attempt"] == first_spec["attempt"]  # "no attempt spent"
+            # the abandoned run finishes and tells its outcome; then the current send says a stage
+            reply = cluster.client.submit(run_job, first_spec, workers=[spare], pure=False).result(30)
+            assert "result" in reply
+            cluster.client.submit(_tell, second_spec, "progress", stage="encode", workers=[spare],
+                                  pure=False).result(30)
+            kinds = []
+            try:
+                for ev in batch.events(timeout=60):
+                    kinds.append(ev.kind)
+                    if ev.kind in ("progress", "result", "failed"):
+                        distributed.Event(f"{name}-gate", client=cluster.client).set()
+                    if ev.kind == "result":
+                        res = ev.result
+            finally:
+                distributed.Event(f"{name}-gate", client=cluster.client).set()
+        assert kinds.count("result") == 1 and "failed" not in kinds, kinds
+        assert "progress" in kinds and kinds.index("progress") < kinds.index("result"), kinds  # before: result, no progress
+        assert second_key != first_key  # a task key per send, not per attempt
+        assert res.status == "optimized"
+        with Image.open(res.output) as out, Image.open(src) as ref:
+            assert out.size == ref.size
+            out.load()
+        assert temps(tmp_path) == []
+        assert cluster.client.gather(gates) == [True, True]
+    finally:
+        distributed.Event(f"{name}-gate", client=cluster.client).set()
+        cluster.client.cancel(gates)
+        cluster.remove_worker("spare")
+
+
 def test_dask_scope_denied_file_never_reaches_a_worker(cluster, tmp_path):
     make_images(tmp_path / "in", 3)
     secret = tmp_path / "in" / "private"
@@ -406,7 +555,7 @@ def test_dask_sigkill_a_worker_mid_batch_every_job_ends_once(cluster, images, tm
                               if w.get("name") == "victim"]
                     keys = cluster.client.processing(victim).get(victim[0], []) if victim else []
                     for key in keys:
-                        jid = re.fullmatch(r"pyimgopt-(.+)-a\d+-[0-9a-f]{8}", str(key)).group(1)
+                        jid = re.fullmatch(r"pyimgopt-(.+)-a\d+-s\d+-[0-9a-f]{8}", str(key)).group(1)
                         if jid in inputs:
                             name = pathlib.Path(inputs[jid]).name
                             planted.append(out / f".{name}.0badc0de.pyimgopt-tmp")

@@ -8,7 +8,8 @@ threads, their ``MEMORY`` resource and memory limits, which become the
 router's memory budget), and what a lost worker leaves behind: the jobs in
 flight when it vanished are *suspects*, swept of temporary files when they
 end, and path jobs that ended in the last :data:`RECENT` seconds are swept at
-once (Dask may have rerun them elsewhere before the loss was seen); and the
+once (Dask may have rerun them elsewhere before the loss was seen); what a
+task asks of a worker's ``MEMORY`` (:func:`memory_request`); and the
 executor's part of the router's ``status``.
 """
 
@@ -22,7 +23,7 @@ from ..files import clean_after_lost_writer
 from ..logs import event
 from .model import Job
 
-__all__ = ["ClusterLink", "MEMORY_RESOURCE", "RECENT", "RECONNECT_EVERY"]
+__all__ = ["ClusterLink", "MEMORY_RESOURCE", "RECENT", "RECONNECT_EVERY", "memory_request"]
 
 #: A worker's loss is seen within this many seconds (the cluster is looked at
 #: once a second): path jobs that ended this recently are swept when it is.
@@ -34,6 +35,19 @@ RECONNECT_EVERY = 5.0
 #: The worker resource a job's memory estimate is asked for, when every worker declares it
 #: (``dask worker --resources MEMORY=8e9``).
 MEMORY_RESOURCE = "MEMORY"
+
+
+def memory_request(estimate: float, largest: float) -> float:
+    """What a task asks of a worker's ``MEMORY`` resource for a job estimated at ``estimate``
+    bytes, when the largest worker declares ``largest``: the estimate rounded up to a power of
+    two (so the tasks of one turn fall into a few requests, one graph each: :meth:`.dask_executor.DaskExecutor._flush`),
+    capped at ``largest``. Never less than the estimate, except for a job estimated larger
+    than every worker: it asks for the largest, and so gets that worker to itself instead of
+    waiting forever for a worker Dask will never find."""
+    if estimate >= largest:
+        return float(largest)
+    need = max(1, int(-(-estimate // 1)))  # whole bytes, rounded up
+    return min(float(1 << (need - 1).bit_length()), largest)
 
 
 class ClusterLink:

@@ -38,13 +38,14 @@ the collection of outcomes in :mod:`.dask_outcomes`.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CancelledError, IOFailureError, JobTimeoutError, PyimgoptError
 from ..logs import event
-from .dask_cluster import MEMORY_RESOURCE, RECENT, ClusterLink
+from .dask_cluster import MEMORY_RESOURCE, RECENT, ClusterLink, memory_request
 from .dask_outcomes import Outcomes
 from .inline import read_inline
 from .model import Batch, Job
@@ -105,7 +106,12 @@ class DaskExecutor(ClusterLink, Outcomes):
         self._modes: dict[str, int] = {}
         self._dashboard: str | None = None
         self._heard: collections.deque = collections.deque()  # task events not yet handled
-        self._unsent: list[tuple] = []  # (job, attempt, batch, spec, data) for the next _flush
+        self._unsent: list[tuple] = []  # (job, send, batch, spec, data) for the next _flush
+        # each send of a job's task has a number of its own (in its key, its spec and its
+        # events): a job requeued "no attempt spent" and sent again keeps its attempt, so the
+        # attempt cannot tell this run's events and outcome from an abandoned run's
+        self._send_numbers = itertools.count(1)
+        self._sends: dict[str, int] = {}  # job id -> the number of its task's current send
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -180,13 +186,13 @@ class DaskExecutor(ClusterLink, Outcomes):
     def _told(self, msg: Any) -> None:
         """A task of ours started (its lease starts now), ended a stage (clients are told, as
         for a pool sidecar's ``progress``; the lease starts again) or, by path, has its
-        outcome. A message of an attempt that is over (or a lost one) changes nothing."""
+        outcome. A message of a send that is over (or a lost one) changes nothing — also one
+        of an abandoned run of a job requeued and sent again under the same attempt."""
         if not isinstance(msg, dict):
             return
         job = self.r._jobs.get(str(msg.get("job")))
-        if (job is None or job.attempt != msg.get("attempt") or job.state != "running"
-                or self.futures.get(job.id) is None):
-            return  # not this attempt's any more (cancelled, timed out, requeued, ended)
+        if job is None or not self._current(job, msg.get("send")) or self.futures.get(job.id) is None:
+            return  # not this send's any more (cancelled, timed out, requeued, ended)
         kind = msg.get("kind")
         if kind == "start":
             job.deadline = time.monotonic() + self.config.lease
@@ -234,23 +240,28 @@ class DaskExecutor(ClusterLink, Outcomes):
         job.inline = not self.shared_files
         spec = {"settings": batch.settings, "in_place": batch.in_place, "known": job.known,
                 "force": bool(batch.options.get("force")), "dry_run": bool(batch.options.get("dry_run")),
-                "topic": self._topic, "job": job.id, "attempt": job.attempt}
+                "topic": self._topic, "job": job.id, "attempt": job.attempt,
+                "send": next(self._send_numbers)}
         if self.progress_after is not None:
             spec["progress_after"] = self.progress_after
         self.futures[job.id] = None  # its place is taken while the input is read
+        self._sends[job.id] = send = spec["send"]
         if self.shared_files:
             spec.update(input=job.input, output=job.output, expect=job.expect, outputs=job.outputs)
             self._submit(job, batch, spec, None)
             return True
         limit = int(batch.settings.get("max_input_bytes") or 256 * 1024 * 1024)
-        attempt = job.attempt
         self.r._offload.submit(read_inline, job.input, limit, job.expect,
-                               then=lambda value, err: self._read(job, attempt, batch, spec, value, err))
+                               then=lambda value, err: self._read(job, send, batch, spec, value, err))
         return True
 
-    def _read(self, job: Job, attempt: int, batch: Batch, spec: dict, value: Any,
+    def _current(self, job: Job, send: Any) -> bool:
+        """True when ``send`` is the send of ``job``'s task now in flight (or being read)."""
+        return job.state == "running" and send is not None and self._sends.get(job.id) == send
+
+    def _read(self, job: Job, send: int, batch: Batch, spec: dict, value: Any,
               err: BaseException | None) -> None:
-        if job.state != "running" or job.attempt != attempt or job.id not in self.futures:
+        if not self._current(job, send) or job.id not in self.futures:
             return  # cancelled or requeued meanwhile
         if err is not None:
             self._release(job)
@@ -265,7 +276,7 @@ class DaskExecutor(ClusterLink, Outcomes):
     def _submit(self, job: Job, batch: Batch, spec: dict, data: bytes | None) -> None:
         """Queue ``job``'s task for the next :meth:`_flush` (the first one queued posts it:
         every job started in this turn of the router's loop goes in one graph)."""
-        self._unsent.append((job, job.attempt, batch, spec, data))
+        self._unsent.append((job, spec["send"], batch, spec, data))
         if len(self._unsent) == 1:
             if self.batch_submit:
                 self.r._offload.post(self._flush)
@@ -274,19 +285,24 @@ class DaskExecutor(ClusterLink, Outcomes):
 
     def _flush(self) -> None:
         """Send the queued tasks: one ``Client.map`` (one graph, one message to the scheduler)
-        per priority and memory request, instead of a ``Client.submit`` each. A job
-        cancelled, timed out or requeued since it was queued is not sent."""
+        per priority and memory request, instead of a ``Client.submit`` each. A graph has
+        one user priority and one resource request for all its tasks (``Client.map`` takes a
+        number and a dict, not one per task), so the tasks are grouped by both; the memory
+        requests are rounded up to powers of two (:func:`.dask_cluster.memory_request`) so that jobs of
+        different sizes still share a graph. Groups go in the router's order (largest job
+        first, so usually the largest request first), each graph a new generation of the
+        scheduler's FIFO (``fifo_timeout=0``): at equal priority, a task sent earlier runs
+        earlier, and within a graph in the router's order. A job cancelled, timed out or
+        requeued since it was queued is not sent."""
         unsent, self._unsent = self._unsent, []
         groups: dict[tuple, list] = {}
         for item in unsent:
-            job, attempt = item[0], item[1]
-            if job.state != "running" or job.attempt != attempt or self.futures.get(job.id, 0) is not None:
+            job, send = item[0], item[1]
+            if not self._current(job, send) or self.futures.get(job.id, 0) is not None:
                 continue  # its place was given back meanwhile (or it is sent already)
             mem = None
             if self._mem_resource and job.reserved and self._mem_largest > 0:
-                # never more than the largest worker declares: Dask would never schedule it
-                # (a job larger than that gets the largest worker to itself)
-                mem = min(float(job.reserved), self._mem_largest)
+                mem = memory_request(float(job.reserved), self._mem_largest)
             groups.setdefault((item[2].priority, mem), []).append(item)
         uid = self.r._uid[:8]
         post = self.r._offload.post
@@ -295,25 +311,26 @@ class DaskExecutor(ClusterLink, Outcomes):
             try:
                 if self.client is None:
                     raise RuntimeError("the Dask client is closed")
-                keys = [f"pyimgopt-{i[0].id}-a{i[1]}-{uid}" for i in items]
+                keys = [f"pyimgopt-{i[0].id}-a{i[3]['attempt']}-s{i[1]}-{uid}" for i in items]
                 if len(items) == 1:
-                    futs = [self.client.submit(self._fn, items[0][3], items[0][4], key=keys[0],
-                                               pure=False, retries=0, priority=priority, **kw)]
+                    futs = [self.client.submit(self._fn, items[0][3], items[0][4], key=keys[0], pure=False,
+                                               retries=0, priority=priority, fifo_timeout=0, **kw)]
                 else:
-                    futs = self.client.map(self._fn, [i[3] for i in items], [i[4] for i in items],
-                                           key=keys, pure=False, retries=0, priority=priority, **kw)
+                    futs = self.client.map(self._fn, [i[3] for i in items], [i[4] for i in items], key=keys,
+                                           pure=False, retries=0, priority=priority, fifo_timeout=0, **kw)
             except Exception as exc:  # the client closed under us: back to the queue
                 for job, *_ in items:
                     self._release(job)
                     event(self.r._log, "dask_submit_failed", logging.WARNING, job=job.id, reason=str(exc))
                     self.r.job_requeue(job)
                 continue
-            for (job, attempt, *_), fut in zip(items, futs):
+            for (job, send, *_), fut in zip(items, futs):
                 self.futures[job.id] = fut
                 fut.add_done_callback(
-                    lambda f, job=job, attempt=attempt: post(lambda: self._finished(job, attempt, f)))
+                    lambda f, job=job, send=send: post(lambda: self._finished(job, send, f)))
 
     def _release(self, job: Job) -> None:
+        self._sends.pop(job.id, None)  # events and outcomes of this send are over
         if self.futures.pop(job.id, "absent") != "absent" and self.shared_files:
             now = time.monotonic()
             self._ended.append((now, job.id))

@@ -60,9 +60,10 @@ def _gather(client: Any, futures: list) -> list[tuple[bool, Any]]:
 class Outcomes:
     """Finished tasks to job outcomes (a mixin of DaskExecutor)."""
 
-    def _finished(self, job: Job, attempt: int, fut: Any) -> None:
-        """A task ended (on the router's thread): hand its outcome to the router once."""
-        if self.futures.get(job.id) is not fut or job.attempt != attempt or job.state != "running":
+    def _finished(self, job: Job, send: int, fut: Any) -> None:
+        """The task of ``job``'s send number ``send`` ended (on the router's thread): hand its
+        outcome to the router once, unless that send is over."""
+        if self.futures.get(job.id) is not fut or not self._current(job, send):
             return  # cancelled, timed out or requeued meanwhile: already accounted for
         self._release(job)
         batch = self.r._batches[job.batch]
