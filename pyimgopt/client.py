@@ -15,6 +15,7 @@ import asyncio
 import collections
 import concurrent.futures as cf
 import itertools
+import operator
 import os
 import queue
 import shutil
@@ -29,7 +30,7 @@ from typing import Any
 import zmq
 
 from . import protocol
-from .errors import IOFailureError, JobTimeoutError, ProtocolError, PyimgoptError, ScopeDeniedError
+from .errors import InvalidSettingsError, IOFailureError, JobTimeoutError, ProtocolError, PyimgoptError, ScopeDeniedError
 from .files import TEMP_SUFFIX
 from .formats import output_name, sniff
 from .auth import check_not_abstract, make_client
@@ -364,6 +365,24 @@ class Batch:
         self._client._control("resume", self.id)
 
 
+def _page_arg(name: str, value: Any, least: int) -> int:
+    """``value`` as a :meth:`Client.jobs` paging integer, or InvalidSettingsError naming it."""
+    try:
+        if type(value) is bool:
+            raise TypeError
+        n = operator.index(value)
+    except TypeError:
+        raise InvalidSettingsError(f"jobs: {name} must be an integer, not {type(value).__name__}",
+                                   stage="client") from None
+    if not least <= n <= _MAX_INDEX:
+        raise InvalidSettingsError(f"jobs: {name} must be between {least} and {_MAX_INDEX}, not {n}",
+                                   stage="client")
+    return n
+
+
+_MAX_INDEX = 2**63 - 1  # the largest offset the wire and the journal (SQLite) both hold
+
+
 class Client:
     """Talks to a router; see :meth:`local` and :meth:`connect`."""
 
@@ -636,8 +655,15 @@ class Client:
             raise IOFailureError(reply["data"].get("message", f"{what} refused"), stage="client")
 
     def status(self, batch_id: str | None = None) -> dict:
-        """The router's figures: batches, queue, sidecars, memory, counters."""
-        return self._request("status", batch=batch_id)["data"]
+        """The router's figures: batches, queue, sidecars, memory, counters.
+
+        Also refreshes what this client knows of the router's ``features``
+        (a router replaced by an older one at the same endpoint is seen here),
+        which :meth:`jobs` checks before sending."""
+        data = self._request("status", batch=batch_id)["data"]
+        feats = data.get("features") if type(data) is dict else None
+        self._features = frozenset(f for f in feats if type(f) is str) if type(feats) is list else frozenset()
+        return data
 
     def jobs(self, batch_id: str, offset: int = 0, limit: int = 1000) -> dict:
         """One page of a batch's jobs, in submit order, from position ``offset``.
@@ -646,23 +672,32 @@ class Client:
         priority, settings, options, jobs}`` (:func:`protocol.unpack_jobs_page`):
         at most ``limit`` jobs (and :data:`protocol.MAX_JOBS_PAGE`; fewer when
         their paths are long), each ``{id, input, output, state, status, code}``.
-        Ask again from ``next`` until it is None. The router answers for
-        batches this connection submitted (another key's batch is unknown,
-        as for :meth:`attach`), from the journal once it forgot them, and
-        counts in ``hidden`` the jobs whose input is outside the connection's
-        read scope instead of listing them. A router older than this request
-        raises :class:`~pyimgopt.errors.ProtocolError` without being asked.
+        Ask again from ``next`` until it is None. The router answers as it
+        does :meth:`attach`: for batches submitted under this connection's
+        owner — its CurveZMQ key, or for every local (ipc/inproc) connection
+        the one local owner, so any local client may list any local batch —
+        (another owner's batch is unknown), from the journal once it forgot
+        them, and counts in ``hidden`` the jobs whose input is outside the
+        connection's read scope instead of listing them. A router older than
+        this request raises :class:`~pyimgopt.errors.ProtocolError` without
+        being asked (as known from the last :meth:`status`, asked again when
+        it lacked the request). ``offset`` and ``limit`` must be integers
+        (``operator.index``: no float, str or bool), ``offset >= 0`` and
+        ``limit >= 1``; else :class:`~pyimgopt.errors.InvalidSettingsError`
+        naming the argument, before anything is sent.
         """
+        offset, limit = _page_arg("offset", offset, 0), _page_arg("limit", limit, 1)
         if self._features is None or "batch_jobs" not in self._features:  # asked again: it may be upgraded
-            self._features = frozenset(self.status().get("features") or ())
-        if "batch_jobs" not in self._features:
+            self.status()
+        if "batch_jobs" not in (self._features or ()):
             raise ProtocolError(f"the router at {self.endpoint} cannot list a batch's jobs (it predates "
                                 "the batch_jobs request): upgrade it", stage="client")
         return protocol.unpack_jobs_page(
-            self._request("batch_jobs", batch=batch_id, offset=int(offset), limit=int(limit))["data"])
+            self._request("batch_jobs", batch=batch_id, offset=offset, limit=limit)["data"])
 
     def iter_jobs(self, batch_id: str, page: int = 1000) -> Iterator[dict]:
         """Every job of a batch (see :meth:`jobs`), fetched ``page`` at a time."""
+        page = _page_arg("page", page, 1)
         offset: int | None = 0
         while offset is not None:
             got = self.jobs(batch_id, offset, page)

@@ -46,6 +46,7 @@ __all__ = [
     "EVENT_KINDS",
     "FEATURES",
     "MAX_JOBS_PAGE",
+    "OTHER_JOB_STATE",
     "Message",
     "encode",
     "decode",
@@ -673,8 +674,10 @@ def unpack_result(d: Any) -> Result:
         raise _fail(f"invalid result: {type(exc).__name__}: {exc}") from None
 
 
-#: Job states in a ``batch_jobs`` page, and batch states.
+#: Job states in a ``batch_jobs`` page, and batch states. A page from a later router
+#: naming a job state not listed here shows it as :data:`OTHER_JOB_STATE`.
 JOB_STATES = frozenset({"queued", "running", "writing", "done", "failed", "cancelled"})
+OTHER_JOB_STATE = "other"
 BATCH_STATES = frozenset({"active", "paused", "cancelled", "done"})
 _PAGE_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "batch": (_S, REQ), "total": (_I, REQ), "offset": (_I, REQ), "next": (_IN, REQ),
@@ -696,10 +699,15 @@ def unpack_jobs_page(d: Any) -> dict[str, Any]:
     the error's for a failed or cancelled one) of the batch's jobs at
     positions ``offset`` to ``next`` (None: the last page), less ``hidden``
     ones whose input is outside the connection's read scope.
+
+    Forward compatible: fields a later router adds to the page or to a job
+    are dropped, and a job state not in :data:`JOB_STATES` reads as
+    ``"other"`` (:data:`OTHER_JOB_STATE`); a known field of the wrong type,
+    or an unknown batch state, is still refused.
     """
     if type(d) is not dict:
         raise _fail(f"jobs page expected dict but received {_received(d)}")
-    page = dict(d)
+    page = {k: v for k, v in d.items() if k in _PAGE_FIELDS}
     _check_fields("jobs page", page, _PAGE_FIELDS)
     if page["state"] not in BATCH_STATES:
         raise _fail(f"jobs page: unknown batch state {_repr.repr(page['state'])}")
@@ -710,10 +718,10 @@ def unpack_jobs_page(d: Any) -> dict[str, Any]:
     for i, entry in enumerate(page["jobs"]):
         if type(entry) is not dict:
             raise _fail(f"jobs page: jobs[{i}] expected dict but received {_received(entry)}")
-        entry = dict(entry)
+        entry = {k: v for k, v in entry.items() if k in _PAGE_JOB}
         _check_fields(f"jobs page: jobs[{i}]", entry, _PAGE_JOB)
         if entry["state"] not in JOB_STATES:
-            raise _fail(f"jobs page: jobs[{i}] has an unknown state {_repr.repr(entry['state'])}")
+            entry["state"] = OTHER_JOB_STATE
         jobs.append(entry)
     page["jobs"] = jobs
     return page

@@ -20,7 +20,7 @@ from PIL import Image
 
 from pyimgopt import Settings, protocol
 from pyimgopt.client import Client
-from pyimgopt.errors import IOFailureError, ProtocolError
+from pyimgopt.errors import InvalidSettingsError, IOFailureError, ProtocolError
 from pyimgopt.router import Router, RouterConfig
 from pyimgopt.security import Capabilities, Policy, Scope
 
@@ -83,8 +83,10 @@ def test_client_jobs_pages_list_every_job_in_submit_order(tmp_path, private):
             assert {(j["state"], j["code"]) for j in cancelled["jobs"]} == {("cancelled", "cancelled")}
             with pytest.raises(IOFailureError, match="unknown batch"):
                 c.jobs("no-such-batch")
-            with pytest.raises(ProtocolError, match="offset"):
+            with pytest.raises(InvalidSettingsError, match="offset"):  # refused before sending
                 c.jobs(batch.id, -1)
+            kind, err = _raw_page(router.client_endpoint, batch.id, -1)  # and by the router when sent
+            assert kind == "error" and isinstance(err, ProtocolError) and "offset" in err.message
     finally:
         router.stop()
 
@@ -176,6 +178,77 @@ def test_client_jobs_reads_a_batch_the_router_holds_only_in_its_journal(tmp_path
             assert [j["id"] for j in c.iter_jobs(bid, page=2)] == [j["id"] for j in before]
             with pytest.raises(IOFailureError, match="unknown batch"):
                 c.jobs("no-such-batch")
+    finally:
+        router.stop()
+
+
+def _raw_page(endpoint, bid, offset, limit=1):
+    """One batch_jobs request sent by hand (offsets a Client refuses to send): (type, data)."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 10000)
+    try:
+        sock.connect(endpoint)
+        sock.send(protocol.msgpack.packb({"v": protocol.VERSION, "t": "batch_jobs", "req": "r1", "batch": bid,
+                                          "offset": offset, "limit": limit}))
+        reply = protocol.decode(sock.recv_multipart())
+        return reply.type, (protocol.unpack_error(reply["error"]) if reply.type == "error" else reply["data"])
+    finally:
+        sock.close(0)
+
+
+@pytest.mark.parametrize("offset", [2**63 - 1, 2**63, 2**64 - 1])
+def test_router_answers_an_offset_past_sqlites_range_as_memory_does(tmp_path, private, offset):
+    """An offset past every job is an empty last page whether the batch is in memory or only
+    in the journal (SQLite's OFFSET stops at 2**63-1): never a retryable io_error."""
+    _png(tmp_path / "in" / "a.png")
+    state = str(tmp_path / "state")
+    router = _router(private, "a", state_dir=state)
+    try:
+        with Client.connect(router.client_endpoint, timeout=10) as c:
+            bid = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out").id
+            c.jobs(bid)  # registered
+        answers = [_raw_page(router.client_endpoint, bid, offset)]
+    finally:
+        router.stop()
+    router = _router(private, "b", state_dir=state, recover=False)
+    try:
+        answers.append(_raw_page(router.client_endpoint, bid, offset))
+    finally:
+        router.stop()
+    for kind, data in answers:
+        assert kind == "reply", data
+        page = protocol.unpack_jobs_page(data)
+        assert (page["offset"], page["next"], page["total"], page["jobs"]) == (offset, None, 1, [])
+
+
+@pytest.mark.parametrize("offset, limit", [(1.9, 1), ("abc", 1), (True, 1), (0, 0.5), (-1, 1), (0, 0), (2**63, 1)])
+def test_client_jobs_refuses_a_non_integer_or_out_of_range_page_before_sending(private, offset, limit):
+    router = _router(private)
+    try:
+        with Client.connect(router.client_endpoint, timeout=10) as c:
+            sent = c.status()["counters"] if "counters" in c.status() else None
+            with pytest.raises(InvalidSettingsError, match="offset|limit"):
+                c.jobs("any", offset, limit)
+            with pytest.raises(InvalidSettingsError, match="page"):
+                next(c.iter_jobs("any", page=1.5))
+            assert sent is None or c.status()["counters"] == sent
+    finally:
+        router.stop()
+
+
+def test_client_status_refreshes_the_routers_features(private, monkeypatch):
+    """A router that stops advertising batch_jobs (replaced by an older one at the same
+    endpoint) is seen at the next status(): jobs() then says so at once, not a timeout."""
+    router = _router(private)
+    try:
+        with Client.connect(router.client_endpoint, timeout=10) as c:
+            with pytest.raises(IOFailureError, match="unknown batch"):
+                c.jobs("any")  # features learnt and cached: batch_jobs
+            monkeypatch.setattr(protocol, "FEATURES", frozenset())  # what the router now advertises
+            assert c.status()["features"] == []
+            with pytest.raises(ProtocolError, match="cannot list a batch's jobs.*upgrade"):
+                c.jobs("any")
     finally:
         router.stop()
 

@@ -672,15 +672,30 @@ def test_protocol_jobs_page_round_trips_through_a_reply():
 
 @pytest.mark.parametrize("change", [
     {"jobs": None}, {"total": "3"}, {"state": "exploded"}, {"next": 1}, {"next": 4}, {"offset": -1},
-    {"hidden": -2}, {"extra": 1}, {"jobs": ["/in/b.jpg"]},
-    {"jobs": [{"id": "j", "input": "/in/b.jpg", "output": None, "state": "lost"}]},
+    {"hidden": -2}, {"jobs": ["/in/b.jpg"]}, {"jobs": [{"id": "j", "input": "/in/b.jpg", "output": None}]},
     {"jobs": [{"id": "j", "input": None, "output": None, "state": "queued"}]},
+    {"jobs": [{"id": "j", "input": "/in/b.jpg", "output": None, "state": 3}]},
 ])
 def test_protocol_jobs_page_refuses_a_malformed_page(change):
     from pyimgopt.protocol import unpack_jobs_page
 
     with pytest.raises(ProtocolError):
         unpack_jobs_page({**PAGE, **change})
+
+
+def test_protocol_jobs_page_from_a_later_router_is_read_not_refused():
+    """Fields a later router adds are dropped and a job state this client does not know
+    reads as "other": one new job state must not hide a whole batch from an older client."""
+    from pyimgopt.protocol import OTHER_JOB_STATE, unpack_jobs_page
+
+    later = {**PAGE, "updated": 1.5, "jobs": [{**PAGE["jobs"][0], "attempts": 2},
+                                             {"id": "b1:3", "input": "/in/c.jpg", "output": None,
+                                              "state": "leased", "code": None}]}
+    page = unpack_jobs_page(later)
+    assert "updated" not in page and page["jobs"][0] == PAGE["jobs"][0]
+    assert page["jobs"][1] == {"id": "b1:3", "input": "/in/c.jpg", "output": None,
+                               "state": OTHER_JOB_STATE, "status": None, "code": None}
+    assert OTHER_JOB_STATE == "other"
 
 
 def test_protocol_an_unknown_type_keeps_its_request_id_on_the_error():

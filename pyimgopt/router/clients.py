@@ -292,7 +292,9 @@ class ClientLink:
                             [(r["id"], r["input"], r["output"], r["status"], r["result"], r["error"])
                              for r in found])
 
-        self._jw.call("jobs_page", bid, offset, limit, then=read)
+        # SQLite's OFFSET holds up to 2**63-1: past every job anyway, clamped there so the
+        # journal answers as memory does (an empty last page), never an io_error
+        self._jw.call("jobs_page", bid, min(offset, 2**63 - 1), limit, then=read)
 
     def _send_page(self, identity: bytes, req: str, owner: str | None, offset: int, head: dict,
                    rows: list) -> None:
