@@ -799,12 +799,17 @@ def test_ui_shows_an_unfinished_batch_it_learns_through_the_client_alone(tmp_pat
     try:
         elsewhere = tmp_path / "elsewhere"
         elsewhere.mkdir()
-        session = Session(ui_policy([str(elsewhere)]), client=Client.connect(router.client_endpoint, timeout=10))
+        # recover=True: this router was restarted on its journal, nobody else follows its batch
+        session = Session(ui_policy([str(elsewhere)]), client=Client.connect(router.client_endpoint, timeout=10),
+                          recover=True)
+        assert session.recovered.wait(30)
         assert session.snapshot()["batch"] is None  # its files are not this UI's to show
         session.close()
 
-        session = Session(ui_policy([str(root)]), client=Client.connect(router.client_endpoint, timeout=10))
+        session = Session(ui_policy([str(root)]), client=Client.connect(router.client_endpoint, timeout=10),
+                          recover=True)
         try:
+            assert session.recovered.wait(30)
             snap = session.snapshot()
             b = snap["batch"]
             assert b["id"] == batch.id and b["total"] == 3 and b["paused"] and not b["finished"]
@@ -823,6 +828,85 @@ def test_ui_shows_an_unfinished_batch_it_learns_through_the_client_alone(tmp_pat
             assert snap["batch"]["optimized"] + snap["batch"]["skipped"] == 3
             assert len(snap["rows"]) == 3  # the live events landed on the rows listed at the start
             assert sorted(p.name for p in (root / "out").iterdir()) == [f"f{i}.webp" for i in range(3)]
+        finally:
+            session.close()
+    finally:
+        router.stop()
+
+
+def _router_with_paused_batch(tmp_path, n=3, **cfg):
+    from pyimgopt import Settings
+    from pyimgopt.client import Client
+    from pyimgopt.router import Router, RouterConfig
+
+    root = tmp_path / "root"
+    (root / "in").mkdir(parents=True)
+    for i in range(n):
+        (root / "in" / f"f{i}.png").write_bytes(encode(Image.fromarray(photo(24, 16, seed=i)), "PNG"))
+    private = tmp_path / "ipc"
+    private.mkdir(mode=0o700)
+    router = Router(f"ipc://{private}/c", f"ipc://{private}/s", RouterConfig(**cfg))
+    router.start()
+    c = Client.connect(router.client_endpoint, timeout=10)
+    batch = c.submit([root / "in"], Settings(), out_dir=root / "out")
+    batch.pause()
+    return root, router, c, batch
+
+
+def test_ui_on_a_shared_router_leaves_a_live_batch_to_its_submitter(tmp_path):
+    """A UI given a client of a router an application submits to does not attach to the
+    application's open batch: the submitter keeps every event (no reattach needed) and
+    the UI shows no batch."""
+    from pyimgopt.client import Client
+
+    root, router, c, batch = _router_with_paused_batch(tmp_path, workers=0)
+    c.reattach_after = 600.0  # a stolen event stream would not come back within the test
+    try:
+        session = Session(ui_policy([str(root)]), client=Client.connect(router.client_endpoint, timeout=10))
+        try:
+            assert session.recovered.wait(30)
+            assert session.snapshot()["batch"] is None
+            batch.resume()
+            results = batch.wait(timeout=30)
+            assert sorted(os.path.basename(r.input) for r in results) == [f"f{i}.png" for i in range(3)]
+            assert all(r.ok for r in results), results
+            assert session.snapshot()["batch"] is None
+        finally:
+            session.close()
+    finally:
+        c.close()
+        router.stop()
+
+
+def test_ui_recovery_skips_a_batch_with_a_relative_input(tmp_path, monkeypatch):
+    """A batch whose job kept a relative input (refused by the router, stored as given) is
+    not this UI's to show: the UI starts with no batch instead of failing (commonpath)."""
+    import uuid
+
+    from pyimgopt import Settings, protocol
+    from pyimgopt.client import Client
+    from pyimgopt.router import Router, RouterConfig
+
+    root = tmp_path / "root"
+    (root / "in").mkdir(parents=True)
+    (root / "in" / "a.png").write_bytes(encode(Image.fromarray(photo(8, 8, seed=1)), "PNG"))
+    private = tmp_path / "ipc"
+    private.mkdir(mode=0o700)
+    router = Router(f"ipc://{private}/c", f"ipc://{private}/s", RouterConfig(pool=False))
+    router.start()
+    try:
+        with Client.connect(router.client_endpoint, timeout=10) as c:
+            c._request("submit", batch=uuid.uuid4().hex[:16], priority=0, settings=protocol.pack_settings(Settings()),
+                       jobs=[{"id": "", "input": str(root / "in" / "a.png"), "output": str(root / "out" / "a.png")},
+                             {"id": "", "input": "b.png", "output": str(root / "out" / "b.png")}],
+                       in_place=False, more=False)
+            assert "b.png" in [j["input"] for j in c.iter_jobs(c.status()["batches"][-1]["batch"])]
+        monkeypatch.chdir(root)
+        session = Session(ui_policy([str(root)]), client=Client.connect(router.client_endpoint, timeout=10),
+                          recover=True)
+        try:
+            assert session.recovered.wait(30)
+            assert session.snapshot()["batch"] is None
         finally:
             session.close()
     finally:

@@ -40,13 +40,27 @@ LOG_SIZE = 20_000
 
 
 class Session:
-    """The UI's embedded client and its one current batch."""
+    """The UI's embedded client and its one current batch.
+
+    A UI that starts its own router (no ``client`` given: :meth:`Client.local`
+    on ``state_dir``) shows again the batch its previous run left unfinished,
+    which that router resumes from its journal. A UI given a ``client`` does
+    not, unless ``recover=True``: showing a batch attaches to it, which moves
+    its events away from whichever client is following it (an application's
+    live batch would go silent) — pass ``True`` only for a router nobody else
+    submits to. Recovery runs on a thread of its own, so the constructor
+    returns at once whatever the batch's size; :attr:`recovered` is set when
+    it is over (a batch shown, or none), and :meth:`submit` answers 409 until
+    then.
+    """
 
     def __init__(self, policy: Policy, *, workers: int | None = None, state_dir: str | None = None,
-                 client: Client | None = None) -> None:
+                 client: Client | None = None, recover: bool | None = None) -> None:
         self.policy = policy
         self.roots = [p[:-3] if p.endswith("/**") else p for p in policy.read.allow]
         self._client = client or Client.local(workers, policy=policy, state_dir=state_dir)
+        #: Set once the recovery of an unfinished batch is over (found or not).
+        self.recovered = threading.Event()
         self._lock = threading.Lock()
         self.changed = threading.Condition(self._lock)
         self._log: collections.deque[tuple[int, str, dict]] = collections.deque(maxlen=LOG_SIZE)
@@ -54,7 +68,12 @@ class Session:
         self._view: BatchView | None = None
         self.status: dict[str, Any] = {"sidecars": 0, "rss": 0, "memory_budget": 0, "memory_in_use": 0}
         self.closed = threading.Event()
-        self._recover()
+        self._recoverer: threading.Thread | None = None
+        if client is None if recover is None else recover:
+            self._recoverer = threading.Thread(target=self._recover, name="pyimgopt-ui-recover", daemon=True)
+            self._recoverer.start()
+        else:
+            self.recovered.set()
         self._poller = threading.Thread(target=self._poll, name="pyimgopt-ui-status", daemon=True)
         self._poller.start()
 
@@ -205,6 +224,9 @@ class Session:
                     "the output folder holds files chosen as inputs: choose another, or in place",
                     stage="ui"))
         with self._lock:
+            if not self.recovered.is_set():
+                raise UIError(409, IOFailureError("still listing the batch the last run left unfinished: "
+                                                  "try again in a moment", stage="ui"))
             if self._view is not None and not self._view.finished:
                 raise UIError(409, IOFailureError("a batch is already running", stage="ui"))
         try:
@@ -355,19 +377,22 @@ class Session:
 
     def _recover(self) -> None:
         """Show the batch a previous run left unfinished (its router resumes it from the
-        journal), as :func:`.recover.recovered_view` learns it through the client."""
-        found = recovered_view(self._client, self.policy)
-        if found is None:
-            return
-        view, jobs = found
-        with self._lock:
-            for j in jobs:  # every file shows from the start; the replayed events settle the finished
-                self._row_for(view, j["id"], j["input"])
-            self._view = view
-            self._push("notice", {"message": f"batch {view.id} was interrupted by a restart; it resumes "
-                                             "where it stopped (finished files are not redone)"})
-            self._push("batch", view.summary())
-        threading.Thread(target=self._follow, args=(view,), name="pyimgopt-ui-batch", daemon=True).start()
+        journal), as :func:`.recover.recovered_view` learns it (rows built off the lock)."""
+        view = None
+        try:
+            view = recovered_view(self._client, self.policy, self.closed)
+        finally:
+            with self._lock:
+                if view is not None and not self.closed.is_set():
+                    self._view = view
+                    self._push("notice", {"message": f"batch {view.id} was interrupted by a restart; it "
+                                                     "resumes where it stopped (finished files are not redone)"})
+                    self._push("batch", view.summary())
+                else:
+                    view = None
+                self.recovered.set()
+        if view is not None:
+            threading.Thread(target=self._follow, args=(view,), name="pyimgopt-ui-batch", daemon=True).start()
 
     # -- router figures -------------------------------------------------------------
 
@@ -401,4 +426,6 @@ class Session:
         with self._lock:
             self.changed.notify_all()
         self._poller.join(3)
+        if self._recoverer is not None:
+            self._recoverer.join(self._client.timeout + 1)  # its request in flight ends or times out
         self._client.close()
