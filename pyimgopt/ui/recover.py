@@ -68,8 +68,10 @@ def recovered_view(client: Client, policy: Policy, stop: threading.Event | None 
     view.paused, view.cancelled = open_[-1]["paused"], open_[-1]["cancelled"]
     view.total = max(view.total, len(jobs))
     view.base = base
+    below = base.rstrip("/") + "/"  # every input lies below the common folder: no relpath per file
     for jid, src, _ in jobs:  # every file shows from the start; the replayed events settle the finished
         if jid not in view.by_job:
-            view.by_job[jid] = row = Row(len(view.rows), src, relative(src, base), jid)
+            name = src[len(below):] if src.startswith(below) else relative(src, base)
+            view.by_job[jid] = row = Row(len(view.rows), src, name, jid)
             view.rows.append(row)
     return view
