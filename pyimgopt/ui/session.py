@@ -42,17 +42,12 @@ LOG_SIZE = 20_000
 class Session:
     """The UI's embedded client and its one current batch.
 
-    A UI that starts its own router (no ``client`` given: :meth:`Client.local`
-    on ``state_dir``) shows again the batch its previous run left unfinished,
-    which that router resumes from its journal. A UI given a ``client`` does
-    not, unless ``recover=True``: showing a batch attaches to it, which moves
-    its events away from whichever client is following it (an application's
-    live batch would go silent) — pass ``True`` only for a router nobody else
-    submits to. Recovery runs on a thread of its own, so the constructor
-    returns at once whatever the batch's size; :attr:`recovered` is set when
-    it is over (a batch shown, or none), and :meth:`submit` answers 409 until
-    then.
-    """
+    Without ``client`` (its own router, :meth:`Client.local` on ``state_dir``)
+    it shows again the batch its previous run left unfinished. Given a
+    ``client`` it does not unless ``recover=True`` (attaching takes a batch's
+    events from the client following it: only for a router nobody else submits
+    to). Recovery runs on its own thread: :attr:`recovered` is set when it is
+    over, and :meth:`submit` answers 409 until then."""
 
     def __init__(self, policy: Policy, *, workers: int | None = None, state_dir: str | None = None,
                  client: Client | None = None, recover: bool | None = None) -> None:
