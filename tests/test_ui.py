@@ -834,42 +834,35 @@ def test_ui_shows_an_unfinished_batch_it_learns_through_the_client_alone(tmp_pat
         router.stop()
 
 
-def _router_with_paused_batch(tmp_path, n=3, **cfg):
+def test_ui_on_a_shared_router_leaves_a_live_batch_to_its_submitter(tmp_path):
+    """A UI given a client of a router an application submits to does not attach to the
+    application's open batch: the submitter keeps its events (no reattach needed: a stolen
+    stream would not come back within the test) and the UI shows no batch. ``pool=False``:
+    no sidecar, the jobs stay queued until the submitter cancels them."""
     from pyimgopt import Settings
     from pyimgopt.client import Client
     from pyimgopt.router import Router, RouterConfig
 
     root = tmp_path / "root"
     (root / "in").mkdir(parents=True)
-    for i in range(n):
+    for i in range(3):
         (root / "in" / f"f{i}.png").write_bytes(encode(Image.fromarray(photo(24, 16, seed=i)), "PNG"))
     private = tmp_path / "ipc"
     private.mkdir(mode=0o700)
-    router = Router(f"ipc://{private}/c", f"ipc://{private}/s", RouterConfig(**cfg))
+    router = Router(f"ipc://{private}/c", f"ipc://{private}/s", RouterConfig(pool=False))
     router.start()
     c = Client.connect(router.client_endpoint, timeout=10)
-    batch = c.submit([root / "in"], Settings(), out_dir=root / "out")
-    batch.pause()
-    return root, router, c, batch
-
-
-def test_ui_on_a_shared_router_leaves_a_live_batch_to_its_submitter(tmp_path):
-    """A UI given a client of a router an application submits to does not attach to the
-    application's open batch: the submitter keeps every event (no reattach needed) and
-    the UI shows no batch."""
-    from pyimgopt.client import Client
-
-    root, router, c, batch = _router_with_paused_batch(tmp_path, workers=0)
-    c.reattach_after = 600.0  # a stolen event stream would not come back within the test
+    c.reattach_after = 600.0
     try:
+        batch = c.submit([root / "in"], Settings(), out_dir=root / "out")
         session = Session(ui_policy([str(root)]), client=Client.connect(router.client_endpoint, timeout=10))
         try:
             assert session.recovered.wait(30)
             assert session.snapshot()["batch"] is None
-            batch.resume()
-            results = batch.wait(timeout=30)
-            assert sorted(os.path.basename(r.input) for r in results) == [f"f{i}.png" for i in range(3)]
-            assert all(r.ok for r in results), results
+            batch.cancel()
+            results = batch.wait(timeout=20)
+            assert sorted((os.path.basename(r.input), r.status, r.error.code) for r in results) == [
+                (f"f{i}.png", "failed", "cancelled") for i in range(3)]
             assert session.snapshot()["batch"] is None
         finally:
             session.close()
