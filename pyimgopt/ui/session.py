@@ -47,7 +47,7 @@ class Session:
     ``client`` it does not unless ``recover=True`` (attaching takes a batch's
     events from the client following it: only for a router nobody else submits
     to). Recovery runs on its own thread: :attr:`recovered` is set when it is
-    over, and :meth:`submit` answers 409 until then."""
+    over; :meth:`start` waits for it (up to the client's timeout, then 409)."""
 
     def __init__(self, policy: Policy, *, workers: int | None = None, state_dir: str | None = None,
                  client: Client | None = None, recover: bool | None = None) -> None:
@@ -218,6 +218,7 @@ class Session:
                 raise UIError(400, InvalidSettingsError(
                     "the output folder holds files chosen as inputs: choose another, or in place",
                     stage="ui"))
+        self.recovered.wait(self._client.timeout)  # a fresh UI's listing takes milliseconds
         with self._lock:
             if not self.recovered.is_set():
                 raise UIError(409, IOFailureError("still listing the batch the last run left unfinished: "
