@@ -490,6 +490,9 @@ def test_ui_killed_mid_batch_resumes_it_after_a_restart(tmp_path, how):
         os.kill(proc.pid, getattr(signal, how))
         assert proc.wait(30) in (-signal.SIGKILL, 0)
     finally:
+        if proc.poll() is None:  # failed before the kill: end it (its sidecars follow their parent)
+            proc.terminate()
+            proc.wait(30)
         proc.stdout.close()
     deadline = time.monotonic() + 30
     def alive(pid: int) -> bool:
