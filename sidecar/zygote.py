@@ -3,8 +3,9 @@
 Owns starting pool sidecars without paying an interpreter start and the
 pipeline's imports for each one: ``python -m pyimgopt_sidecar.zygote
 --control-fd N`` imports what a sidecar runs (the pipeline with NumPy and
-the native core, every Pillow plugin, ZeroMQ's and msgpack's modules), then
-forks one sidecar per ``spawn`` it is sent. Of the optional codecs it
+the native core, ZeroMQ's and msgpack's modules), says ``ready``, then
+forks one sidecar per ``spawn`` it is sent; once idle it loads every
+Pillow plugin too, for the sidecars it forks later. Of the optional codecs it
 imports the light ones (oxipng, mozjpeg, imagequant); pyvips, HEIF and JPEG
 XL stay unimported: a sidecar imports one when a job first needs it.
 
@@ -64,20 +65,25 @@ def single_threaded() -> bool:
 
 
 def _prepare() -> None:
-    """Import what every sidecar runs, without running anything."""
+    """Import what every sidecar runs, without running anything (before ``ready``)."""
     import msgpack  # noqa: F401
     import zmq  # noqa: F401  (the module only: a Context would start threads)
-    from PIL import Image
 
     import pyimgopt.pipeline  # noqa: F401
     import pyimgopt_sidecar.__main__  # noqa: F401
     import pyimgopt_sidecar.worker  # noqa: F401
-
-    Image.init()  # every plugin module, once
     from pyimgopt.pipeline import boost
 
     for name in _LIGHT_CODECS:  # extension modules that start no thread at import
         boost.available(name)
+
+
+def _prepare_more() -> None:
+    """Once idle after the first forks: every Pillow plugin (~45 ms, off the first
+    sidecars' path; those load the plugins their files need)."""
+    from PIL import Image
+
+    Image.init()
 
 
 def _prctl(option: int, arg: int | bytes) -> None:
@@ -199,14 +205,19 @@ def serve(sock: socket.socket, parent: int | None) -> int:
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select through the wakeup fd
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the router's to handle
     closing = [sock.fileno(), wake_r, wake_w]
+    warm = False
     try:
         _send(sock, {"t": "ready", "pid": os.getpid()})
     except OSError:
         return 0  # the router is gone already
     while True:
         try:
-            ready, _, _ = select.select([sock, wake_r], [], [], 1.0)
+            ready, _, _ = select.select([sock, wake_r], [], [], 1.0 if warm else 0.2)
         except InterruptedError:
+            continue
+        if not ready and not warm:
+            _prepare_more()
+            warm = True
             continue
         if wake_r in ready:
             try:
