@@ -322,7 +322,9 @@ def test_security_hostile_images_hit_sidecar_limits_and_fail_alone(tmp_path):
     Image.fromarray(rng.integers(0, 256, (2500, 2500, 3), dtype=np.uint8)).save(folder / "noise.png",
                                                                                compress_level=0)
     (folder / "ok.jpg").write_bytes(jpeg(quality=97))
-    cfg = RouterConfig(workers=1, sidecar_address_space=700 * 1024 * 1024, cpu_per_job=1.0,
+    # the CPU limit leaves huge.png's decode (~1 s of CPU, more on a loaded machine)
+    # room to reach the address-space limit first; noise.png needs far more than 3 s
+    cfg = RouterConfig(workers=1, sidecar_address_space=700 * 1024 * 1024, cpu_per_job=3.0,
                        poison_kills=3, **FAST)
     with Client.local(config=cfg) as c:
         results = c.submit([folder], Settings(format="avif", effort=9),
