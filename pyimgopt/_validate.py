@@ -9,6 +9,7 @@ Type problems raise ``TypeError``, bad values ``ValueError``.
 
 from __future__ import annotations
 
+import numbers
 import operator
 
 import numpy as np
@@ -106,10 +107,10 @@ def check_box(value: object, width: int, height: int, filter: str) -> tuple[floa
     """Check a resize ``box`` (x0, y0, x1, y1) for a ``width`` x ``height`` input and
     return it as floats: x0, y0 in [0, 1), x1 in (width - 1, width], y1 in
     (height - 1, height]; the whole input for "nearest"."""
-    try:
-        x0, y0, x1, y1 = (float(v) for v in value)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise TypeError(f"Expected (x0, y0, x1, y1) floats for box but received {_describe(value)}") from None
+    if (not isinstance(value, (tuple, list)) or len(value) != 4
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)):
+        raise TypeError(f"Expected (x0, y0, x1, y1) floats for box but received {_describe(value)}")
+    x0, y0, x1, y1 = (float(v) for v in value)
     if not (0 <= x0 < 1 and 0 <= y0 < 1 and width - 1 < x1 <= width and height - 1 < y1 <= height):
         raise ValueError(
             f"Expected a box from [0, 1) to ({width - 1}, {width}] x ({height - 1}, {height}] for a "

@@ -91,5 +91,10 @@ def test_resize_box_bad_type_and_nearest(kernels: ModuleType) -> None:
     img = _smooth(61, 101)
     with pytest.raises(TypeError, match="for box"):
         kernels.resize(img, 37, 23, box=(0, 0, 101))
+    # strings, bools and unordered collections are not a box of numbers
+    for bad in [("0", "0", "101", "61"), (False, False, 101, 61), {0.5, 0, 101, 61}, iter((0, 0, 101, 61))]:
+        with pytest.raises(TypeError, match="for box"):
+            kernels.resize(img, 37, 23, box=bad)
+    assert kernels.resize(img, 37, 23, box=(np.float64(0), 0, np.int64(101), 61.0)).shape[:2] == (23, 37)
     with pytest.raises(ValueError, match="nearest"):
         kernels.resize(img, 37, 23, "nearest", box=(0, 0, 100.5, 61))
