@@ -202,6 +202,7 @@ class Manifest:
         self.path = os.fspath(path)
         self.readonly = readonly
         self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []  # before the first: close() closes them all
         if not readonly:
             folder = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(folder, mode=0o700, exist_ok=True)
@@ -215,7 +216,6 @@ class Manifest:
             db = self._db()
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
-        self._conns: list[sqlite3.Connection] = []
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -229,12 +229,12 @@ class Manifest:
                 db.execute("PRAGMA synchronous=NORMAL")
             db.row_factory = sqlite3.Row
             self._local.db = db
-            getattr(self, "_conns", []).append(db)
+            self._conns.append(db)
         return db
 
     def close(self) -> None:
         """Close every connection this object opened (from any thread)."""
-        for db in getattr(self, "_conns", []):
+        for db in self._conns:
             try:
                 db.close()
             except sqlite3.Error:

@@ -349,3 +349,27 @@ def test_manifest_the_marker_never_pushes_an_output_over_target_size():
     assert r.status == "optimized" and len(out) <= len(plain) + 10 and marker.find(out) is None
     roomy, _ = optimize_bytes(src, Settings(quality=80, mark=True, target_size=len(plain) + 100))
     assert marker.find(roomy) is not None and len(roomy) <= len(plain) + 100  # not vacuous
+
+
+def test_manifest_close_closes_the_connection_its_constructor_opened(tmp_path):
+    """``close()`` leaves no connection open — also the one ``__init__`` opened (it was not
+    tracked: left to the garbage collector, its WAL checkpoint could rewrite a file the
+    user had replaced meanwhile)."""
+    path = tmp_path / "m.sqlite3"
+    m = Manifest(path)
+    assert m.count() == 0  # the constructing thread's connection, used again
+
+    def open_fds():
+        out = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(str(path)):
+                out.append(target)
+        return out
+
+    assert open_fds()
+    m.close()
+    assert open_fds() == []
