@@ -7,6 +7,7 @@ import io
 import os
 import pathlib
 import struct
+import time
 import zlib
 
 from types import ModuleType
@@ -170,3 +171,15 @@ def pytest_collection_modifyitems(config, items):
         one = module in ONE_BACKEND_MODULES and item.get_closest_marker("both_backends") is None
         if one or item.get_closest_marker("one_backend") is not None:
             item.add_marker(skip)
+
+
+def wait_for(pred, timeout: float, what: str):
+    """Poll ``pred`` every 50 ms until it returns something true (returned), at most
+    ``timeout`` seconds; an AssertionError naming ``what`` past that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import pytest
 from PIL import Image
@@ -16,22 +15,12 @@ from pyimgopt import Settings
 from pyimgopt.client import Client
 from pyimgopt.router import RouterConfig
 
-from conftest import encode, jpeg, photo
+from conftest import encode, jpeg, photo, wait_for
 
 # backend-independent machinery: the pure pass skips it (tests/conftest.py)
 pytestmark = pytest.mark.one_backend
 
 FAST = dict(liveness=3.0, heartbeat=0.2)
-
-
-def wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_pool_start_small_files_run_in_process_big_ones_wait_for_a_sidecar(tmp_path):

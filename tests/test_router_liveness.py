@@ -27,7 +27,7 @@ from pyimgopt import Settings, protocol
 from pyimgopt.client import Client
 from pyimgopt.router import Router, RouterConfig
 
-from conftest import decode, jpeg, photo, temp_files
+from conftest import decode, jpeg, photo, temp_files, wait_for
 
 ONE_BACKEND = pytest.mark.skipif(
     os.environ.get("PYIMGOPT_PURE") == "1",
@@ -52,16 +52,6 @@ def encode_png(arr) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG", compress_level=1)
     return buf.getvalue()
-
-
-def wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _gone(pid: int) -> bool:

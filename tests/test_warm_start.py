@@ -20,6 +20,8 @@ from pyimgopt import Settings
 from pyimgopt.client import Client
 from pyimgopt.router import RouterConfig
 
+from conftest import wait_for
+
 # backend-independent machinery: the pure pass skips it (tests/conftest.py)
 pytestmark = pytest.mark.one_backend
 
@@ -36,16 +38,6 @@ def _proc(pid: int) -> tuple[int, list[bytes], dict[bytes, bytes]] | None:
     except (OSError, ValueError):
         return None
     return None if state == "Z" else (int(ppid), argv, env)
-
-
-def _wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _images(folder: pathlib.Path, n: int) -> list[pathlib.Path]:
@@ -68,7 +60,7 @@ def _pool(client: Client, n: int) -> list[int]:
         st = client.status()
         pids = [s["pid"] for s in st["sidecars"] if s.get("pool")]
         return pids if len(pids) == n else None
-    return _wait_for(up, 60, f"{n} pool sidecars")
+    return wait_for(up, 60, f"{n} pool sidecars")
 
 
 def test_warm_start_sidecars_are_forked_by_one_zygote_with_the_pool_environment(tmp_path):
@@ -92,7 +84,7 @@ def test_warm_start_sidecars_are_forked_by_one_zygote_with_the_pool_environment(
     for ppid, argv, env in info.values():
         assert argv[1:3] == [b"-m", b"pyimgopt_sidecar.zygote"], argv
         assert env.get(b"PYIMGOPT_CODEC_THREADS") == b"1" and env.get(b"OPENBLAS_NUM_THREADS") == b"1"
-    _wait_for(lambda: all(_proc(pid) is None for pid in [*pids, zygote]), 10, "the pool and zygote to exit")
+    wait_for(lambda: all(_proc(pid) is None for pid in [*pids, zygote]), 10, "the pool and zygote to exit")
 
 
 def test_warm_start_off_starts_sidecars_the_plain_way(tmp_path):
@@ -115,12 +107,12 @@ def test_warm_start_pool_survives_its_zygote_being_killed(tmp_path):
         zygote = _proc(first[0])[0]
         assert zygote != os.getpid()
         os.kill(zygote, signal.SIGKILL)
-        _wait_for(lambda: all(_proc(pid) is None for pid in first), 15, "the forked sidecars to exit")
+        wait_for(lambda: all(_proc(pid) is None for pid in first), 15, "the forked sidecars to exit")
 
         def replaced():
             pids = _pool(c, 2)
             return pids if not set(pids) & set(first) else None
-        again = _wait_for(replaced, 30, "a new pool")
+        again = wait_for(replaced, 30, "a new pool")
         for pid in again:
             ppid, argv, _ = _proc(pid)
             assert ppid == os.getpid() and argv[1:3] == [b"-m", b"pyimgopt_sidecar"], argv
@@ -166,7 +158,7 @@ def test_warm_start_command_line_leaves_no_process_behind(tmp_path, args):
         assert seen, "no zygote or sidecar was seen while the command ran"
     else:
         assert proc.returncode == 1 and b"unknown batch" in err, err
-    _wait_for(lambda: not _descendants_of(proc.pid), 10, "no process of the run to remain")
+    wait_for(lambda: not _descendants_of(proc.pid), 10, "no process of the run to remain")
     assert b"Traceback" not in err, err
 
 
@@ -196,7 +188,7 @@ def test_warm_start_sidecar_dying_while_its_zygote_is_stopped_is_replaced(tmp_pa
             def replaced():
                 pids = _pool(c, 2)
                 return pids if first[0] not in pids else None
-            again = _wait_for(replaced, ZYGOTE_ANSWER + 30, "the dead sidecar to be replaced")
+            again = wait_for(replaced, ZYGOTE_ANSWER + 30, "the dead sidecar to be replaced")
             assert first[1] in again  # the stopped zygote's other sidecar still serves
             results = c.submit([tmp_path / "in"], Settings(), out_dir=tmp_path / "out").wait(60)
     finally:
